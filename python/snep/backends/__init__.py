@@ -17,7 +17,7 @@ _NAMES = ("numpy", "cpu", "cuda")
 
 def _cuda_available() -> bool:
     try:
-        import cupy  # noqa: F401  (only probed when asked for)
+        import cupy
 
         return cupy.cuda.runtime.getDeviceCount() > 0
     except Exception:
