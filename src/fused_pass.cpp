@@ -14,6 +14,9 @@ namespace snep {
 namespace {
 
 constexpr int64_t TILE = 1024;  // multiple of 4: noise blocks never straddle tiles
+// Below this many tiles the pass runs on the calling thread: waking a thread
+// team costs more than the pass, and far more when the cores are shared.
+constexpr int64_t MIN_PARALLEL_TILES = 32;
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 #define SNEP_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
@@ -89,7 +92,8 @@ struct PassRunner {
         const int64_t tiles_per_chain = (n_params + TILE - 1) / TILE;
         const int64_t n_tiles = tiles_per_chain * n_chains;
         int64_t fired = 0;
-#pragma omp parallel for schedule(static) reduction(+ : fired) num_threads(n_threads)
+#pragma omp parallel for schedule(static) reduction(+ : fired) num_threads(n_threads) \
+    if (n_tiles >= MIN_PARALLEL_TILES)
         for (int64_t t = 0; t < n_tiles; ++t) {
             const int64_t c = t / tiles_per_chain;
             const int64_t first = (t % tiles_per_chain) * TILE;
@@ -120,7 +124,8 @@ void fill_normal_cpu(float* out, int64_t n_chains, int64_t n_params, uint64_t se
                      uint32_t stream, uint32_t step, uint32_t chain0, int n_threads) {
     const int64_t tiles_per_chain = (n_params + TILE - 1) / TILE;
     const int64_t n_tiles = tiles_per_chain * n_chains;
-#pragma omp parallel for schedule(static) num_threads(n_threads)
+#pragma omp parallel for schedule(static) num_threads(n_threads) \
+    if (n_tiles >= MIN_PARALLEL_TILES)
     for (int64_t t = 0; t < n_tiles; ++t) {
         const int64_t c = t / tiles_per_chain;
         const int64_t first = (t % tiles_per_chain) * TILE;

@@ -104,7 +104,7 @@ def test_in_kernel_noise_equals_passed_noise(kind):
 
 def test_same_seed_same_numbers_any_thread_count():
     rng = np.random.default_rng(3)
-    a = random_state(rng, 2, 10_000)
+    a = random_state(rng, 2, 70_001)  # >= 32 tiles: the parallel path runs
     b = a.astype(np.float32)
     grad = rng.normal(0, 1, a.x.shape).astype(np.float32)
     s = scalars_for(SamplerKind.ADAM_SGLD)

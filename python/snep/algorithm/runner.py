@@ -1,0 +1,325 @@
+"""In-process runner: n SNEP workers and the posterior server in one process.
+
+Deterministic simulation of the asynchronous system of DESIGN §1.4: each
+worker ``w`` takes one iteration every ``speeds[w]`` units of virtual time; a
+push reaches the server at once and its reply reaches the worker
+``reply_delay`` units later (staleness).  Events are processed in
+(time, worker) order, so the same seed gives the same posterior, bitwise.  The
+worker and server code are the same objects an MPI transport drives.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from snep.algorithm.messages import Push, Reply
+from snep.algorithm.server import PosteriorServer
+from snep.algorithm.worker import SnepWorker, worker_seed
+from snep.backends import Backend, MLPKernels, get_backend
+from snep.config import Config
+from snep.data.dataset import Dataset
+from snep.data.minibatch import MinibatchStream, gather_batch
+from snep.data.sharding import make_shards
+from snep.evaluate import Evaluator
+from snep.family import DiagGaussian
+from snep.model.spec import ParamSpec, init_params
+from snep.posterior import Posterior
+from snep.samplers.noise import NOISE_STREAM_SAMPLER
+from snep.samplers.reference import ChainArrays
+from snep.samplers.scalars import PassScalars, SamplerKind
+
+__all__ = ["FitResult", "Simulation", "build_spec", "fit", "run_adam", "run_in_process", "simulate"]
+
+Callback = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class FitResult:
+    """What a run produced: the posterior, the metrics history and counters."""
+
+    posterior: Posterior
+    history: list[dict[str, Any]] = field(default_factory=list)
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def final(self) -> dict[str, Any]:
+        """The last evaluation's metrics."""
+        return self.history[-1] if self.history else {}
+
+
+def build_spec(config: Config, dataset: Dataset) -> ParamSpec:
+    """The MLP layout for ``dataset``: inputs, ``model.hidden``, classes."""
+    return ParamSpec((dataset.n_features, *config.model.hidden, dataset.n_classes))
+
+
+def _prior(config: Config, spec: ParamSpec) -> DiagGaussian:
+    p = spec.size
+    return DiagGaussian(np.full(p, 1.0 / config.snep.prior_var), np.zeros(p))
+
+
+def _initial_position(config: Config, spec: ParamSpec) -> np.ndarray:
+    return init_params(spec, np.random.default_rng(worker_seed(config.train.seed, 2**31) % 2**63))
+
+
+@dataclass
+class Simulation:
+    """The server and workers after :func:`simulate`, with the metrics history."""
+
+    server: PosteriorServer
+    workers: list[SnepWorker]
+    history: list[dict[str, Any]]
+    stats: dict[str, Any]
+
+
+def simulate(
+    config: Config,
+    shards: Sequence[tuple[np.ndarray, np.ndarray]],
+    make_model: Callable[[int], MLPKernels],
+    x0: np.ndarray,
+    prior: DiagGaussian,
+    backend: Backend,
+    evaluate: Callable[[PosteriorServer], dict[str, Any]] | None = None,
+    callback: Callback | None = None,
+    observer: Callable[[PosteriorServer, Push], None] | None = None,
+    n_train: int | None = None,
+) -> Simulation:
+    """Run SNEP workers on ``shards`` against one posterior server, in virtual time.
+
+    Parameters
+    ----------
+    shards : sequence of (x, y)
+        Each worker's data.
+    make_model : callable
+        ``make_model(batch_size)`` returns the likelihood kernels of one chain.
+    x0 : ndarray (P,)
+        Shared initial position.
+    prior : DiagGaussian
+        ``theta_0``.
+    evaluate : callable, optional
+        Metrics of the server's current posterior, merged into each record.
+    observer : callable, optional
+        Called as ``observer(server, push)`` after every applied push (tests
+        use it to trace the posterior).
+    """
+    train = config.train
+    n = len(shards)
+    n_train = n_train or sum(len(y) for _, y in shards)
+    server = PosteriorServer(prior, n, train.averaging_start)
+    workers = [
+        SnepWorker(w, n, make_model(min(train.batch_size, len(y))), x, y, config, backend, x0)
+        for w, (x, y) in enumerate(shards)
+    ]
+    for w in workers:
+        server.register(w.worker, w.initial_site())
+    for w in workers:
+        w.start(server.theta())
+
+    speeds = train.speeds or (1.0,) * n
+    delay = train.reply_delay
+    # events: (time, order, kind, worker, payload); kind 0 = reply delivery, 1 = step
+    events: list[tuple[float, int, int, int, Any]] = []
+    order = itertools.count()
+    for w in range(n):
+        heapq.heappush(events, (speeds[w], next(order), 1, w, None))
+    history: list[dict[str, Any]] = []
+    t_start = time.perf_counter()
+    comm_seconds = 0.0
+    total_steps = 0
+    next_eval = train.eval_every
+    total_target = train.iterations * n
+
+    def record() -> None:
+        mean_iter = total_steps / n
+        rec = {
+            "iteration": mean_iter,
+            "epochs_per_worker": mean_iter * train.batch_size / n_train,
+            "wall_seconds": time.perf_counter() - t_start,
+            "comm_seconds": comm_seconds,
+            **(evaluate(server) if evaluate else {}),
+            **server.stats(),
+            "guard_fired": int(sum(w.guard_fired for w in workers)),
+            "minibatch_loglik": float(np.mean([w.last_loglik for w in workers])),
+        }
+        history.append(rec)
+        if callback is not None:
+            callback(rec)
+
+    def apply(push: Push) -> Reply:
+        reply = server.push(push)
+        if observer is not None:
+            observer(server, push)
+        return reply
+
+    while events:
+        now, _, kind, w, payload = heapq.heappop(events)
+        worker = workers[w]
+        if kind == 0:
+            t0 = time.perf_counter()
+            worker.receive(payload)
+            comm_seconds += time.perf_counter() - t0
+            continue
+        if worker.iteration >= train.iterations:
+            continue
+        push = worker.step()
+        total_steps += 1
+        if push is not None:
+            t0 = time.perf_counter()
+            reply = apply(push)
+            if delay > 0:  # the reply carries theta as of this push
+                reply = Reply(
+                    reply.precision.copy(),
+                    reply.precision_mean.copy(),
+                    reply.version,
+                    reply.accepted,
+                )
+                heapq.heappush(events, (now + delay, next(order), 0, w, reply))
+            else:
+                worker.receive(reply)
+            comm_seconds += time.perf_counter() - t0
+        if worker.iteration < train.iterations:
+            heapq.heappush(events, (now + speeds[w], next(order), 1, w, None))
+        if total_steps >= next_eval * n and total_steps < total_target:
+            record()
+            next_eval += train.eval_every
+
+    # final pushes, so that the server holds every worker's last site
+    for worker in workers:
+        if not worker.in_flight:
+            worker.receive(apply(worker.make_push()))
+    record()
+    stats = {
+        **server.stats(),
+        "wall_seconds": time.perf_counter() - t_start,
+        "comm_seconds": comm_seconds,
+        "workers": [w.stats() for w in workers],
+    }
+    return Simulation(server, workers, history, stats)
+
+
+def run_in_process(
+    config: Config,
+    dataset: Dataset,
+    backend: Backend | None = None,
+    callback: Callback | None = None,
+) -> FitResult:
+    """Run SNEP (or its EP variant) on an MLP with ``config.train.workers`` simulated workers.
+
+    ``callback`` receives every evaluation record (a dict of metrics) as it is made.
+    """
+    train = config.train
+    backend = backend or get_backend(train.backend, train.threads)
+    spec = build_spec(config, dataset)
+    shards = make_shards(
+        dataset.y_train, train.workers, train.sharding, train.dirichlet_alpha, train.seed
+    )
+    sim = simulate(
+        config,
+        [(dataset.x_train[idx], dataset.y_train[idx]) for idx in shards],
+        lambda batch: backend.mlp(spec, 1, batch),
+        _initial_position(config, spec),
+        _prior(config, spec),
+        backend,
+        evaluate=Evaluator(spec, dataset, backend, config),
+        callback=callback,
+        n_train=dataset.n_train,
+    )
+    server = sim.server
+    posterior = Posterior(
+        spec,
+        server.precision.copy(),
+        server.precision_mean.copy(),
+        None if server.average_mean is None else server.average_mean.copy(),
+        None if server.average_var is None else server.average_var.copy(),
+    )
+    return FitResult(posterior, sim.history, sim.stats)
+
+
+def run_adam(
+    config: Config,
+    dataset: Dataset,
+    backend: Backend | None = None,
+    callback: Callback | None = None,
+) -> FitResult:
+    """Single-worker Adam on the log posterior (the MAP baseline of DESIGN §1.7).
+
+    Same kernels as SNEP: the fused pass with the Adam-SGLD rule, noise off,
+    ``beta1 = 0.9`` (unless set), the prior as the Gaussian factor and no site.
+    The returned "posterior" is the point estimate with a negligible variance.
+    """
+    train, sampler = config.train, config.sampler
+    backend = backend or get_backend(train.backend, train.threads)
+    spec = build_spec(config, dataset)
+    x = np.ascontiguousarray(dataset.x_train, dtype=backend.dtype)
+    y = np.ascontiguousarray(dataset.y_train, dtype=np.int32)
+    n_data, batch = len(y), min(train.batch_size, len(y))
+    stream = MinibatchStream(n_data, batch, worker_seed(train.seed, 0) % 2**63)
+    mlp = backend.mlp(spec, 1, batch)
+    a = ChainArrays.zeros(1, spec.size, backend.dtype)
+    a.x[0] = _initial_position(config, spec)
+    prior = _prior(config, spec)
+    a.anchor_prec[0] = prior.precision
+    a.site_prec[...] = 1.0  # unused (no site step); keeps the arithmetic finite
+    a.cavity_prec[...] = 1.0
+    grad = np.zeros_like(a.x)
+    bx = np.zeros((1, batch, spec.layer_sizes[0]), backend.dtype)
+    by = np.zeros((1, batch), np.int32)
+    beta1 = sampler.beta1 if sampler.beta1 > 0 else 0.9
+    s = PassScalars(
+        lik_scale=n_data / batch,
+        inv_beta=0.0,  # eta = anchor = prior
+        step_size=sampler.step_size,
+        noise_scale=0.0,
+        beta1=beta1,
+        beta2=sampler.beta2,
+        adam_eps=sampler.adam_eps,
+        update_site=0,
+        seed=worker_seed(train.seed, 0),
+        stream=NOISE_STREAM_SAMPLER,
+    )
+    evaluator = Evaluator(spec, dataset, backend, config)
+    history: list[dict[str, Any]] = []
+    t_start = time.perf_counter()
+    for t in range(1, train.iterations + 1):
+        gather_batch(x, y, stream.next_indices(), bx[0], by[0])
+        loglik = mlp.loglik_and_grad(a.x, bx, by, grad)
+        s.step = t
+        s.bias_corr1 = 1.0 - beta1**t
+        s.bias_corr2 = 1.0 - s.beta2**t
+        backend.fused_step(SamplerKind.ADAM_SGLD, a, grad, s)
+        if t % train.eval_every == 0 or t == train.iterations:
+            record = {
+                "iteration": t,
+                "epochs_per_worker": t * batch / dataset.n_train,
+                "wall_seconds": time.perf_counter() - t_start,
+                "comm_seconds": 0.0,
+                **evaluator.point(a.x[0].astype(np.float64)),
+                "minibatch_loglik": float(loglik[0]) / batch,
+            }
+            history.append(record)
+            if callback is not None:
+                callback(record)
+    mean = a.x[0].astype(np.float64)
+    prec = np.full(spec.size, 1e12)
+    posterior = Posterior(spec, prec, prec * mean)
+    return FitResult(posterior, history, {"wall_seconds": time.perf_counter() - t_start})
+
+
+def fit(
+    config: Config,
+    dataset: Dataset,
+    backend: Backend | str | None = None,
+    callback: Callback | None = None,
+) -> FitResult:
+    """Train with ``config.train.method`` (``snep``, ``ep`` or ``adam``) in this process."""
+    if isinstance(backend, str):
+        backend = get_backend(backend, config.train.threads)
+    if config.train.method == "adam":
+        return run_adam(config, dataset, backend, callback)
+    return run_in_process(config, dataset, backend, callback)

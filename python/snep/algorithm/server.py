@@ -1,0 +1,116 @@
+"""The posterior server (Hasenclever et al. 2017, §"The posterior server";
+DESIGN §1.4): pure state and message handling, no I/O, so that the in-process
+runner and the MPI transport drive the same code.
+
+State: ``theta = theta_0 + sum_i lambda_i^sent`` in float64, a version
+counter, each worker's last iteration and accumulated site, and running
+averages of the posterior's moments from a configurable iteration on.  Deltas
+commute, so the result does not depend on arrival order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from snep.algorithm.messages import Push, Reply
+from snep.family import DiagGaussian
+
+__all__ = ["PosteriorServer"]
+
+
+class PosteriorServer:
+    """Holds the global approximation and applies workers' pushes.
+
+    Parameters
+    ----------
+    prior : DiagGaussian
+        ``theta_0``, the prior's natural parameters (float64, length P).
+    n_workers : int
+        Number of workers that must register.
+    average_from : int
+        Pushes from worker iterations at or after this one update the running
+        average of the posterior mean and variance.
+    """
+
+    def __init__(self, prior: DiagGaussian, n_workers: int, average_from: int) -> None:
+        self.prior = DiagGaussian(
+            np.array(prior.precision, np.float64), np.array(prior.precision_mean, np.float64)
+        )
+        self.n_workers = n_workers
+        self.average_from = average_from
+        self.precision = self.prior.precision.copy()
+        self.precision_mean = self.prior.precision_mean.copy()
+        self.sites: dict[int, DiagGaussian] = {}
+        self.version = 0
+        self.last_iteration = np.zeros(n_workers, np.int64)
+        self.pushes = np.zeros(n_workers, np.int64)
+        self.staleness: list[list[int]] = [[] for _ in range(n_workers)]
+        self.rejected = 0
+        self.average_count = 0
+        self.average_mean: np.ndarray | None = None
+        self.average_var: np.ndarray | None = None
+
+    @property
+    def registered(self) -> bool:
+        """True once every worker has sent its initial site."""
+        return len(self.sites) == self.n_workers
+
+    def register(self, worker: int, site: DiagGaussian) -> bool:
+        """Add worker ``worker``'s initial site; returns :attr:`registered`."""
+        if not 0 <= worker < self.n_workers:
+            raise ValueError(f"worker id {worker} is out of range [0, {self.n_workers})")
+        if worker in self.sites:
+            raise ValueError(f"worker {worker} registered twice")
+        prec = np.array(site.precision, np.float64)
+        pm = np.array(site.precision_mean, np.float64)
+        self.sites[worker] = DiagGaussian(prec, pm)
+        self.precision += prec
+        self.precision_mean += pm
+        return self.registered
+
+    def theta(self) -> Reply:
+        """The current global natural parameters (views; copy to keep)."""
+        return Reply(self.precision, self.precision_mean, self.version)
+
+    def push(self, msg: Push) -> Reply:
+        """Apply ``theta += Delta``; a non-finite delta is rejected and counted."""
+        w = msg.worker
+        self.staleness[w].append(self.version - msg.version_seen)
+        if not (
+            np.isfinite(msg.delta_precision).all() and np.isfinite(msg.delta_precision_mean).all()
+        ):
+            self.rejected += 1
+            return Reply(self.precision, self.precision_mean, self.version, accepted=False)
+        self.precision += msg.delta_precision
+        self.precision_mean += msg.delta_precision_mean
+        site = self.sites[w]
+        site.precision[...] += msg.delta_precision
+        site.precision_mean[...] += msg.delta_precision_mean
+        self.version += 1
+        self.last_iteration[w] = msg.iteration
+        self.pushes[w] += 1
+        if msg.iteration >= self.average_from:
+            self._update_average()
+        return Reply(self.precision, self.precision_mean, self.version)
+
+    def _update_average(self) -> None:
+        var = 1.0 / self.precision
+        mean = self.precision_mean * var
+        self.average_count += 1
+        if self.average_mean is None:
+            self.average_mean, self.average_var = mean, var
+            return
+        w = 1.0 / self.average_count
+        self.average_mean += w * (mean - self.average_mean)
+        self.average_var += w * (var - self.average_var)
+
+    def stats(self) -> dict[str, float]:
+        """Version, pushes, rejected pushes and mean staleness (versions behind at a push)."""
+        stale = [s for per in self.staleness for s in per]
+        return {
+            "version": self.version,
+            "pushes": int(self.pushes.sum()),
+            "rejected": self.rejected,
+            "staleness_mean": float(np.mean(stale)) if stale else 0.0,
+            "staleness_max": int(max(stale)) if stale else 0,
+        }

@@ -1,0 +1,310 @@
+"""A SNEP worker (Hasenclever et al. 2017, Algorithm "SNEP" with the posterior
+server; DESIGN §1.3): pure state and message handling, no I/O.
+
+The worker holds its shard, its site ``lambda_i`` (kept proper), the anchor
+``theta'_i``, the last site it pushed ``lambda_i^sent``, its cavity view
+``c_i = theta_server - lambda_i^sent`` and a persistent SG-MCMC chain.  Every
+iteration it takes one sampler step on the tilted distribution
+
+    p_i(x) ∝ exp(<theta'_i - lambda_i / beta, s(x)>) exp(l_i(x) / beta)
+
+and one natural-gradient step on the site, fused in one pass over the
+parameters (``kernels/snep_fused.cuh``).  Every ``n_inner`` iterations the
+anchor is refreshed to the local posterior ``theta_loc = c_i + lambda_i``;
+every ``n_sync`` iterations (at most one request in flight) it pushes
+``Delta = lambda_i - lambda_i^sent``, and when the server's reply arrives it
+sets the cavity and shifts the chain so its standardised position is kept.
+
+``method="ep"`` is the EP-with-MCMC-moments / SMS variant (Xu et al. 2014):
+the tilted moments are estimated from the samples of a window of ``n_inner``
+iterations and the site is set by a damped EP update.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from snep.algorithm.messages import Push, Reply
+from snep.backends import Backend, MLPKernels
+from snep.config import Config
+from snep.data.minibatch import MinibatchStream, gather_batch
+from snep.family import DiagGaussian
+from snep.samplers.noise import NOISE_STREAM_SAMPLER
+from snep.samplers.reference import ChainArrays
+from snep.samplers.scalars import PassScalars, SamplerKind
+
+__all__ = ["SnepWorker", "worker_seed"]
+
+SAMPLER_KINDS = {
+    "sgld": SamplerKind.SGLD,
+    "psgld": SamplerKind.PSGLD,
+    "sghmc": SamplerKind.SGHMC,
+    "adam_sgld": SamplerKind.ADAM_SGLD,
+}
+
+
+def worker_seed(seed: int, worker: int) -> int:
+    """A 64-bit seed for worker ``worker`` of a run seeded with ``seed``."""
+    words = np.random.SeedSequence([seed, worker, 0x534E4550]).generate_state(2, np.uint32)
+    return int(words[0]) | (int(words[1]) << 32)
+
+
+class SnepWorker:
+    """One SNEP worker with one chain.
+
+    Parameters
+    ----------
+    worker : int
+        Worker id in ``[0, n_workers)``.
+    n_workers : int
+        Number of workers (sets p-SNEP's beta and the initial site variance).
+    model : MLPKernels
+        Log-likelihood and gradient kernels for one chain and minibatches of
+        ``min(batch_size, N_i)`` (the MLP, or any model with the same interface).
+    x, y : ndarray
+        This worker's shard: inputs (N_i, D) and labels (N_i,).
+    config : Config
+        Run configuration.
+    backend : Backend
+        Compute backend (arrays are in its dtype).
+    x0 : ndarray (P,)
+        Shared initial position (Glorot/He initialisation).
+    """
+
+    def __init__(
+        self,
+        worker: int,
+        n_workers: int,
+        model: MLPKernels,
+        x: np.ndarray,
+        y: np.ndarray,
+        config: Config,
+        backend: Backend,
+        x0: np.ndarray,
+    ) -> None:
+        train, snep, sampler = config.train, config.snep, config.sampler
+        self.worker = worker
+        self.n_workers = n_workers
+        self.config = config
+        self.backend = backend
+        self.method = train.method
+        dtype = backend.dtype
+        self.x_data = np.ascontiguousarray(x, dtype=dtype)
+        self.y_data = np.ascontiguousarray(y, dtype=np.int32)
+        n_local = len(self.y_data)
+        self.batch_size = min(train.batch_size, n_local)
+        self.beta = snep.effective_beta(n_workers)
+        self.kind = SAMPLER_KINDS[sampler.kind]
+        self.seed = worker_seed(train.seed, worker)
+        self.stream = MinibatchStream(n_local, self.batch_size, self.seed % (2**63))
+        self.model = model
+        P = int(np.asarray(x0).size)
+        self.arrays = ChainArrays.zeros(1, P, dtype)
+        self.grad = np.zeros((1, P), dtype)
+        self.batch_x = np.zeros((1, self.batch_size, self.x_data.shape[1]), dtype)
+        self.batch_y = np.zeros((1, self.batch_size), np.int32)
+        self._tmp = [np.zeros((1, P), dtype) for _ in range(4)]
+
+        self.arrays.x[0] = x0
+        self.arrays.s2[...] = 0.0
+        # initial site: natural parameters of N(x0, n * v_init) (DESIGN §1.4)
+        v = n_workers * snep.v_init
+        self.arrays.site_prec[...] = 1.0 / v
+        self.arrays.site_pm[0] = x0 / v
+        self.sent = self._site64()
+        self._sent_before_push = self.sent
+
+        self.scalars = PassScalars(
+            lik_scale=n_local / (self.beta * self.batch_size * sampler.temperature),
+            inv_beta=1.0 / self.beta,
+            prec_floor=snep.prec_floor,
+            step_size=sampler.step_size,
+            noise_scale=1.0,
+            rms_decay=sampler.rms_decay,
+            rms_eps=sampler.rms_eps,
+            friction=sampler.friction,
+            beta1=sampler.beta1,
+            beta2=sampler.beta2,
+            adam_eps=sampler.adam_eps,
+            kappa=sampler.kappa,
+            gamma_term=int(sampler.gamma_term),
+            m_lo=snep.m_lo,
+            m_hi=snep.m_hi,
+            v_lo=snep.v_lo,
+            v_hi=snep.v_hi,
+            seed=self.seed,
+            stream=NOISE_STREAM_SAMPLER,
+        )
+        self.iteration = 0  # completed iterations
+        self.sampler_steps = 0
+        self.in_flight = False
+        self.last_push = 0
+        self.version = -1
+        self.guard_fired = 0
+        self.ep_rejected = 0
+        self.pushes = 0
+        self.replies = 0
+        self.last_loglik = float("nan")
+        self._window = 0  # samples accumulated (EP variant)
+
+    # ------------------------------------------------------------------ state
+    def _site64(self) -> DiagGaussian:
+        a = self.arrays
+        return DiagGaussian(a.site_prec[0].astype(np.float64), a.site_pm[0].astype(np.float64))
+
+    def initial_site(self) -> DiagGaussian:
+        """The site to register with the server (float64 copies)."""
+        return self._site64()
+
+    def site(self) -> DiagGaussian:
+        """The current site ``lambda_i`` (float64 copies)."""
+        return self._site64()
+
+    def local_posterior(self) -> DiagGaussian:
+        """``theta_loc = c_i + lambda_i`` (float64)."""
+        a = self.arrays
+        return DiagGaussian(
+            a.cavity_prec[0].astype(np.float64) + a.site_prec[0],
+            a.cavity_pm[0].astype(np.float64) + a.site_pm[0],
+        )
+
+    def start(self, reply: Reply) -> None:
+        """Registration reply: set the cavity from ``theta`` and the anchor to ``theta_loc``."""
+        self._set_cavity(reply)
+        self._refresh_anchor()
+        self.version = reply.version
+
+    def _set_cavity(self, reply: Reply) -> None:
+        a = self.arrays
+        a.cavity_prec[0] = reply.precision - self.sent.precision
+        a.cavity_pm[0] = reply.precision_mean - self.sent.precision_mean
+
+    def _refresh_anchor(self) -> None:
+        a = self.arrays
+        np.add(a.cavity_prec, a.site_prec, out=a.anchor_prec)
+        np.add(a.cavity_pm, a.site_pm, out=a.anchor_pm)
+
+    # ------------------------------------------------------------- iteration
+    def step(self) -> Push | None:
+        """One SNEP iteration; returns a :class:`Push` when a sync is due."""
+        snep = self.config.snep
+        s = self.scalars
+        s.site_step = snep.site_step(self.iteration)
+        k_samples = snep.n_samples if self.method == "snep" else 1
+        for k in range(k_samples):
+            idx = self.stream.next_indices()
+            gather_batch(self.x_data, self.y_data, idx, self.batch_x[0], self.batch_y[0])
+            loglik = self.model.loglik_and_grad(
+                self.arrays.x, self.batch_x, self.batch_y, self.grad
+            )
+            self.last_loglik = float(loglik[0]) / self.batch_size
+            self.sampler_steps += 1
+            s.step = self.sampler_steps
+            s.bias_corr1 = 1.0 - s.beta1**self.sampler_steps
+            s.bias_corr2 = 1.0 - s.beta2**self.sampler_steps
+            if self.method == "snep":
+                last = k == k_samples - 1
+                s.accumulate = int(k_samples > 1)
+                s.update_site = int(last)
+                s.inv_n_acc = 1.0 / k_samples if (k_samples > 1 and last) else 0.0
+            else:  # EP / SMS: accumulate the window's samples, no site step
+                s.accumulate, s.update_site, s.inv_n_acc = 1, 0, 0.0
+            self.guard_fired += self.backend.fused_step(self.kind, self.arrays, self.grad, s)
+        self.iteration += 1
+        if self.method == "ep":
+            self._window += 1
+        if self.iteration % snep.n_inner == 0:
+            if self.method == "ep":
+                self._ep_update()
+            self._refresh_anchor()
+        if not self.in_flight and self.iteration - self.last_push >= snep.n_sync:
+            return self.make_push()
+        return None
+
+    def _ep_update(self) -> None:
+        """Damped EP site update from the window's sample moments (Xu et al. 2014)."""
+        snep = self.config.snep
+        a = self.arrays
+        n = max(self._window, 1)
+        mean = a.acc_x / n
+        var = np.maximum(a.acc_x2 / n - mean * mean, snep.v_lo / self.n_workers)
+        tilted_prec = 1.0 / var
+        eta_prec = a.anchor_prec - a.site_prec / self.beta
+        eta_pm = a.anchor_pm - a.site_pm / self.beta
+        bad = eta_prec < snep.prec_floor
+        self.guard_fired += int(bad.sum())
+        eta_pm = np.where(bad, snep.prec_floor * a.anchor_pm / a.anchor_prec, eta_pm)
+        eta_prec = np.where(bad, snep.prec_floor, eta_prec)
+        new_prec = self.beta * (tilted_prec - eta_prec)
+        new_pm = self.beta * (tilted_prec * mean - eta_pm)
+        alpha = snep.damping
+        prec = (1 - alpha) * a.site_prec + alpha * new_prec
+        pm = (1 - alpha) * a.site_pm + alpha * new_pm
+        ok = prec > 1.0 / snep.v_hi
+        self.ep_rejected += int((~ok).sum())
+        m = np.clip(pm / np.where(ok, prec, 1.0), snep.m_lo, snep.m_hi)
+        v = np.clip(1.0 / np.where(ok, prec, 1.0), snep.v_lo, snep.v_hi)
+        a.site_prec[...] = np.where(ok, 1.0 / v, a.site_prec)
+        a.site_pm[...] = np.where(ok, m / v, a.site_pm)
+        a.acc_x[...] = 0.0
+        a.acc_x2[...] = 0.0
+        self._window = 0
+
+    # ------------------------------------------------------------------ sync
+    def make_push(self) -> Push:
+        """Push ``Delta = lambda_i - lambda_i^sent`` now (the caller checks nothing is in flight)."""
+        site = self._site64()
+        delta = Push(
+            self.worker,
+            self.iteration,
+            site.precision - self.sent.precision,
+            site.precision_mean - self.sent.precision_mean,
+            self.version,
+        )
+        self._sent_before_push = self.sent
+        self.sent = site
+        self.in_flight = True
+        self.last_push = self.iteration
+        self.pushes += 1
+        return delta
+
+    def receive(self, reply: Reply) -> None:
+        """The server's reply: new cavity, chain shifted to keep its standardised position."""
+        self.replies += 1
+        self.in_flight = False
+        if not reply.accepted:  # the server kept theta: our last push never happened
+            self.sent = self._sent_before_push
+        a = self.arrays
+        old_prec, old_mean, ratio, tmp = self._tmp
+        np.add(a.cavity_prec, a.site_prec, out=old_prec)
+        np.add(a.cavity_pm, a.site_pm, out=old_mean)
+        np.divide(old_mean, old_prec, out=old_mean)
+        # the anchor moves with the cavity: theta' += c_new - c_old, so that the
+        # tilted distribution and the shifted chain stay consistent
+        np.subtract(a.anchor_prec, a.cavity_prec, out=a.anchor_prec)
+        np.subtract(a.anchor_pm, a.cavity_pm, out=a.anchor_pm)
+        self._set_cavity(reply)
+        np.add(a.anchor_prec, a.cavity_prec, out=a.anchor_prec)
+        np.add(a.anchor_pm, a.cavity_pm, out=a.anchor_pm)
+        # x <- m_new + sqrt(v_new / v_old) (x - m_old), v = 1 / (cavity + site) precision
+        np.add(a.cavity_prec, a.site_prec, out=tmp)
+        np.divide(old_prec, tmp, out=ratio)
+        np.sqrt(ratio, out=ratio)
+        np.add(a.cavity_pm, a.site_pm, out=old_prec)  # reuse: new precision-mean
+        np.divide(old_prec, tmp, out=tmp)  # new mean
+        np.subtract(a.x, old_mean, out=a.x)
+        np.multiply(a.x, ratio, out=a.x)
+        np.add(a.x, tmp, out=a.x)
+        if self.kind == SamplerKind.SGHMC:
+            np.multiply(a.s1, ratio, out=a.s1)
+        self.version = reply.version
+
+    def stats(self) -> dict[str, float]:
+        """Counters for the metrics stream."""
+        return {
+            "iteration": self.iteration,
+            "pushes": self.pushes,
+            "guard_fired": self.guard_fired,
+            "ep_rejected": self.ep_rejected,
+            "minibatch_loglik": self.last_loglik,
+        }

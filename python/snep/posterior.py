@@ -1,0 +1,151 @@
+"""The learned approximate posterior: a diagonal Gaussian over the flat
+parameters of an MLP, with point-estimate and Bayesian-model-average
+predictions (DESIGN §1.6) and a stable ``posterior.npz`` file format.
+
+``posterior.npz`` holds float64 arrays ``precision``, ``precision_mean``,
+``mean``, ``var`` (all of length P), the layout ``layer_sizes`` (int64), and,
+when the server averaged the posterior, ``average_mean`` and ``average_var``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from snep.backends import Backend, get_backend
+from snep.errors import DataError
+from snep.family import DiagGaussian, moments
+from snep.io import save_npz
+from snep.model.spec import ParamSpec
+
+__all__ = ["Posterior", "predict_proba_params"]
+
+METHODS = ("mean", "average", "bma")
+
+
+def predict_proba_params(
+    spec: ParamSpec, params: np.ndarray, x: np.ndarray, backend: Backend, chunk: int = 2048
+) -> np.ndarray:
+    """Mean over the rows of ``params`` (S, P) of the predictive probabilities (N, K)."""
+    params = np.ascontiguousarray(params, dtype=backend.dtype)
+    x = np.ascontiguousarray(x, dtype=backend.dtype)
+    mlp = backend.mlp(spec, params.shape[0], 1)
+    out = np.empty((x.shape[0], spec.layer_sizes[-1]), np.float64)
+    for lo in range(0, x.shape[0], chunk):
+        probs = mlp.predict_proba(params, x[lo : lo + chunk])
+        out[lo : lo + chunk] = probs.mean(axis=0, dtype=np.float64)
+    return out
+
+
+@dataclass
+class Posterior:
+    """Diagonal Gaussian ``q(x) = N(mean, var)`` over the parameters of ``spec``.
+
+    Attributes
+    ----------
+    spec : ParamSpec
+        Parameter layout.
+    precision, precision_mean : ndarray (P,) float64
+        Natural parameters (``theta`` of the posterior server).
+    average_mean, average_var : ndarray or None
+        Running average of the posterior's moments kept by the server.
+    """
+
+    spec: ParamSpec
+    precision: np.ndarray
+    precision_mean: np.ndarray
+    average_mean: np.ndarray | None = None
+    average_var: np.ndarray | None = None
+
+    @property
+    def mean(self) -> np.ndarray:
+        return moments(DiagGaussian(self.precision, self.precision_mean))[0]
+
+    @property
+    def var(self) -> np.ndarray:
+        return 1.0 / self.precision
+
+    def sample(self, n: int, seed: int = 0) -> np.ndarray:
+        """``n`` draws from q, shape (n, P), from ``numpy.random.default_rng(seed)``."""
+        rng = np.random.default_rng(seed)
+        z = rng.standard_normal((n, self.precision.size))
+        return self.mean + np.sqrt(self.var) * z
+
+    def predict_proba(
+        self,
+        x: np.ndarray,
+        method: str = "bma",
+        n_samples: int = 20,
+        seed: int = 0,
+        backend: Backend | str = "auto",
+    ) -> np.ndarray:
+        """Predictive class probabilities (N, K).
+
+        Parameters
+        ----------
+        method : {"bma", "mean", "average"}
+            ``bma``: mean of the predictive probabilities over ``n_samples`` draws
+            from q (Bayesian model average); ``mean``: point estimate at the
+            posterior mean; ``average``: point estimate at the server's running
+            average of the mean.
+        """
+        backend = get_backend(backend) if isinstance(backend, str) else backend
+        if method == "mean":
+            params = self.mean[None]
+        elif method == "average":
+            if self.average_mean is None:
+                raise ValueError(
+                    "method='average' needs the server's running average, which this posterior "
+                    "does not have (the run ended before train.average_from); use 'mean' or 'bma'"
+                )
+            params = self.average_mean[None]
+        elif method == "bma":
+            params = self.sample(n_samples, seed)
+        else:
+            raise ValueError(f"method={method!r} is not one of {list(METHODS)}")
+        return predict_proba_params(self.spec, params, x, backend)
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``posterior.npz`` atomically (format in the module docstring)."""
+        extra = {}
+        if self.average_mean is not None:
+            extra = {"average_mean": self.average_mean, "average_var": self.average_var}
+        return save_npz(
+            path,
+            precision=self.precision,
+            precision_mean=self.precision_mean,
+            mean=self.mean,
+            var=self.var,
+            layer_sizes=np.asarray(self.spec.layer_sizes, np.int64),
+            **extra,
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> Posterior:
+        """Read a ``posterior.npz`` written by :meth:`save`."""
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(
+                f"posterior file {str(path)!r} does not exist; pass a run directory "
+                "or a posterior.npz written by snep"
+            )
+        with np.load(path, allow_pickle=False) as f:
+            missing = {"precision", "precision_mean", "layer_sizes"} - set(f.files)
+            if missing:
+                raise DataError(f"{str(path)!r} lacks array(s) {sorted(missing)}; found {f.files}")
+            spec = ParamSpec(tuple(int(s) for s in f["layer_sizes"]))
+            prec = f["precision"].astype(np.float64)
+            if prec.shape != (spec.size,):
+                raise DataError(
+                    f"{str(path)!r}: precision has shape {prec.shape}, expected ({spec.size},) "
+                    f"for layer sizes {list(spec.layer_sizes)}"
+                )
+            return cls(
+                spec,
+                prec,
+                f["precision_mean"].astype(np.float64),
+                f["average_mean"] if "average_mean" in f.files else None,
+                f["average_var"] if "average_var" in f.files else None,
+            )
