@@ -22,6 +22,11 @@
 
 namespace snep {
 
+SNEP_HD float clampf(float v, float lo, float hi) {
+    v = v < lo ? lo : v;
+    return v > hi ? hi : v;
+}
+
 enum SamplerKind : int { SGLD = 0, PSGLD = 1, SGHMC = 2, ADAM_SGLD = 3 };
 
 // Scalars of one pass.  Plain data so that host code can fill it and pass it
@@ -130,7 +135,8 @@ SNEP_HD int fused_update(float& x, float grad, float ap, float apm, float& sp, f
         s2 = v;
         const float alpha = eps / (sqrtf(v / p.bias_corr2) + p.adam_eps);
         const float dir = m / p.bias_corr1;  // = g when beta1 = 0 (then bias_corr1 = 1)
-        const float sd = fminf(eps * p.kappa, sqrtf(2.0f * alpha));
+        const float cap = eps * p.kappa, sd_raw = sqrtf(2.0f * alpha);
+        const float sd = sd_raw < cap ? sd_raw : cap;
         x += alpha * dir + p.noise_scale * sd * xi;
     }
 
@@ -162,8 +168,10 @@ SNEP_HD int fused_update(float& x, float grad, float ap, float apm, float& sp, f
             site_var +
             p.site_step * (d * (sx + loc_mean - 2.0f * site_mean) + (sx2 - sx * sx) - loc_var) -
             p.site_step * p.site_step * d * d;
-        const float var = fminf(fmaxf(var_raw, p.v_lo), p.v_hi);
-        const float mean = fminf(fmaxf(g1, p.m_lo), p.m_hi);
+        // clip with compare-selects, not fminf/fmaxf: those do not vectorise
+        // without -ffinite-math-only (and a NaN should propagate, not be clipped)
+        const float var = clampf(var_raw, p.v_lo, p.v_hi);
+        const float mean = clampf(g1, p.m_lo, p.m_hi);
         sp = 1.0f / var;
         spm = mean * sp;
     }

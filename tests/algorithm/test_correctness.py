@@ -209,6 +209,7 @@ def mala_reference(spec, x, y, prior_var, n_chains=64, n_steps=3000, seed=0):
     return np.concatenate(kept)
 
 
+@pytest.mark.slow
 def test_logistic_regression_one_worker_matches_reference_posterior():
     rng = np.random.default_rng(7)
     n, prior_var = 20, 0.5

@@ -1,0 +1,88 @@
+"""The in-process runner: determinism, asynchrony, variants and the Adam baseline."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from snep.algorithm import fit
+from snep.config import Config
+from snep.data.loaders import load_digits
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_digits()
+
+
+def small(**train):
+    base = {"iterations": 60, "eval_every": 30, "workers": 3, "bma_samples": 4}
+    base.update(train)
+    return Config().replace(train=base, model={"hidden": (16,)})
+
+
+def test_same_seed_same_posterior_bitwise(digits):
+    a = fit(small(), digits)
+    b = fit(small(), digits)
+    np.testing.assert_array_equal(a.posterior.precision, b.posterior.precision)
+    np.testing.assert_array_equal(a.posterior.precision_mean, b.posterior.precision_mean)
+    assert [r["mean_error"] for r in a.history] == [r["mean_error"] for r in b.history]
+
+
+def test_different_seed_different_posterior(digits):
+    a = fit(small(), digits)
+    b = fit(small(seed=1), digits)
+    assert not np.array_equal(a.posterior.precision_mean, b.posterior.precision_mean)
+
+
+def test_asynchrony_is_deterministic_and_creates_staleness(digits):
+    cfg = small(speeds=(1.0, 1.0, 4.0), reply_delay=3.0)
+    a = fit(cfg, digits)
+    b = fit(cfg, digits)
+    np.testing.assert_array_equal(a.posterior.precision_mean, b.posterior.precision_mean)
+    assert a.stats["staleness_max"] >= 1
+    sync = fit(small(), digits)
+    assert sync.stats["staleness_max"] <= a.stats["staleness_max"]
+    assert not np.array_equal(a.posterior.precision_mean, sync.posterior.precision_mean)
+    # every worker still completes its iterations, the slow one too
+    assert [w["iteration"] for w in a.stats["workers"]] == [60, 60, 60]
+
+
+def test_history_records_and_epochs(digits):
+    res = fit(small(), digits)
+    assert [r["iteration"] for r in res.history] == [30, 60]
+    last = res.final
+    for key in ("mean_error", "mean_nll", "mean_ece", "bma_error", "bma_nll", "bma_ece"):
+        assert 0 <= last[key] < 10
+    n_train = digits.n_train
+    assert last["epochs_per_worker"] == pytest.approx(60 * 100 / n_train)
+    assert last["pushes"] >= 3 * 6  # every N_sync = 10 iterations, plus the final pushes
+
+
+@pytest.mark.parametrize("method,extra", [("ep", {}), ("snep", {"p_snep": True})])
+def test_variants_run_and_learn(digits, method, extra):
+    cfg = small(method=method, iterations=200, eval_every=200).replace(snep=extra)
+    res = fit(cfg, digits)
+    assert res.final["mean_error"] < 0.5  # chance is 0.9
+    assert np.all(res.posterior.precision > 0)
+
+
+def test_k_samples_per_iteration(digits):
+    cfg = small().replace(snep={"n_samples": 3})
+    res = fit(cfg, digits)
+    assert all(w["iteration"] == 60 for w in res.stats["workers"])
+    assert np.all(np.isfinite(res.posterior.precision_mean))
+
+
+def test_adam_baseline_learns(digits):
+    cfg = small(method="adam", workers=1, iterations=300, eval_every=100)
+    res = fit(cfg, digits)
+    assert res.final["mean_error"] < 0.15
+    assert "bma_error" not in res.final
+
+
+def test_guard_fires_and_is_counted_for_p_snep_with_tiny_floor(digits):
+    # beta = 1/n makes eta = theta' - n * lambda lose precision: the guard must fire
+    cfg = small(workers=3).replace(snep={"p_snep": True, "prec_floor": 1e3})
+    res = fit(cfg, digits)
+    assert res.final["guard_fired"] > 0
