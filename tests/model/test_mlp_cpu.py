@@ -158,6 +158,9 @@ def test_shape_and_argument_errors() -> None:
         ((p32, x32, y, p32), "overlaps"),
         ((np.asfortranarray(p32), x32, y, g), "unit stride"),
     ]
+    ro = np.empty_like(p32)
+    ro.flags.writeable = False
+    cases.append(((p32, x32, y, ro), "read-only"))
     for args, match in cases:
         with pytest.raises(ConfigError, match=match):
             model.loglik_and_grad(*args)

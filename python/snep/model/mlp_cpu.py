@@ -361,13 +361,15 @@ class CpuMLP:
     Notes
     -----
     The epilogues are serial by default.  Measured on the 2-core AVX-512 reference machine
-    (784-500-300-10, batch 100, float32), the serial epilogues take a few µs each, and the
-    whole pass is within a few per cent of its bare GEMMs; the parallel ones are slower at
-    every size tried (up to 8 chains × batch 1000) because Numba's worker threads and
-    OpenBLAS's threads spin against each other on the same cores (with Numba's OpenMP layer
-    a call became ~40x slower).  Parallelism comes from BLAS (``OPENBLAS_NUM_THREADS``) and,
-    across chains, from batching; with one process per core set ``OPENBLAS_NUM_THREADS=1
-    NUMBA_NUM_THREADS=1`` (DESIGN §3).
+    (784-500-300-10, C = 1, batch 100, float32): the serial epilogues take ~35 µs in all
+    and the whole pass is 1.00-1.04x its 8 bare GEMMs on one thread (≈2.7 ms) and
+    1.02-1.07x on two (≈1.5 ms).  The parallel epilogues were slower at every size tried
+    (up to 8 chains × batch 1000): Numba's workers and OpenBLAS's threads, which
+    busy-wait after each GEMM, fight for the same cores.  With two threads a call took
+    15-40x longer under Numba's OpenMP layer, 1.4x under its workqueue layer, 1.3-1.7x
+    with ``OPENBLAS_THREAD_TIMEOUT=4``.  Parallelism therefore comes from BLAS
+    (``OPENBLAS_NUM_THREADS``) and, across chains, from batching; with one process per
+    core set ``OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1`` (DESIGN §3).
     """
 
     def __init__(
@@ -464,6 +466,8 @@ class CpuMLP:
         where = "loglik_and_grad"
         self._check_flat(params, "params", where)
         self._check_flat(grad_out, "grad_out", where)
+        if not grad_out.flags.writeable:
+            raise ConfigError(f"CpuMLP.{where}: grad_out is read-only; pass a writable buffer")
         c, b, d = self.n_chains, self.batch_size, self.spec.n_inputs
         if not isinstance(x, np.ndarray) or x.shape != (c, b, d):
             raise ConfigError(
