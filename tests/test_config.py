@@ -88,3 +88,13 @@ def test_schedules():
         Schedule("piecewise", boundaries=(10, 20), values=(0.3, 0.2))
     with pytest.raises(ConfigError, match="Robbins"):
         Schedule("robbins_monro", power=0.3)
+
+
+def test_replace_merges_nested_tables():
+    cfg = Config().replace(
+        snep={"site_step": {"kind": "piecewise", "boundaries": [5], "values": [0.1, 0.01]}}
+    )
+    cfg2 = cfg.replace(snep={"site_step": {"value": 0.3}})
+    assert cfg2.snep.site_step.kind == "piecewise"
+    assert cfg2.snep.site_step.boundaries == (5,)
+    assert cfg2.snep.site_step.value == 0.3

@@ -5,9 +5,35 @@ server, after Hasenclever, Webb, Lienart, Vollmer, Lakshminarayanan, Blundell
 and Teh, "Distributed Bayesian Learning with Stochastic Natural Gradient
 Expectation Propagation and the Posterior Server", JMLR 18 (2017).
 
-Importing snep never imports CuPy (or MPI); those load only when asked for.
+The public names below load on first use: importing snep is cheap and never
+imports CuPy, MPI or Numba.
 """
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 __version__ = "0.1.0"
+
+_LAZY = {
+    "fit": "snep.algorithm.runner",
+    "FitResult": "snep.algorithm.runner",
+    "Config": "snep.config",
+    "load_config": "snep.config",
+    "Posterior": "snep.posterior",
+    "load_dataset": "snep.data.loaders",
+    "ParamSpec": "snep.model.spec",
+    "get_backend": "snep.backends",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'snep' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

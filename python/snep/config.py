@@ -319,8 +319,17 @@ class Config:
                 raise ConfigError(
                     f"unknown config section {name!r}; expected one of {list(_SECTIONS)}"
                 )
-            data[name].update(values)
+            _deep_update(data[name], values)
         return Config.from_dict(data)
+
+
+def _deep_update(target: dict[str, Any], values: Mapping[str, Any]) -> None:
+    """Update nested tables key by key (``{"site_step": {"value": x}}`` keeps the kind)."""
+    for key, value in values.items():
+        if isinstance(value, Mapping) and isinstance(target.get(key), dict):
+            _deep_update(target[key], value)
+        else:
+            target[key] = value
 
 
 def _build(kind: type, values: Mapping[str, Any], section: str) -> Any:
@@ -356,5 +365,5 @@ def load_config(
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
     for name, values in (overrides or {}).items():
-        data.setdefault(name, {}).update(values)
+        _deep_update(data.setdefault(name, {}), values)
     return Config.from_dict(data)

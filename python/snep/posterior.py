@@ -126,26 +126,35 @@ class Posterior:
     def load(cls, path: str | Path) -> Posterior:
         """Read a ``posterior.npz`` written by :meth:`save`."""
         path = Path(path)
+        if path.is_dir():
+            raise DataError(
+                f"{str(path)!r} is a directory; pass the posterior.npz file inside a run "
+                "directory (or use snep.rundir.load_run for the whole run)"
+            )
         if not path.is_file():
             raise DataError(
-                f"posterior file {str(path)!r} does not exist; pass a run directory "
-                "or a posterior.npz written by snep"
+                f"posterior file {str(path)!r} does not exist; pass a posterior.npz written by snep"
             )
         with np.load(path, allow_pickle=False) as f:
             missing = {"precision", "precision_mean", "layer_sizes"} - set(f.files)
             if missing:
                 raise DataError(f"{str(path)!r} lacks array(s) {sorted(missing)}; found {f.files}")
             spec = ParamSpec(tuple(int(s) for s in f["layer_sizes"]))
-            prec = f["precision"].astype(np.float64)
-            if prec.shape != (spec.size,):
-                raise DataError(
-                    f"{str(path)!r}: precision has shape {prec.shape}, expected ({spec.size},) "
-                    f"for layer sizes {list(spec.layer_sizes)}"
-                )
+            arrays = {}
+            for key in ("precision", "precision_mean", "average_mean", "average_var"):
+                if key not in f.files:
+                    continue
+                arr = f[key].astype(np.float64)
+                if arr.shape != (spec.size,):
+                    raise DataError(
+                        f"{str(path)!r}: {key} has shape {arr.shape}, expected ({spec.size},) "
+                        f"for layer sizes {list(spec.layer_sizes)}"
+                    )
+                arrays[key] = arr
             return cls(
                 spec,
-                prec,
-                f["precision_mean"].astype(np.float64),
-                f["average_mean"] if "average_mean" in f.files else None,
-                f["average_var"] if "average_var" in f.files else None,
+                arrays["precision"],
+                arrays["precision_mean"],
+                arrays.get("average_mean"),
+                arrays.get("average_var"),
             )

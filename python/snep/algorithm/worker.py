@@ -252,7 +252,7 @@ class SnepWorker:
 
     # ------------------------------------------------------------------ sync
     def make_push(self) -> Push:
-        """Push ``Delta = lambda_i - lambda_i^sent`` now (the caller checks nothing is in flight)."""
+        """Push ``Delta = lambda_i - lambda_i^sent`` now (the caller checks none is in flight)."""
         site = self._site64()
         delta = Push(
             self.worker,

@@ -1,0 +1,607 @@
+"""Command-line interface: ``snep train``, ``snep evaluate``, ``snep info``.
+
+``snep train`` runs SNEP with a posterior server (Hasenclever et al.,
+"Distributed Bayesian Learning with Stochastic Natural Gradient Expectation
+Propagation and the Posterior Server", JMLR 18 (2017)), its EP variant or the
+Adam baseline in this process, and writes a run directory
+(:mod:`snep.rundir`).  The configuration is resolved as defaults < ``--config``
+TOML file < flags, and validated by :class:`snep.config.Config`.
+
+Only light modules are imported at module level: ``--threads`` sets
+``OPENBLAS_NUM_THREADS``, ``OMP_NUM_THREADS`` and ``NUMBA_NUM_THREADS`` before
+NumPy and Numba are imported (DESIGN §3, Threads).
+
+Errors of snep (:class:`~snep.errors.SnepError`: bad configuration, missing
+data, unavailable backend) are printed as one line ``snep: error: ...`` and
+give exit status 2; any other exception propagates with its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import snep
+from snep.errors import ConfigError, SnepError
+
+if TYPE_CHECKING:
+    from snep.config import Config
+
+__all__ = ["build_parser", "format_metrics_table", "main", "resolve_config"]
+
+PROG = "snep"
+THREAD_ENV_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "NUMBA_NUM_THREADS")
+
+# flag destination -> (config section, key)
+_FLAG_KEYS: dict[str, tuple[str, str]] = {
+    "workers": ("train", "workers"),
+    "iterations": ("train", "iterations"),
+    "batch_size": ("train", "batch_size"),
+    "method": ("train", "method"),
+    "data": ("train", "data"),
+    "seed": ("train", "seed"),
+    "eval_every": ("train", "eval_every"),
+    "backend": ("train", "backend"),
+    "threads": ("train", "threads"),
+    "sharding": ("train", "sharding"),
+    "dirichlet_alpha": ("train", "dirichlet_alpha"),
+    "hidden": ("model", "hidden"),
+    "sampler": ("sampler", "kind"),
+    "step_size": ("sampler", "step_size"),
+    "beta": ("snep", "beta"),
+    "p_snep": ("snep", "p_snep"),
+    "n_sync": ("snep", "n_sync"),
+    "n_inner": ("snep", "n_inner"),
+    "prior_var": ("snep", "prior_var"),
+}
+
+_ROWS = (("mean", "posterior mean"), ("avg", "running average"), ("bma", "model average (BMA)"))
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def _hidden(text: str) -> tuple[int, ...]:
+    """Parse ``--hidden``: comma-separated layer widths; ``""``/``none`` for none."""
+    text = text.strip()
+    if text.lower() in ("", "none"):
+        return ()
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"config key 'model.hidden' = {text!r} is invalid: expected comma-separated "
+            "integer layer widths such as 100,50 (or 'none' for logistic regression)"
+        ) from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not an integer >= 1")
+    return value
+
+
+def _add_train(sub: Any) -> None:
+    from snep.config import Config
+
+    d = Config()  # the defaults, for the help text
+    p = sub.add_parser(
+        "train",
+        help="train a posterior and write a run directory",
+        description=(
+            "Train with SNEP + the posterior server (or EP, or the Adam baseline) in this "
+            "process and write a run directory (config.toml, metrics.jsonl, posterior.npz, "
+            "summary.json, plot.png). Flags override the --config file, which overrides "
+            "the defaults."
+        ),
+    )
+    p.add_argument("--config", metavar="FILE.toml", help="TOML configuration file")
+    g = p.add_argument_group("run (config table [train])")
+    g.add_argument(
+        "--method", metavar="{snep,ep,adam}", help=f"algorithm (default {d.train.method})"
+    )
+    g.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help=f"number of workers (default {d.train.workers}; 1 for --method adam)",
+    )
+    g.add_argument(
+        "--iterations",
+        type=int,
+        metavar="N",
+        help=f"iterations per worker (default {d.train.iterations})",
+    )
+    g.add_argument(
+        "--batch-size", type=int, metavar="N", help=f"minibatch size (default {d.train.batch_size})"
+    )
+    g.add_argument(
+        "--data",
+        metavar="NAME_OR_PATH",
+        help="data set name (digits, mnist, omniglot, omniglot-alphabet) or path "
+        f"(default {d.train.data})",
+    )
+    g.add_argument("--seed", type=int, metavar="S", help=f"random seed (default {d.train.seed})")
+    g.add_argument(
+        "--eval-every",
+        type=int,
+        metavar="N",
+        help=f"iterations per worker between evaluations (default {d.train.eval_every})",
+    )
+    g.add_argument(
+        "--backend", metavar="NAME", help=f"auto, numpy, cpu or cuda (default {d.train.backend})"
+    )
+    g.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="BLAS/OpenMP/Numba threads (sets OPENBLAS/OMP/NUMBA_NUM_THREADS; "
+        "default: library defaults)",
+    )
+    g.add_argument(
+        "--sharding",
+        metavar="{iid,dirichlet}",
+        help=f"how the training data are split over workers (default {d.train.sharding})",
+    )
+    g.add_argument(
+        "--dirichlet-alpha",
+        type=float,
+        metavar="A",
+        help=f"concentration of dirichlet sharding (default {d.train.dirichlet_alpha})",
+    )
+    g = p.add_argument_group("model and sampler (tables [model], [sampler])")
+    g.add_argument(
+        "--hidden",
+        type=_hidden,
+        metavar="100,50",
+        help="hidden layer widths ('none': logistic regression; default "
+        + ",".join(map(str, d.model.hidden))
+        + ")",
+    )
+    g.add_argument(
+        "--sampler",
+        metavar="KIND",
+        help=f"adam_sgld, sgld, psgld or sghmc (default {d.sampler.kind})",
+    )
+    g.add_argument(
+        "--step-size",
+        type=float,
+        metavar="H",
+        help=f"sampler step size (default {d.sampler.step_size})",
+    )
+    g = p.add_argument_group("SNEP (table [snep])")
+    g.add_argument(
+        "--site-step",
+        type=float,
+        metavar="EPS",
+        help=f"site step size, snep.site_step.value (default {d.snep.site_step.value})",
+    )
+    g.add_argument(
+        "--beta",
+        type=float,
+        metavar="B",
+        help=f"power of the tilted distributions, in (0, 1] (default {d.snep.beta})",
+    )
+    g.add_argument(
+        "--p-snep",
+        action="store_true",
+        default=None,
+        help="p-SNEP: beta = 1/workers",
+    )
+    g.add_argument(
+        "--n-sync",
+        type=int,
+        metavar="N",
+        help=f"iterations between pushes to the server (default {d.snep.n_sync})",
+    )
+    g.add_argument(
+        "--n-inner",
+        type=int,
+        metavar="N",
+        help=f"iterations between outer (anchor) steps (default {d.snep.n_inner})",
+    )
+    g.add_argument(
+        "--prior-var",
+        type=float,
+        metavar="V",
+        help=f"prior variance sigma0^2 (default {d.snep.prior_var})",
+    )
+    g = p.add_argument_group("output")
+    g.add_argument("--out", metavar="DIR", type=Path, help="parent of the run directory (runs/)")
+    g.add_argument(
+        "--name", metavar="NAME", help="run directory name (YYYYmmdd-HHMMSS-<method>-<N>w)"
+    )
+    g.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no live progress bar: one line per evaluation",
+    )
+    g.add_argument("-q", "--quiet", action="store_true", help="no per-evaluation output")
+    g.add_argument("--no-plot", action="store_true", help="do not write plot.png")
+    p.set_defaults(command=_cmd_train)
+
+
+def _add_evaluate(sub: Any) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="re-score a run's posterior on test data",
+        description=(
+            "Load config.toml and posterior.npz from a run directory, score the posterior "
+            "mean, the running average (if saved) and the model average on the test split, "
+            "print the table and write evaluation.json into the run directory."
+        ),
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="directory written by snep train")
+    p.add_argument(
+        "--data", metavar="NAME_OR_PATH", help="data set (default: the run's train.data)"
+    )
+    p.add_argument(
+        "--samples",
+        type=_positive_int,
+        metavar="S",
+        help="posterior draws of the model average (default: the run's train.bma_samples)",
+    )
+    p.add_argument("--backend", metavar="NAME", help="auto, numpy, cpu or cuda (default: run's)")
+    p.set_defaults(command=_cmd_evaluate)
+
+
+def _add_info(sub: Any) -> None:
+    p = sub.add_parser(
+        "info",
+        help="versions, backends and thread settings",
+        description="Print snep's version, available backends, library versions and threads.",
+    )
+    p.set_defaults(command=_cmd_info)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``snep`` argument parser (imports nothing heavy)."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=(
+            "snep: distributed Bayesian learning of neural networks with stochastic "
+            "natural-gradient EP and the posterior server (Hasenclever et al., JMLR 2017)."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {snep.__version__}")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+    sub.required = True
+    _add_train(sub)
+    _add_evaluate(sub)
+    _add_info(sub)
+    return parser
+
+
+# --------------------------------------------------------------------------- config
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"config file {str(path)!r} does not exist; pass an existing TOML file to --config"
+        ) from None
+    except IsADirectoryError:
+        raise ConfigError(
+            f"config file {str(path)!r} is a directory; pass a TOML file to --config"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
+
+
+def resolve_config(args: argparse.Namespace) -> Config:
+    """The run's :class:`~snep.config.Config`: defaults < ``--config`` file < flags.
+
+    ``--method adam`` implies ``--workers 1`` unless ``--workers`` is given (a
+    config file with ``method = "adam"`` and no ``workers`` key likewise).
+    """
+    from snep.config import Config
+
+    raw: dict[str, Any] = {}
+    if args.config:
+        raw = _read_toml(Path(args.config))
+    data: dict[str, Any] = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in raw.items()}
+    for dest, (section, key) in _FLAG_KEYS.items():
+        value = getattr(args, dest, None)
+        if value is not None:
+            table = data.setdefault(section, {})
+            if not isinstance(table, dict):
+                continue  # Config.from_dict reports the malformed section
+            table[key] = value
+    if args.site_step is not None:
+        snep_table = data.setdefault("snep", {})
+        if isinstance(snep_table, dict):
+            site = snep_table.get("site_step", {})
+            site = dict(site) if isinstance(site, Mapping) else {}
+            site["value"] = args.site_step
+            snep_table["site_step"] = site
+    train = data.get("train")
+    if isinstance(train, dict) and train.get("method") == "adam" and args.workers is None:
+        file_train = raw.get("train", {})
+        if args.method == "adam" or "workers" not in file_train:
+            train["workers"] = 1
+    try:
+        return Config.from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc}{_where(exc, args)}") from None
+
+
+def _where(exc: ConfigError, args: argparse.Namespace) -> str:
+    """Which flag or file set the offending key (a hint appended to the message)."""
+    message = str(exc)
+    pairs = [*_FLAG_KEYS.items(), ("site_step", ("snep", "site_step.value"))]
+    for dest, (section, key) in pairs:
+        if getattr(args, dest, None) is not None and f"'{section}.{key}'" in message:
+            flag = "--" + dest.replace("_", "-")
+            return f" (set by {flag})"
+    if args.config:
+        return f" (in config file {str(args.config)!r})"
+    return ""
+
+
+def _apply_threads(threads: int) -> None:
+    """Set the thread environment variables (before NumPy/Numba load) when ``threads > 0``."""
+    if threads > 0:
+        for var in THREAD_ENV_VARS:
+            os.environ[var] = str(threads)
+
+
+# --------------------------------------------------------------------------- output
+
+
+def format_metrics_table(
+    metrics: Mapping[str, Any], bma_samples: int | None = None, title: str | None = None
+) -> str:
+    """Plain-text table of test error (%), NLL and ECE per estimate present in ``metrics``."""
+    rows = []
+    for prefix, label in _ROWS:
+        if f"{prefix}_error" not in metrics:
+            continue
+        if prefix == "bma" and bma_samples:
+            label = f"{label[:-1]}, S={bma_samples})"
+
+        def cell(key: str, fmt: str, scale: float = 1.0) -> str:
+            value = metrics.get(key)
+            return format(value * scale, fmt) if isinstance(value, (int, float)) else "-"
+
+        rows.append(
+            (
+                label,
+                cell(f"{prefix}_error", ".2f", 100.0),
+                cell(f"{prefix}_nll", ".4f"),
+                cell(f"{prefix}_ece", ".4f"),
+            )
+        )
+    header = ("estimate", "test error %", "NLL", "ECE")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
+    lines = [title] if title else []
+
+    def fmt_row(row: Sequence[str]) -> str:
+        cells = [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)]
+        return "  ".join([row[0].ljust(widths[0]), *cells])
+
+    lines.append(fmt_row(header))
+    lines.append("  ".join("-" * w for w in widths))
+    lines.extend(fmt_row(r) for r in rows)
+    if not rows:
+        lines.append("(no metrics)")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    config = resolve_config(args)
+    _apply_threads(config.train.threads)
+
+    # heavy imports only now, after the thread variables are set
+    from snep import rundir
+    from snep.algorithm.runner import fit
+    from snep.backends import get_backend
+    from snep.data.loaders import load_dataset
+    from snep.progress import ProgressReporter
+
+    dataset = load_dataset(config.train.data)
+    backend = get_backend(config.train.backend, config.train.threads)
+    run_dir = rundir.create_run_dir(args.out, args.name, config=config)
+    rundir.write_config(run_dir, config)
+    t = config.train
+    if not args.quiet:
+        print(
+            f"snep: {t.method} with {t.workers} worker(s), {t.iterations} iterations, "
+            f"data {dataset.name!r} ({dataset.n_train} train / {dataset.n_test} test), "
+            f"backend {backend.name}; run directory {run_dir}",
+            flush=True,
+        )
+
+    with (
+        rundir.MetricsWriter(run_dir) as metrics,
+        ProgressReporter(t.iterations, bar=not args.no_progress, quiet=args.quiet) as progress,
+    ):
+
+        def callback(record: dict[str, Any]) -> None:
+            metrics.write(record)
+            progress(record)
+
+        t0 = time.perf_counter()
+        try:
+            result = fit(config, dataset, backend, callback)
+        except KeyboardInterrupt:
+            progress.close()
+            print(
+                f"snep: interrupted; the evaluations so far are in {run_dir / rundir.METRICS_FILE}",
+                file=sys.stderr,
+            )
+            return 130
+        wall = time.perf_counter() - t0
+
+    result.posterior.save(run_dir / rundir.POSTERIOR_FILE)
+    summary = rundir.make_summary(result, config, dataset, backend=backend.name, wall_seconds=wall)
+    rundir.write_summary(run_dir, summary)
+    if not args.no_plot:
+        from snep.plot import plot_history
+
+        hidden = list(config.model.hidden)
+        title = f"{t.method}, {t.workers} worker(s), {dataset.name}, hidden {hidden}"
+        plot_history(result.history, run_dir / rundir.PLOT_FILE, title)
+
+    bma = None if t.method == "adam" else t.bma_samples
+    if not args.quiet:
+        print()
+    print(format_metrics_table(result.final, bma, title=f"final test metrics ({dataset.name})"))
+    print(f"\ntrained in {wall:.1f} s; run directory: {run_dir}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from snep.config import load_config
+
+    run_dir: Path = args.run_dir
+    config_file = run_dir / "config.toml"  # snep.rundir.CONFIG_FILE (rundir imports NumPy)
+    if config_file.is_file():
+        try:  # the run's thread setting, before NumPy and Numba load
+            _apply_threads(load_config(config_file).train.threads)
+        except ConfigError:
+            pass  # load_run reports it
+
+    from snep import rundir
+
+    config, posterior = rundir.load_run(run_dir)
+    overrides: dict[str, Any] = {}
+    if args.samples is not None:
+        overrides["bma_samples"] = args.samples
+    if args.backend is not None:
+        overrides["backend"] = args.backend
+    if overrides:
+        config = config.replace(train=overrides)
+
+    from snep.backends import get_backend
+    from snep.data.loaders import load_dataset
+    from snep.errors import DataError
+    from snep.evaluate import Evaluator
+    from snep.io import save_json
+
+    source = args.data if args.data is not None else config.train.data
+    dataset = load_dataset(source)
+    sizes = posterior.spec.layer_sizes
+    if sizes[0] != dataset.n_features or sizes[-1] != dataset.n_classes:
+        raise DataError(
+            f"data set {source!r} has {dataset.n_features} features and {dataset.n_classes} "
+            f"classes, but the posterior in {str(run_dir)!r} has layer sizes {list(sizes)}; "
+            "pass the run's data set with --data"
+        )
+    backend = get_backend(config.train.backend, config.train.threads)
+    evaluator = Evaluator(posterior.spec, dataset, backend, config)
+    t0 = time.perf_counter()
+    if config.train.method == "adam":  # a point estimate: no model average
+        metrics = evaluator.point(posterior.mean, "mean_")
+        samples = None
+    else:
+        metrics = evaluator(posterior)
+        samples = config.train.bma_samples
+    wall = time.perf_counter() - t0
+    print(
+        format_metrics_table(
+            metrics, samples, title=f"test metrics of {run_dir} on {dataset.name!r}"
+        )
+    )
+    out = save_json(
+        run_dir / rundir.EVALUATION_FILE,
+        rundir.to_jsonable(
+            {
+                "snep_version": snep.__version__,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "data": {"name": dataset.name, "source": source, "n_test": dataset.n_test},
+                "backend": backend.name,
+                "bma_samples": samples,
+                "seed": config.train.seed,
+                "P": posterior.spec.size,
+                "wall_seconds": wall,
+                "metrics": metrics,
+            }
+        ),
+    )
+    print(f"\nwrote {out}")
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    import platform
+
+    import numba
+    import numpy as np
+
+    from snep.backends import available_backends
+
+    print(f"snep {snep.__version__}")
+    print(f"python {platform.python_version()} ({sys.executable})")
+    print(f"platform {platform.platform()}")
+    print(f"numpy {np.__version__}")
+    print(f"numba {numba.__version__}")
+    print(f"backends available: {', '.join(available_backends())}")
+    print(f"cpu cores: {os.cpu_count()}")
+    print("threads:")
+    for var in THREAD_ENV_VARS:
+        print(f"  {var}={os.environ.get(var, '(unset)')}")
+    print(f"  numba threads in use: {numba.get_num_threads()}")
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        return 0
+    for pool in threadpool_info():
+        api = pool.get("internal_api", pool.get("user_api", "?"))
+        print(f"  {api}: {pool.get('num_threads')} threads ({pool.get('filepath', '')})")
+    return 0
+
+
+# --------------------------------------------------------------------------- main
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split("\n")).strip()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``snep`` command line; returns the exit status.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        Arguments without the program name (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        0 on success, 2 for a usage error or an error of snep (printed as one
+        line ``snep: error: ...``), 130 when interrupted.
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # usage errors (2), --help and --version (0)
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    try:
+        return int(args.command(args))
+    except SnepError as exc:
+        print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

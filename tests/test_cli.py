@@ -1,0 +1,224 @@
+"""The command line: train/evaluate/info in process, error exits, ``python -m snep``."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+from snep.cli import format_metrics_table, main
+from snep.config import load_config
+from snep.progress import ProgressReporter, format_record
+from snep.rundir import read_metrics
+
+TINY = ["--iterations", "30", "--eval-every", "10", "--workers", "2", "--hidden", "16"]
+FILES = ("config.toml", "metrics.jsonl", "posterior.npz", "summary.json", "plot.png")
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs")
+    assert main(["train", *TINY, "--out", str(out), "--name", "tiny", "--no-progress"]) == 0
+    return out / "tiny"
+
+
+def test_train_writes_the_run_directory(run_dir, capsys):
+    for name in FILES:
+        assert (run_dir / name).is_file(), name
+        assert (run_dir / name).stat().st_size > 0, name
+    records = read_metrics(run_dir)
+    assert len(records) == 3
+    assert [r["iteration"] for r in records] == [10, 20, 30]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    p = summary["P"]
+    assert p == 64 * 16 + 16 + 16 * 10 + 10
+    with np.load(run_dir / "posterior.npz") as f:
+        for key in ("precision", "precision_mean", "mean", "var"):
+            assert f[key].shape == (p,)
+    assert summary["data"] == {
+        "name": "digits",
+        "source": "digits",
+        "n_train": 1437,
+        "n_test": 360,
+        "n_features": 64,
+        "n_classes": 10,
+    }
+    assert summary["method"] == "snep" and summary["workers"] == 2
+    assert summary["backend"] == "cpu"
+    assert summary["final"] == records[-1]
+    assert summary["stats"]["pushes"] > 0 and len(summary["stats"]["workers"]) == 2
+    cfg = load_config(run_dir / "config.toml")
+    assert cfg.train.iterations == 30 and cfg.model.hidden == (16,)
+
+
+def test_evaluate_reproduces_the_final_metrics(run_dir, capsys):
+    assert main(["evaluate", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "posterior mean" in out and "running average" in out and "BMA, S=20" in out
+    final = json.loads((run_dir / "summary.json").read_text())["final"]
+    metrics = json.loads((run_dir / "evaluation.json").read_text())["metrics"]
+    assert metrics["mean_error"] == final["mean_error"]
+    assert metrics["bma_error"] == final["bma_error"]  # same draws (seed, S)
+    assert metrics["avg_error"] == final["avg_error"]
+    assert main(["evaluate", str(run_dir), "--samples", "3", "--backend", "numpy"]) == 0
+    assert json.loads((run_dir / "evaluation.json").read_text())["bma_samples"] == 3
+
+
+@pytest.mark.parametrize(
+    "argv,fragment",
+    [
+        (["--workers", "0"], "'train.workers' = 0"),
+        (["--sampler", "foo"], "'sampler.kind' = 'foo'"),
+        (["--method", "sgd"], "'train.method' = 'sgd'"),
+        (["--method", "adam", "--workers", "2"], "'train.workers' = 2"),
+        (["--site-step", "-1"], "'snep.site_step.value'"),
+        (["--data", "no-such-data"], "no-such-data"),
+        (["--backend", "tpu"], "'train.backend' = 'tpu'"),
+    ],
+)
+def test_bad_values_exit_2_naming_the_key(tmp_path, capsys, argv, fragment):
+    assert main(["train", *argv, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("snep: error: ") and fragment in err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not any(tmp_path.iterdir())  # nothing written for a run that never started
+
+
+def test_unknown_config_key_and_missing_config_file(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[train]\nwokers = 4\n")
+    assert main(["train", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "snep: error:" in err and "'wokers'" in err and "bad.toml" in err
+    assert main(["train", "--config", str(tmp_path / "none.toml")]) == 2
+    assert "none.toml" in capsys.readouterr().err
+    (tmp_path / "broken.toml").write_text("[train\n")
+    assert main(["train", "--config", str(tmp_path / "broken.toml")]) == 2
+    assert "not valid TOML" in capsys.readouterr().err
+
+
+def test_usage_errors_exit_2(capsys):
+    assert main(["train", "--workers", "many"]) == 2
+    assert "--workers" in capsys.readouterr().err
+    assert main(["train", "--hidden", "16,x"]) == 2
+    assert "model.hidden" in capsys.readouterr().err
+    assert main([]) == 2
+    assert main(["train", "--help"]) == 0
+    assert "--site-step" in capsys.readouterr().out
+
+
+def test_evaluate_missing_run_dir(tmp_path, capsys):
+    missing = tmp_path / "no-such-run"
+    assert main(["evaluate", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("snep: error:") and str(missing) in err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["evaluate", str(empty)]) == 2
+    assert "config.toml" in capsys.readouterr().err
+
+
+def test_config_file_flags_and_adam_implies_one_worker(tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        '[train]\nmethod = "adam"\niterations = 20\neval_every = 10\n'
+        '[model]\nhidden = [8]\n[snep.site_step]\nkind = "robbins_monro"\n'
+    )
+    argv = ["train", "--config", str(cfg), "--out", str(tmp_path), "--name", "a"]
+    assert main([*argv, "--site-step", "0.05", "--iterations", "10", "--no-plot", "-q"]) == 0
+    run = tmp_path / "a"
+    got = load_config(run / "config.toml")
+    assert got.train.method == "adam" and got.train.workers == 1
+    assert got.train.iterations == 10  # flag beats file
+    assert got.model.hidden == (8,)  # file beats default
+    assert got.snep.site_step.kind == "robbins_monro" and got.snep.site_step.value == 0.05
+    assert not (run / "plot.png").exists()
+    assert len(read_metrics(run)) == 1
+    assert set(json.loads((run / "summary.json").read_text())["final"]) >= {"mean_error"}
+    assert "model average" not in capsys.readouterr().out
+    # evaluate of the point-estimate baseline reproduces it too
+    assert main(["evaluate", str(run)]) == 0
+    final = json.loads((run / "summary.json").read_text())["final"]
+    metrics = json.loads((run / "evaluation.json").read_text())["metrics"]
+    assert metrics == {k: final[k] for k in ("mean_error", "mean_nll", "mean_ece")}
+
+
+def test_info(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "snep " in out and "numpy" in out and "numba" in out and "cpu" in out
+    assert "OPENBLAS_NUM_THREADS" in out
+
+
+def test_metrics_table_and_progress_lines():
+    rec = {
+        "iteration": 20.0,
+        "epochs_per_worker": 1.39,
+        "mean_error": 0.1,
+        "bma_error": 0.05,
+        "bma_nll": 0.2,
+        "bma_ece": 0.01,
+        "guard_fired": 3,
+    }
+    line = format_record(rec, 30)
+    assert "iter 20/30" in line and "BMA err 5.00%" in line and "guard 3" in line
+    assert "mean err 10.00%" in format_record({"mean_error": 0.1})
+    table = format_metrics_table(rec, 20)
+    assert "5.00" in table and "10.00" in table and "running average" not in table
+
+    buf = io.StringIO()
+    with ProgressReporter(30, bar=True, stream=buf) as prog:  # not a terminal: lines
+        assert prog.mode == "lines"
+        prog(rec)
+    assert buf.getvalue().count("\n") == 1
+    with ProgressReporter(30, quiet=True, stream=buf) as prog:
+        prog(rec)
+    assert buf.getvalue().count("\n") == 1
+    term = io.StringIO()
+    console = Console(file=term, force_terminal=True, width=160)
+    with ProgressReporter(30, console=console) as prog:
+        assert prog.mode == "bar"
+        prog(rec)
+    assert "BMA err 5.00%" in term.getvalue()
+
+
+def _env() -> dict[str, str]:
+    # snep is installed (its compiled extension lives in the installed package);
+    # drop inherited thread settings so that --threads is what sets them
+    return {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+
+
+def test_cli_import_is_light():
+    code = (
+        "import sys, snep.cli; "
+        "heavy = [m for m in ('numpy', 'numba', 'matplotlib', 'rich') if m in sys.modules]; "
+        "assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, env=_env(), timeout=60)
+
+
+SUB_ARGS = ("--name", "sub", "--threads", "1", "--no-plot")
+
+
+def test_python_m_snep_train(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "snep", "train", *TINY, *SUB_ARGS, "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "run directory" in proc.stdout
+    summary = json.loads((tmp_path / "sub" / "summary.json").read_text())
+    assert summary["threads"] == dict.fromkeys(
+        ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "NUMBA_NUM_THREADS"), "1"
+    )
+    assert len(read_metrics(tmp_path / "sub")) == 3
