@@ -407,8 +407,16 @@ def format_metrics_table(
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from snep.transport.launch import mpi_world_size
+
+    ranks = mpi_world_size()
     config = resolve_config(args)
+    if ranks > 1 and config.train.threads == 0 and ranks >= (os.cpu_count() or 1):
+        # ranks share the cores: one BLAS/OpenMP/Numba thread each (DESIGN §3)
+        config = config.replace(train={"threads": 1})
     _apply_threads(config.train.threads)
+    if ranks > 1:
+        return _cmd_train_mpi(args, config)
 
     # heavy imports only now, after the thread variables are set
     from snep import rundir
@@ -451,6 +459,56 @@ def _cmd_train(args: argparse.Namespace) -> int:
             return 130
         wall = time.perf_counter() - t0
 
+    _finish_run(args, config, dataset, backend, run_dir, result, wall)
+    return 0
+
+
+def _cmd_train_mpi(args: argparse.Namespace, config: Any) -> int:
+    """``mpiexec -n N+1 snep train --workers N``: rank 0 serves and writes the run directory."""
+    from mpi4py import MPI
+
+    from snep import rundir
+    from snep.backends import get_backend
+    from snep.data.loaders import load_dataset
+    from snep.progress import ProgressReporter
+    from snep.transport.launch import broadcast_config, run_mpi
+
+    comm = MPI.COMM_WORLD
+    config = broadcast_config(comm, config if comm.Get_rank() == 0 else None)
+    dataset = load_dataset(config.train.data)
+    backend = get_backend(config.train.backend, config.train.threads)
+    if comm.Get_rank() != 0:
+        run_mpi(config, dataset, backend)
+        return 0
+    t = config.train
+    run_dir = rundir.create_run_dir(args.out, args.name, config=config)
+    rundir.write_config(run_dir, config)
+    if not args.quiet:
+        print(
+            f"snep: {t.method} over MPI: 1 server + {t.workers} worker rank(s), "
+            f"{t.iterations} iterations, data {dataset.name!r}; run directory {run_dir}",
+            flush=True,
+        )
+    with (
+        rundir.MetricsWriter(run_dir) as metrics,
+        ProgressReporter(t.iterations, bar=not args.no_progress, quiet=args.quiet) as progress,
+    ):
+
+        def callback(record: dict[str, Any]) -> None:
+            metrics.write(record)
+            progress(record)
+
+        t0 = time.perf_counter()
+        result = run_mpi(config, dataset, backend, callback)
+        wall = time.perf_counter() - t0
+    _finish_run(args, config, dataset, backend, run_dir, result, wall)
+    return 0
+
+
+def _finish_run(args, config, dataset, backend, run_dir, result, wall) -> None:
+    from snep import rundir
+
+    t = config.train
     result.posterior.save(run_dir / rundir.POSTERIOR_FILE)
     summary = rundir.make_summary(result, config, dataset, backend=backend.name, wall_seconds=wall)
     rundir.write_summary(run_dir, summary)
@@ -460,13 +518,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         hidden = list(config.model.hidden)
         title = f"{t.method}, {t.workers} worker(s), {dataset.name}, hidden {hidden}"
         plot_history(result.history, run_dir / rundir.PLOT_FILE, title)
-
     bma = None if t.method == "adam" else t.bma_samples
     if not args.quiet:
         print()
     print(format_metrics_table(result.final, bma, title=f"final test metrics ({dataset.name})"))
     print(f"\ntrained in {wall:.1f} s; run directory: {run_dir}")
-    return 0
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:

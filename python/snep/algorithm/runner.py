@@ -320,6 +320,23 @@ def fit(
     """Train with ``config.train.method`` (``snep``, ``ep`` or ``adam``) in this process."""
     if isinstance(backend, str):
         backend = get_backend(backend, config.train.threads)
-    if config.train.method == "adam":
-        return run_adam(config, dataset, backend, callback)
-    return run_in_process(config, dataset, backend, callback)
+    with blas_threads(config, build_spec(config, dataset).size):
+        if config.train.method == "adam":
+            return run_adam(config, dataset, backend, callback)
+        return run_in_process(config, dataset, backend, callback)
+
+
+#: below this many parameters the GEMMs are too small to gain from BLAS threads
+SMALL_MODEL = 200_000
+
+
+def blas_threads(config: Config, n_params: int) -> Any:
+    """Limit BLAS threads for a run: ``train.threads`` when set, else 1 for small models.
+
+    OpenBLAS's threads busy-wait after each GEMM; on small GEMMs a thread team
+    costs more than it saves, and far more when the cores are shared.
+    """
+    from threadpoolctl import threadpool_limits
+
+    threads = config.train.threads or (1 if n_params < SMALL_MODEL else None)
+    return threadpool_limits(limits=threads, user_api="blas")

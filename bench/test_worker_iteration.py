@@ -1,0 +1,216 @@
+"""Benchmarks of one CPU worker iteration against its baselines (DESIGN §4).
+
+Groups (per size ``c<chains>-b<batch>`` and thread count ``t<n>``):
+
+``iteration``
+    (a) snep: ``SnepWorker.step`` with Adam-SGLD and with SGLD — minibatch gather,
+    ``CpuMLP.loglik_and_grad``, the fused sampler + site pass with in-kernel noise, the
+    anchor refresh every ``n_inner`` = 10 and, every ``n_sync`` = 10, the push to an
+    in-process ``PosteriorServer`` and its reply (so the *median* is an iteration without
+    sync and the *mean* includes the amortised sync); with 8 chains (``--bench-large``) the
+    same hot path batched over chains.  Also the sync alone (push + server + reply).
+    (b) the same iteration written plainly in PyTorch eager (``bench/torch_reference.py``).
+``fwd+bwd``
+    (c) the bare GEMMs of the forward + backward in numpy (3 forward, 3 weight-gradient,
+    2 input-gradient ``np.matmul`` into preallocated outputs);
+    (d) ``CpuMLP.loglik_and_grad`` alone; (e) the torch forward + autograd backward alone.
+
+Threads: ``--bench-threads`` (default 1) for BLAS (threadpoolctl), PyTorch and the snep
+fused pass.  The PyTorch benchmarks are skipped when torch is not installed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from benchutil import (
+    LAYERS,
+    BatchedSnepIteration,
+    NumpyGemms,
+    bench_call,
+    cpu_mlp_call,
+    make_shard,
+    make_worker,
+    sampler_kind,
+)
+from snep.model.spec import ParamSpec
+
+SAMPLERS = ["adam_sgld", "sgld"]
+
+
+@pytest.fixture(scope="module")
+def spec() -> ParamSpec:
+    return ParamSpec(LAYERS)
+
+
+@pytest.fixture(scope="module")
+def shard() -> tuple[np.ndarray, np.ndarray]:
+    return make_shard()
+
+
+@pytest.fixture
+def torch(threads):
+    """PyTorch (skipped when absent), with ``threads`` intra-op threads."""
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(threads)
+    return torch
+
+
+def _info(spec: ParamSpec, size: tuple[int, int], threads: int, **kw) -> dict:
+    chains, batch = size
+    return {"P": spec.size, "threads": threads, "batch": batch, "chains": chains, **kw}
+
+
+def _snep_iteration(spec, shard, sampler, size, threads):
+    chains, batch = size
+    if chains == 1:
+        return make_worker(spec, shard, sampler, batch, threads), "SnepWorker.step + sync"
+    return (
+        BatchedSnepIteration(spec, shard, sampler, chains, batch, threads),
+        "batched hot path of SnepWorker.step",
+    )
+
+
+# ------------------------------------------------------------------ (a) snep iteration
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_snep_iteration(benchmark, spec, shard, sampler, size, threads):
+    it, what = _snep_iteration(spec, shard, sampler, size, threads)
+    bench_call(
+        benchmark,
+        it.step,
+        group=f"iteration c{size[0]}-b{size[1]} t{threads}",
+        warmup=5,
+        **_info(
+            spec,
+            size,
+            threads,
+            bench="iteration",
+            impl="snep",
+            backend="cpu",
+            sampler=sampler,
+            what=what,
+            n_sync=it.config.snep.n_sync,
+            n_inner=it.config.snep.n_inner,
+        ),
+    )
+    assert it.finite(), "the snep chain became non-finite during the benchmark"
+
+
+def test_snep_sync(benchmark, spec, shard, size, threads):
+    """The sync alone: make_push, PosteriorServer.push (float64) and receive (cavity, shift)."""
+    chains, batch = size
+    if chains != 1:
+        pytest.skip("a SnepWorker holds one chain")
+    wb = make_worker(spec, shard, "adam_sgld", batch, threads)
+    for _ in range(3):
+        wb.step()
+    bench_call(
+        benchmark,
+        wb.sync,
+        group=f"iteration c{chains}-b{batch} t{threads}",
+        **_info(spec, size, threads, bench="sync", impl="snep", backend="cpu"),
+    )
+    assert wb.finite()
+
+
+# ------------------------------------------------------------- (b) PyTorch eager iteration
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_torch_iteration(benchmark, torch, spec, shard, sampler, size, threads):
+    from torch_reference import TorchSnepWorker
+
+    chains, batch = size
+    # same configuration and starting state as the snep benchmark
+    it, _ = _snep_iteration(spec, shard, sampler, size, threads)
+    scalars = it.worker.scalars if chains == 1 else it.scalars
+    arrays = it.worker.arrays if chains == 1 else it.arrays
+    tw = TorchSnepWorker(
+        spec,
+        sampler_kind(sampler),
+        scalars,
+        shard[0],
+        shard[1],
+        n_chains=chains,
+        batch_size=batch,
+        n_inner=it.config.snep.n_inner,
+    )
+    tw.load(arrays)
+    del it
+    bench_call(
+        benchmark,
+        tw.step,
+        group=f"iteration c{chains}-b{batch} t{threads}",
+        warmup=5,
+        **_info(
+            spec,
+            size,
+            threads,
+            bench="iteration",
+            impl="torch",
+            backend=f"torch-eager {torch.__version__}",
+            sampler=sampler,
+            what="TorchSnepWorker.step (no sync)",
+        ),
+    )
+    assert torch.isfinite(tw.state["x"]).all()
+
+
+# ------------------------------------------------------------------ (c) bare numpy GEMMs
+def test_numpy_gemms(benchmark, size, threads):
+    chains, batch = size
+    gemms = NumpyGemms(LAYERS, chains, batch)
+    spec = ParamSpec(LAYERS)
+    bench_call(
+        benchmark,
+        gemms,
+        group=f"fwd+bwd c{chains}-b{batch} t{threads}",
+        **_info(
+            spec,
+            size,
+            threads,
+            bench="gemm",
+            impl="numpy",
+            backend=f"numpy {np.__version__} BLAS",
+            gflop=round(gemms.flops / 1e9, 4),
+        ),
+    )
+
+
+# ------------------------------------------------------------- (d) CpuMLP fwd+bwd alone
+def test_cpu_mlp_fwd_bwd(benchmark, spec, shard, size, threads):
+    chains, batch = size
+    fn = cpu_mlp_call(spec, shard, chains, batch)
+    bench_call(
+        benchmark,
+        fn,
+        group=f"fwd+bwd c{chains}-b{batch} t{threads}",
+        **_info(spec, size, threads, bench="fwd_bwd", impl="snep", backend="cpu"),
+    )
+    assert np.isfinite(fn()).all()
+
+
+# -------------------------------------------------------------- (e) torch fwd+bwd alone
+def test_torch_fwd_bwd(benchmark, torch, spec, shard, size, threads):
+    from snep.model.spec import init_params
+    from torch_reference import TorchFwdBwd
+
+    chains, batch = size
+    rng = np.random.default_rng(2)
+    params = np.stack([init_params(spec, rng) for _ in range(chains)])
+    idx = rng.permutation(len(shard[1]))[: chains * batch].reshape(chains, batch)
+    fb = TorchFwdBwd(spec, params, shard[0][idx], shard[1][idx])
+    bench_call(
+        benchmark,
+        fb,
+        group=f"fwd+bwd c{chains}-b{batch} t{threads}",
+        **_info(
+            spec,
+            size,
+            threads,
+            bench="fwd_bwd",
+            impl="torch",
+            backend=f"torch-eager {torch.__version__}",
+        ),
+    )
+    loglik, _ = fb()
+    assert torch.isfinite(loglik).all()

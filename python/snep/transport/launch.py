@@ -1,0 +1,183 @@
+"""Running SNEP under ``mpiexec``: one server rank and n worker ranks.
+
+``mpiexec -n N+1 snep train --workers N ...`` runs the same configuration as
+the in-process runner: rank 0 builds the config and broadcasts it (as JSON
+bytes), every rank builds the same model and initial position, each worker
+keeps only its own shard, and rank 0 serves the posterior and evaluates it.
+An exception on any rank aborts the whole job (``MPI.COMM_WORLD.Abort``) with
+a message naming the rank, so a failure never leaves the others hanging.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+from typing import Any
+
+import numpy as np
+
+from snep.algorithm.runner import (
+    Callback,
+    FitResult,
+    _initial_position,
+    _prior,
+    blas_threads,
+    build_spec,
+)
+from snep.algorithm.server import PosteriorServer
+from snep.algorithm.worker import SnepWorker
+from snep.backends import Backend, get_backend
+from snep.config import Config
+from snep.data.dataset import Dataset
+from snep.data.sharding import make_shards
+from snep.errors import ConfigError
+from snep.evaluate import Evaluator
+from snep.posterior import Posterior
+
+__all__ = ["broadcast_config", "mpi_world_size", "run_mpi"]
+
+_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE", "SLURM_NTASKS")
+
+
+def mpi_world_size() -> int:
+    """Number of ranks this process was launched with, read from the launcher's
+    environment without initialising MPI (1 when not under mpiexec)."""
+    for var in _SIZE_VARS[:3]:
+        if var in os.environ:
+            return int(os.environ[var])
+    return 1
+
+
+def broadcast_config(comm: Any, config: Config | None) -> Config:
+    """Rank 0's config on every rank (JSON bytes, no pickle)."""
+    payload = json.dumps(config.to_dict()).encode() if comm.Get_rank() == 0 else b""
+    n = np.array([len(payload)], np.int64)
+    comm.Bcast(n, root=0)
+    buf = np.frombuffer(payload, np.uint8).copy() if payload else np.empty(int(n[0]), np.uint8)
+    comm.Bcast(buf, root=0)
+    return Config.from_dict(json.loads(buf.tobytes().decode()))
+
+
+def run_mpi(
+    config: Config,
+    dataset: Dataset,
+    backend: Backend | None = None,
+    callback: Callback | None = None,
+    comm: Any = None,
+) -> FitResult | None:
+    """Run SNEP over MPI; returns the :class:`FitResult` on rank 0, None on workers."""
+    from mpi4py import MPI
+
+
+    world = comm or MPI.COMM_WORLD
+    comm = world.Dup()
+    try:
+        size, rank = comm.Get_size(), comm.Get_rank()
+        train = config.train
+        if size != train.workers + 1:
+            raise ConfigError(
+                f"MPI has {size} ranks but train.workers = {train.workers}: launch with "
+                f"mpiexec -n {train.workers + 1} (one server rank + {train.workers} workers), "
+                f"or set --workers {size - 1}"
+            )
+        if config.train.method == "adam":
+            raise ConfigError(
+                "train.method = 'adam' is a single-process baseline; run it without mpiexec"
+            )
+        backend = backend or get_backend(train.backend, train.threads)
+        spec = build_spec(config, dataset)
+        with blas_threads(config, spec.size):
+            if rank == 0:
+                return _serve(comm, config, dataset, spec, backend, callback)
+            _work(comm, config, dataset, spec, backend, rank - 1)
+            return None
+    except Exception as exc:  # any failure ends the whole job, never a hang
+        sys.stderr.write(
+            f"snep: rank {world.Get_rank()} failed: {type(exc).__name__}: {exc}\n"
+            + "".join(traceback.format_exc(limit=5))
+        )
+        sys.stderr.flush()
+        world.Abort(1)
+        raise
+    finally:
+        if not MPI.Is_finalized():
+            comm.Free()
+
+
+def _shards(config: Config, dataset: Dataset) -> list[np.ndarray]:
+    t = config.train
+    return make_shards(dataset.y_train, t.workers, t.sharding, t.dirichlet_alpha, t.seed)
+
+
+def _work(comm, config, dataset, spec, backend, worker_id) -> None:
+    from snep.transport.mpi import WorkerLoop
+
+    idx = _shards(config, dataset)[worker_id]
+    x, y = dataset.x_train[idx].copy(), dataset.y_train[idx].copy()  # keep only the shard
+    worker = SnepWorker(
+        worker_id,
+        config.train.workers,
+        backend.mlp(spec, 1, min(config.train.batch_size, len(y))),
+        x,
+        y,
+        config,
+        backend,
+        _initial_position(config, spec),
+    )
+    stats = WorkerLoop(comm, worker, config.train.iterations).run()
+    row = np.array(
+        [
+            stats["iteration"],
+            stats["pushes"],
+            stats["guard_fired"],
+            stats["comm_seconds"],
+            stats["wall_seconds"],
+        ],
+        np.float64,
+    )
+    comm.Gather(row, None, root=0)
+
+
+_STAT_NAMES = ("iteration", "pushes", "guard_fired", "comm_seconds", "wall_seconds")
+
+
+def _serve(comm, config, dataset, spec, backend, callback) -> FitResult:
+    from snep.transport.mpi import ServerLoop
+
+    t = config.train
+    server = PosteriorServer(_prior(config, spec), t.workers, t.averaging_start)
+    evaluator = Evaluator(spec, dataset, backend, config)
+
+    def evaluate(srv: PosteriorServer, mean_iter: float) -> dict[str, Any]:
+        return {"epochs_per_worker": mean_iter * t.batch_size / dataset.n_train, **evaluator(srv)}
+
+    t0 = time.perf_counter()
+    loop = ServerLoop(comm, server, evaluate, t.eval_every, callback)
+    loop.run()
+    rows = np.zeros((comm.Get_size(), len(_STAT_NAMES)))
+    comm.Gather(np.zeros(len(_STAT_NAMES)), rows, root=0)
+    workers = [dict(zip(_STAT_NAMES, (float(v) for v in r), strict=True)) for r in rows[1:]]
+    wall = time.perf_counter() - t0
+    stats = {
+        **server.stats(),
+        "wall_seconds": wall,
+        "transport": "mpi",
+        "ranks": comm.Get_size(),
+        "bytes_moved": loop.bytes_moved,
+        "server_comm_seconds": loop.comm_seconds,
+        "worker_comm_fraction": [
+            w["comm_seconds"] / max(w["wall_seconds"], 1e-12) for w in workers
+        ],
+        "workers": workers,
+    }
+    posterior = Posterior(
+        spec,
+        server.precision.copy(),
+        server.precision_mean.copy(),
+        None if server.average_mean is None else server.average_mean.copy(),
+        None if server.average_var is None else server.average_var.copy(),
+    )
+    return FitResult(posterior, loop.history, stats)

@@ -1,0 +1,316 @@
+"""MPI transport of the posterior server (Hasenclever et al. 2017, §"The
+posterior server"; DESIGN §1.4, §3).
+
+Rank 0 is the server, ranks 1..n the workers; the same :class:`SnepWorker`
+and :class:`PosteriorServer` objects as the in-process runner do the maths,
+this module only moves their messages.
+
+Messages are typed float64 buffers on a duplicated communicator (never
+pickle): an 8-slot header ``[kind, worker, version, n_params, iteration,
+version_seen, accepted, 0]`` followed by ``2 P`` payload values (precision,
+then precision-mean).  Integers up to 2^53 are exact in float64.  A header
+whose kind or parameter count does not match raises :class:`ProtocolError`
+naming both sides' values.  The server polls with non-blocking receives
+(MPICH's one-sided operations only progress while the target calls MPI, so
+two-sided messages it is); each worker has at most one request in flight.
+
+Evaluation runs on the server rank between polls: it delays replies while it
+runs (milliseconds for small models).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from snep.algorithm.messages import Push, Reply
+from snep.algorithm.server import PosteriorServer
+from snep.algorithm.worker import SnepWorker
+from snep.errors import SnepError
+
+__all__ = [
+    "HEADER",
+    "KIND_DONE",
+    "KIND_PUSH",
+    "KIND_REGISTER",
+    "KIND_REPLY",
+    "ProtocolError",
+    "ServerLoop",
+    "WorkerLoop",
+    "pack",
+    "unpack_header",
+]
+
+HEADER = 8
+KIND_REGISTER, KIND_PUSH, KIND_REPLY, KIND_DONE = 1, 2, 3, 4
+KIND_NAMES = {KIND_REGISTER: "register", KIND_PUSH: "push", KIND_REPLY: "reply", KIND_DONE: "done"}
+TAG = 77
+
+
+class ProtocolError(SnepError, RuntimeError):
+    """A message does not match what the receiver expects."""
+
+
+def pack(
+    buf: np.ndarray,
+    kind: int,
+    worker: int,
+    version: int,
+    iteration: int = 0,
+    version_seen: int = 0,
+    accepted: bool = True,
+    precision: np.ndarray | None = None,
+    precision_mean: np.ndarray | None = None,
+) -> np.ndarray:
+    """Write a message into ``buf`` (length ``HEADER + 2 P``) and return it."""
+    n = (len(buf) - HEADER) // 2
+    buf[:HEADER] = (kind, worker, version, n, iteration, version_seen, float(accepted), 0.0)
+    if precision is not None:
+        buf[HEADER : HEADER + n] = precision
+        buf[HEADER + n :] = precision_mean
+    return buf
+
+
+def unpack_header(buf: np.ndarray, expect_kinds: tuple[int, ...], n_params: int, where: str):
+    """Validated ``(kind, worker, version, iteration, version_seen, accepted)``."""
+    kind, worker, version, n, iteration, seen, accepted, _ = (int(v) for v in buf[:HEADER])
+    if kind not in expect_kinds:
+        raise ProtocolError(
+            f"{where}: got a message of kind {KIND_NAMES.get(kind, kind)!r} from worker "
+            f"{worker}, expected one of {[KIND_NAMES[k] for k in expect_kinds]}"
+        )
+    if n != n_params:
+        raise ProtocolError(
+            f"{where}: worker {worker} sent {n} parameters, this side has {n_params} "
+            "(both sides must build the same model from the same config)"
+        )
+    return kind, worker, version, iteration, seen, bool(accepted)
+
+
+def _payload(buf: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    return buf[HEADER : HEADER + n], buf[HEADER + n :]
+
+
+class ServerLoop:
+    """The server rank: registration, then apply pushes and reply until every worker is done.
+
+    Parameters
+    ----------
+    comm : mpi4py.MPI.Comm
+        A duplicated communicator; rank 0 is this server.
+    server : PosteriorServer
+        The posterior server's state.
+    evaluate : callable, optional
+        ``evaluate(server, mean_iteration) -> dict`` run every ``eval_every``
+        mean worker iterations; its records go to ``callback``.
+    """
+
+    def __init__(
+        self,
+        comm: Any,
+        server: PosteriorServer,
+        evaluate: Callable[[PosteriorServer, float], dict[str, Any]] | None = None,
+        eval_every: int = 0,
+        callback: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.comm = comm
+        self.server = server
+        self.n_workers = comm.Get_size() - 1
+        self.n_params = server.precision.size
+        self.evaluate = evaluate
+        self.eval_every = eval_every
+        self.callback = callback
+        self.history: list[dict[str, Any]] = []
+        self.poll_interval = 1e-4  # seconds between polls when nothing has arrived
+        self.bytes_moved = 0
+        self.comm_seconds = 0.0
+
+    def _buffer(self) -> np.ndarray:
+        return np.empty(HEADER + 2 * self.n_params)
+
+    def register(self) -> None:
+        """Receive every worker's initial site, then send theta to all."""
+        from mpi4py import MPI
+
+        buf = self._buffer()
+        for _ in range(self.n_workers):
+            status = MPI.Status()
+            self.comm.Recv([buf, MPI.DOUBLE], source=MPI.ANY_SOURCE, tag=TAG, status=status)
+            _, worker, *_ = unpack_header(buf, (KIND_REGISTER,), self.n_params, "server")
+            if worker != status.Get_source() - 1:
+                raise ProtocolError(
+                    f"server: rank {status.Get_source()} registered as worker {worker}, "
+                    f"expected worker {status.Get_source() - 1}"
+                )
+            prec, pm = _payload(buf, self.n_params)
+            self.server.register(worker, _gaussian(prec.copy(), pm.copy()))
+        theta = self.server.theta()
+        out = pack(
+            self._buffer(),
+            KIND_REPLY,
+            -1,
+            theta.version,
+            precision=theta.precision,
+            precision_mean=theta.precision_mean,
+        )
+        for rank in range(1, self.n_workers + 1):
+            self.comm.Send([out, MPI.DOUBLE], dest=rank, tag=TAG)
+
+    def run(self) -> None:
+        """Serve pushes until every worker has sent ``done``."""
+        from mpi4py import MPI
+
+        self.register()
+        n, p = self.n_workers, self.n_params
+        bufs = [self._buffer() for _ in range(n)]
+        out = [self._buffer() for _ in range(n)]
+        sends: list[Any] = [MPI.REQUEST_NULL] * n
+        recvs = [self.comm.Irecv([bufs[w], MPI.DOUBLE], source=w + 1, tag=TAG) for w in range(n)]
+        done = [False] * n
+        next_eval = self.eval_every
+        t_start = time.perf_counter()
+        while not all(done):
+            idx, ready = MPI.Request.Testany(recvs)
+            if not ready:  # poll, but yield the core: ranks may share cores with workers
+                time.sleep(self.poll_interval)
+                continue
+            t0 = time.perf_counter()
+            kind, worker, _, iteration, seen, _ = unpack_header(
+                bufs[idx], (KIND_PUSH, KIND_DONE), p, "server"
+            )
+            if worker != idx:
+                raise ProtocolError(f"server: rank {idx + 1} sent a message as worker {worker}")
+            if kind == KIND_DONE:
+                done[idx] = True
+                recvs[idx] = MPI.REQUEST_NULL
+                continue
+            dprec, dpm = _payload(bufs[idx], p)
+            reply = self.server.push(Push(worker, iteration, dprec, dpm, seen))
+            sends[idx].Wait()  # the previous reply to this worker has left its buffer
+            pack(
+                out[idx],
+                KIND_REPLY,
+                worker,
+                reply.version,
+                accepted=reply.accepted,
+                precision=reply.precision,
+                precision_mean=reply.precision_mean,
+            )
+            sends[idx] = self.comm.Isend([out[idx], MPI.DOUBLE], dest=idx + 1, tag=TAG)
+            recvs[idx] = self.comm.Irecv([bufs[idx], MPI.DOUBLE], source=idx + 1, tag=TAG)
+            self.bytes_moved += 2 * bufs[idx].nbytes
+            self.comm_seconds += time.perf_counter() - t0
+            mean_iter = float(self.server.last_iteration.mean())
+            if self.evaluate is not None and self.eval_every and mean_iter >= next_eval:
+                self._record(mean_iter, t_start)
+                next_eval += self.eval_every
+        MPI.Request.Waitall(sends)
+        if self.evaluate is not None and (
+            not self.history or self.history[-1]["version"] != self.server.version
+        ):
+            self._record(float(self.server.last_iteration.mean()), t_start)
+
+    def _record(self, mean_iter: float, t_start: float) -> None:
+        rec = {
+            "iteration": mean_iter,
+            "wall_seconds": time.perf_counter() - t_start,
+            "server_comm_seconds": self.comm_seconds,
+            "bytes_moved": self.bytes_moved,
+            **self.evaluate(self.server, mean_iter),
+            **self.server.stats(),
+        }
+        self.history.append(rec)
+        if self.callback is not None:
+            self.callback(rec)
+
+
+class WorkerLoop:
+    """A worker rank: register, then iterate, pushing every N_sync with one request in flight."""
+
+    def __init__(self, comm: Any, worker: SnepWorker, iterations: int) -> None:
+        self.comm = comm
+        self.worker = worker
+        self.iterations = iterations
+        self.n_params = worker.arrays.x.shape[1]
+        self.comm_seconds = 0.0
+        self.versions_behind: list[int] = []
+
+    def _buffer(self) -> np.ndarray:
+        return np.empty(HEADER + 2 * self.n_params)
+
+    def _reply(self, buf: np.ndarray) -> Reply:
+        _, _, version, _, _, accepted = unpack_header(
+            buf, (KIND_REPLY,), self.n_params, f"worker {self.worker.worker}"
+        )
+        prec, pm = _payload(buf, self.n_params)
+        return Reply(prec, pm, version, accepted)
+
+    def run(self) -> dict[str, Any]:
+        """Run all iterations; returns the worker's counters."""
+        from mpi4py import MPI
+
+        w = self.worker
+        send_buf, recv_buf = self._buffer(), self._buffer()
+        site = w.initial_site()
+        pack(
+            send_buf,
+            KIND_REGISTER,
+            w.worker,
+            -1,
+            precision=site.precision,
+            precision_mean=site.precision_mean,
+        )
+        self.comm.Send([send_buf, MPI.DOUBLE], dest=0, tag=TAG)
+        self.comm.Recv([recv_buf, MPI.DOUBLE], source=0, tag=TAG)
+        w.start(self._reply(recv_buf))
+        pending: Any = None
+        t_start = time.perf_counter()
+        while w.iteration < self.iterations:
+            push = w.step()
+            t0 = time.perf_counter()
+            if pending is not None and pending.Test():
+                pending = None
+                w.receive(self._reply(recv_buf))
+            if push is not None:
+                self._send_push(push, send_buf)
+                pending = self.comm.Irecv([recv_buf, MPI.DOUBLE], source=0, tag=TAG)
+            self.comm_seconds += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        if pending is not None:
+            pending.Wait()
+            w.receive(self._reply(recv_buf))
+        self._send_push(w.make_push(), send_buf)  # the server gets the last site
+        self.comm.Recv([recv_buf, MPI.DOUBLE], source=0, tag=TAG)
+        w.receive(self._reply(recv_buf))
+        pack(send_buf, KIND_DONE, w.worker, w.version)
+        self.comm.Send([send_buf, MPI.DOUBLE], dest=0, tag=TAG)
+        self.comm_seconds += time.perf_counter() - t0
+        return {
+            **w.stats(),
+            "comm_seconds": self.comm_seconds,
+            "wall_seconds": time.perf_counter() - t_start,
+        }
+
+    def _send_push(self, push: Push, buf: np.ndarray) -> None:
+        from mpi4py import MPI
+
+        pack(
+            buf,
+            KIND_PUSH,
+            push.worker,
+            self.worker.version,
+            push.iteration,
+            push.version_seen,
+            precision=push.delta_precision,
+            precision_mean=push.delta_precision_mean,
+        )
+        self.comm.Send([buf, MPI.DOUBLE], dest=0, tag=TAG)
+
+
+def _gaussian(prec: np.ndarray, pm: np.ndarray):
+    from snep.family import DiagGaussian
+
+    return DiagGaussian(prec, pm)
