@@ -98,3 +98,18 @@ def test_replace_merges_nested_tables():
     assert cfg2.snep.site_step.kind == "piecewise"
     assert cfg2.snep.site_step.boundaries == (5,)
     assert cfg2.snep.site_step.value == 0.3
+
+
+def test_presets_sit_below_explicit_values():
+    from snep.config import PRESETS, with_preset
+
+    cfg = Config.from_dict(with_preset({"train": {"workers": 2}}))
+    digits = PRESETS["digits"]
+    assert cfg.train.data == "digits" and cfg.train.workers == 2
+    assert cfg.model.hidden == tuple(digits["model"]["hidden"])
+    assert cfg.snep.site_step.value == digits["snep"]["site_step"]["value"]
+    over = Config.from_dict(with_preset({"snep": {"site_step": {"kind": "robbins_monro"}}}))
+    assert over.snep.site_step.kind == "robbins_monro"
+    assert over.snep.site_step.value == digits["snep"]["site_step"]["value"]
+    mnist = Config.from_dict(with_preset({"train": {"data": "mnist"}}))
+    assert mnist == Config().replace(train={"data": "mnist"})  # no preset: paper defaults

@@ -105,6 +105,11 @@ def _add_train(sub: Any) -> None:
         ),
     )
     p.add_argument("--config", metavar="FILE.toml", help="TOML configuration file")
+    p.add_argument(
+        "--no-preset",
+        action="store_true",
+        help="ignore the data set's tuned preset (snep.config.PRESETS); use the plain defaults",
+    )
     g = p.add_argument_group("run (config table [train])")
     g.add_argument(
         "--method", metavar="{snep,ep,adam}", help=f"algorithm (default {d.train.method})"
@@ -310,7 +315,7 @@ def resolve_config(args: argparse.Namespace) -> Config:
     ``--method adam`` implies ``--workers 1`` unless ``--workers`` is given (a
     config file with ``method = "adam"`` and no ``workers`` key likewise).
     """
-    from snep.config import Config
+    from snep.config import Config, with_preset
 
     raw: dict[str, Any] = {}
     if args.config:
@@ -335,6 +340,8 @@ def resolve_config(args: argparse.Namespace) -> Config:
         file_train = raw.get("train", {})
         if args.method == "adam" or "workers" not in file_train:
             train["workers"] = 1
+    if not args.no_preset:
+        data = with_preset(data)
     try:
         return Config.from_dict(data)
     except ConfigError as exc:
