@@ -34,6 +34,6 @@ def test_entry_points_follow_the_naming_convention():
 
     for source in KERNELS.glob("*.cu"):
         names = re.findall(r'extern "C" __global__ void (\w+)\(', source.read_text())
-        assert names, f"{source.name} declares no extern \"C\" entry point"
+        assert names, f'{source.name} declares no extern "C" entry point'
         for name in names:
             assert name.endswith(("_float32", "_float64")), f"{source.name}: {name}"

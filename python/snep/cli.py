@@ -22,7 +22,7 @@ import argparse
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -414,7 +414,7 @@ def format_metrics_table(
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from snep.transport.launch import mpi_world_size
+    from snep.transport.env import mpi_world_size
 
     ranks = mpi_world_size()
     config = resolve_config(args)
@@ -426,28 +426,37 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return _cmd_train_mpi(args, config)
 
     # heavy imports only now, after the thread variables are set
-    from snep import rundir
     from snep.algorithm.runner import fit
     from snep.backends import get_backend
     from snep.data.loaders import load_dataset
-    from snep.progress import ProgressReporter
 
     dataset = load_dataset(config.train.data)
     backend = get_backend(config.train.backend, config.train.threads)
+    t = config.train
+    banner = (
+        f"snep: {t.method} with {t.workers} worker(s), {t.iterations} iterations, "
+        f"data {dataset.name!r} ({dataset.n_train} train / {dataset.n_test} test), "
+        f"backend {backend.name}"
+    )
+    return _train_into_run_dir(
+        args, config, dataset, backend, banner, lambda cb: fit(config, dataset, backend, cb)
+    )
+
+
+def _train_into_run_dir(args, config, dataset, backend, banner: str, run: Callable) -> int:
+    """Create the run directory, run ``run(callback)`` with metrics and progress, finish it."""
+    from snep import rundir
+    from snep.progress import ProgressReporter
+
     run_dir = rundir.create_run_dir(args.out, args.name, config=config)
     rundir.write_config(run_dir, config)
-    t = config.train
     if not args.quiet:
-        print(
-            f"snep: {t.method} with {t.workers} worker(s), {t.iterations} iterations, "
-            f"data {dataset.name!r} ({dataset.n_train} train / {dataset.n_test} test), "
-            f"backend {backend.name}; run directory {run_dir}",
-            flush=True,
-        )
-
+        print(f"{banner}; run directory {run_dir}", flush=True)
     with (
         rundir.MetricsWriter(run_dir) as metrics,
-        ProgressReporter(t.iterations, bar=not args.no_progress, quiet=args.quiet) as progress,
+        ProgressReporter(
+            config.train.iterations, bar=not args.no_progress, quiet=args.quiet
+        ) as progress,
     ):
 
         def callback(record: dict[str, Any]) -> None:
@@ -456,7 +465,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
         t0 = time.perf_counter()
         try:
-            result = fit(config, dataset, backend, callback)
+            result = run(callback)
         except KeyboardInterrupt:
             progress.close()
             print(
@@ -465,7 +474,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
             )
             return 130
         wall = time.perf_counter() - t0
-
     _finish_run(args, config, dataset, backend, run_dir, result, wall)
     return 0
 
@@ -474,10 +482,8 @@ def _cmd_train_mpi(args: argparse.Namespace, config: Any) -> int:
     """``mpiexec -n N+1 snep train --workers N``: rank 0 serves and writes the run directory."""
     from mpi4py import MPI
 
-    from snep import rundir
     from snep.backends import get_backend
     from snep.data.loaders import load_dataset
-    from snep.progress import ProgressReporter
     from snep.transport.launch import broadcast_config, run_mpi
 
     comm = MPI.COMM_WORLD
@@ -488,28 +494,13 @@ def _cmd_train_mpi(args: argparse.Namespace, config: Any) -> int:
         run_mpi(config, dataset, backend)
         return 0
     t = config.train
-    run_dir = rundir.create_run_dir(args.out, args.name, config=config)
-    rundir.write_config(run_dir, config)
-    if not args.quiet:
-        print(
-            f"snep: {t.method} over MPI: 1 server + {t.workers} worker rank(s), "
-            f"{t.iterations} iterations, data {dataset.name!r}; run directory {run_dir}",
-            flush=True,
-        )
-    with (
-        rundir.MetricsWriter(run_dir) as metrics,
-        ProgressReporter(t.iterations, bar=not args.no_progress, quiet=args.quiet) as progress,
-    ):
-
-        def callback(record: dict[str, Any]) -> None:
-            metrics.write(record)
-            progress(record)
-
-        t0 = time.perf_counter()
-        result = run_mpi(config, dataset, backend, callback)
-        wall = time.perf_counter() - t0
-    _finish_run(args, config, dataset, backend, run_dir, result, wall)
-    return 0
+    banner = (
+        f"snep: {t.method} over MPI: 1 server + {t.workers} worker rank(s), "
+        f"{t.iterations} iterations, data {dataset.name!r}"
+    )
+    return _train_into_run_dir(
+        args, config, dataset, backend, banner, lambda cb: run_mpi(config, dataset, backend, cb)
+    )
 
 
 def _finish_run(args, config, dataset, backend, run_dir, result, wall) -> None:

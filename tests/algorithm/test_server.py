@@ -40,9 +40,7 @@ def test_theta_is_prior_plus_registered_sites():
 
 def test_deltas_commute():
     rng = np.random.default_rng(1)
-    pushes = [
-        Push(w, 10, rng.normal(0, 0.1, P), rng.normal(0, 0.1, P), 0) for w in (0, 1, 2, 0)
-    ]
+    pushes = [Push(w, 10, rng.normal(0, 0.1, P), rng.normal(0, 0.1, P), 0) for w in (0, 1, 2, 0)]
     results = []
     for order in itertools.permutations(range(4)):
         s = PosteriorServer(prior(), 3, 10**9)

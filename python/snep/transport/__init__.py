@@ -1,7 +1,8 @@
-"""Transports that move SNEP's messages: in-process (``snep.algorithm.runner``) and MPI."""
+"""Transports that move SNEP's messages: in-process (``snep.algorithm.runner``) and MPI
+(``snep.transport.mpi``, launched by ``snep.transport.launch.run_mpi``)."""
 
 from __future__ import annotations
 
-from snep.transport.launch import broadcast_config, mpi_world_size, run_mpi
+from snep.transport.env import mpi_world_size
 
-__all__ = ["broadcast_config", "mpi_world_size", "run_mpi"]
+__all__ = ["mpi_world_size"]

@@ -11,7 +11,6 @@ a message naming the rank, so a failure never leaves the others hanging.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 import traceback
@@ -36,19 +35,9 @@ from snep.data.sharding import make_shards
 from snep.errors import ConfigError
 from snep.evaluate import Evaluator
 from snep.posterior import Posterior
+from snep.transport.env import mpi_world_size
 
 __all__ = ["broadcast_config", "mpi_world_size", "run_mpi"]
-
-_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE", "SLURM_NTASKS")
-
-
-def mpi_world_size() -> int:
-    """Number of ranks this process was launched with, read from the launcher's
-    environment without initialising MPI (1 when not under mpiexec)."""
-    for var in _SIZE_VARS[:3]:
-        if var in os.environ:
-            return int(os.environ[var])
-    return 1
 
 
 def broadcast_config(comm: Any, config: Config | None) -> Config:
@@ -70,7 +59,6 @@ def run_mpi(
 ) -> FitResult | None:
     """Run SNEP over MPI; returns the :class:`FitResult` on rank 0, None on workers."""
     from mpi4py import MPI
-
 
     world = comm or MPI.COMM_WORLD
     comm = world.Dup()
