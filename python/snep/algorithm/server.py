@@ -18,6 +18,12 @@ from snep.family import DiagGaussian
 __all__ = ["PosteriorServer"]
 
 
+def _all_finite(x: np.ndarray) -> bool:
+    """True when every entry is finite; one reduction, no temporary array."""
+    total = float(np.add.reduce(x, axis=None))
+    return np.isfinite(total) or bool(np.isfinite(x).all())
+
+
 class PosteriorServer:
     """Holds the global approximation and applies workers' pushes.
 
@@ -76,9 +82,7 @@ class PosteriorServer:
         """Apply ``theta += Delta``; a non-finite delta is rejected and counted."""
         w = msg.worker
         self.staleness[w].append(self.version - msg.version_seen)
-        if not (
-            np.isfinite(msg.delta_precision).all() and np.isfinite(msg.delta_precision_mean).all()
-        ):
+        if not (_all_finite(msg.delta_precision) and _all_finite(msg.delta_precision_mean)):
             self.rejected += 1
             return Reply(self.precision, self.precision_mean, self.version, accepted=False)
         self.precision += msg.delta_precision
@@ -94,15 +98,22 @@ class PosteriorServer:
         return Reply(self.precision, self.precision_mean, self.version)
 
     def _update_average(self) -> None:
-        var = 1.0 / self.precision
-        mean = self.precision_mean * var
         self.average_count += 1
         if self.average_mean is None:
-            self.average_mean, self.average_var = mean, var
+            self.average_var = 1.0 / self.precision
+            self.average_mean = self.precision_mean * self.average_var
+            self._tmp = np.empty_like(self.precision)
             return
-        w = 1.0 / self.average_count
-        self.average_mean += w * (mean - self.average_mean)
-        self.average_var += w * (var - self.average_var)
+        # running means, updated in place: avg += (x - avg) / count
+        w, tmp = 1.0 / self.average_count, self._tmp
+        np.divide(1.0, self.precision, out=tmp)
+        np.subtract(tmp, self.average_var, out=tmp)
+        tmp *= w
+        self.average_var += tmp
+        np.divide(self.precision_mean, self.precision, out=tmp)
+        np.subtract(tmp, self.average_mean, out=tmp)
+        tmp *= w
+        self.average_mean += tmp
 
     def stats(self) -> dict[str, float]:
         """Version, pushes, rejected pushes and mean staleness (versions behind at a push)."""

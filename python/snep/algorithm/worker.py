@@ -103,7 +103,6 @@ class SnepWorker:
         self.grad = np.zeros((1, P), dtype)
         self.batch_x = np.zeros((1, self.batch_size, self.x_data.shape[1]), dtype)
         self.batch_y = np.zeros((1, self.batch_size), np.int32)
-        self._tmp = [np.zeros((1, P), dtype) for _ in range(4)]
 
         self.arrays.x[0] = x0
         self.arrays.s2[...] = 0.0
@@ -111,8 +110,12 @@ class SnepWorker:
         v = n_workers * snep.v_init
         self.arrays.site_prec[...] = 1.0 / v
         self.arrays.site_pm[0] = x0 / v
+        # float64 views of the site: the last one pushed, the one before (restored
+        # when the server rejects a push) and a scratch set; rotated, never reallocated
         self.sent = self._site64()
-        self._sent_before_push = self.sent
+        self._sent_before_push = self._site64()
+        self._scratch = self._site64()
+        self._delta = self._site64()  # a push's arrays: valid until the next push
 
         self.scalars = PassScalars(
             lik_scale=n_local / (self.beta * self.batch_size * sampler.temperature),
@@ -175,9 +178,11 @@ class SnepWorker:
         self.version = reply.version
 
     def _set_cavity(self, reply: Reply) -> None:
-        a = self.arrays
-        a.cavity_prec[0] = reply.precision - self.sent.precision
-        a.cavity_pm[0] = reply.precision_mean - self.sent.precision_mean
+        a, tmp = self.arrays, self._delta  # the last push's arrays are no longer needed
+        np.subtract(reply.precision, self.sent.precision, out=tmp.precision)
+        np.copyto(a.cavity_prec[0], tmp.precision, casting="same_kind")
+        np.subtract(reply.precision_mean, self.sent.precision_mean, out=tmp.precision_mean)
+        np.copyto(a.cavity_pm[0], tmp.precision_mean, casting="same_kind")
 
     def _refresh_anchor(self) -> None:
         a = self.arrays
@@ -252,51 +257,37 @@ class SnepWorker:
 
     # ------------------------------------------------------------------ sync
     def make_push(self) -> Push:
-        """Push ``Delta = lambda_i - lambda_i^sent`` now (the caller checks none is in flight)."""
-        site = self._site64()
-        delta = Push(
-            self.worker,
-            self.iteration,
-            site.precision - self.sent.precision,
-            site.precision_mean - self.sent.precision_mean,
-            self.version,
+        """Push ``Delta = lambda_i - lambda_i^sent`` now (the caller checks none is in flight).
+
+        The push's arrays are the worker's buffers: valid until its next push.
+        """
+        a, site, delta = self.arrays, self._scratch, self._delta
+        np.copyto(site.precision, a.site_prec[0])
+        np.copyto(site.precision_mean, a.site_pm[0])
+        np.subtract(site.precision, self.sent.precision, out=delta.precision)
+        np.subtract(site.precision_mean, self.sent.precision_mean, out=delta.precision_mean)
+        push = Push(
+            self.worker, self.iteration, delta.precision, delta.precision_mean, self.version
         )
-        self._sent_before_push = self.sent
-        self.sent = site
+        # rotate: previous <- sent, sent <- this site, scratch <- the free set
+        self._sent_before_push, self.sent, self._scratch = self.sent, site, self._sent_before_push
         self.in_flight = True
         self.last_push = self.iteration
         self.pushes += 1
-        return delta
+        return push
 
     def receive(self, reply: Reply) -> None:
         """The server's reply: new cavity, chain shifted to keep its standardised position."""
         self.replies += 1
         self.in_flight = False
         if not reply.accepted:  # the server kept theta: our last push never happened
-            self.sent = self._sent_before_push
-        a = self.arrays
-        old_prec, old_mean, ratio, tmp = self._tmp
-        np.add(a.cavity_prec, a.site_prec, out=old_prec)
-        np.add(a.cavity_pm, a.site_pm, out=old_mean)
-        np.divide(old_mean, old_prec, out=old_mean)
-        # the anchor moves with the cavity: theta' += c_new - c_old, so that the
-        # tilted distribution and the shifted chain stay consistent
-        np.subtract(a.anchor_prec, a.cavity_prec, out=a.anchor_prec)
-        np.subtract(a.anchor_pm, a.cavity_pm, out=a.anchor_pm)
-        self._set_cavity(reply)
-        np.add(a.anchor_prec, a.cavity_prec, out=a.anchor_prec)
-        np.add(a.anchor_pm, a.cavity_pm, out=a.anchor_pm)
-        # x <- m_new + sqrt(v_new / v_old) (x - m_old), v = 1 / (cavity + site) precision
-        np.add(a.cavity_prec, a.site_prec, out=tmp)
-        np.divide(old_prec, tmp, out=ratio)
-        np.sqrt(ratio, out=ratio)
-        np.add(a.cavity_pm, a.site_pm, out=old_prec)  # reuse: new precision-mean
-        np.divide(old_prec, tmp, out=tmp)  # new mean
-        np.subtract(a.x, old_mean, out=a.x)
-        np.multiply(a.x, ratio, out=a.x)
-        np.add(a.x, tmp, out=a.x)
-        if self.kind == SamplerKind.SGHMC:
-            np.multiply(a.s1, ratio, out=a.s1)
+            self.sent, self._sent_before_push = self._sent_before_push, self.sent
+        self.backend.apply_reply(
+            self.arrays,
+            (reply.precision, reply.precision_mean),
+            (self.sent.precision, self.sent.precision_mean),
+            scale_momentum=self.kind == SamplerKind.SGHMC,
+        )
         self.version = reply.version
 
     def stats(self) -> dict[str, float]:

@@ -77,3 +77,28 @@ class CpuBackend:
         out = np.empty((n_chains, n_params), np.float32)
         _native.fill_normal(out, seed, stream, step, 0, self.n_threads)
         return out
+
+    def apply_reply(
+        self,
+        arrays: ChainArrays,
+        theta: tuple[np.ndarray, np.ndarray],
+        sent: tuple[np.ndarray, np.ndarray],
+        scale_momentum: bool,
+    ) -> None:
+        a = arrays
+        _native.reply_update(
+            a.x,
+            a.cavity_prec,
+            a.cavity_pm,
+            a.anchor_prec,
+            a.anchor_pm,
+            a.site_prec,
+            a.site_pm,
+            a.s1,
+            theta[0],
+            theta[1],
+            sent[0],
+            sent[1],
+            scale_momentum,
+            self.n_threads,
+        )

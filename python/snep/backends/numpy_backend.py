@@ -7,7 +7,7 @@ import numpy as np
 from snep.model import mlp_numpy
 from snep.model.spec import ParamSpec
 from snep.samplers.noise import reference_normals
-from snep.samplers.reference import ChainArrays, fused_step_reference
+from snep.samplers.reference import ChainArrays, fused_step_reference, reply_update_reference
 from snep.samplers.scalars import PassScalars, SamplerKind
 
 __all__ = ["NumpyBackend"]
@@ -54,3 +54,12 @@ class NumpyBackend:
         self, n_chains: int, n_params: int, seed: int, stream: int, step: int
     ) -> np.ndarray:
         return reference_normals(n_chains, n_params, seed, stream, step)
+
+    def apply_reply(
+        self,
+        arrays: ChainArrays,
+        theta: tuple[np.ndarray, np.ndarray],
+        sent: tuple[np.ndarray, np.ndarray],
+        scale_momentum: bool,
+    ) -> None:
+        reply_update_reference(arrays, theta[0], theta[1], sent[0], sent[1], scale_momentum)

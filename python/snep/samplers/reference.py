@@ -22,7 +22,7 @@ import numpy as np
 
 from snep.samplers.scalars import PassScalars, SamplerKind
 
-__all__ = ["ChainArrays", "fused_step_reference"]
+__all__ = ["ChainArrays", "fused_step_reference", "reply_update_reference"]
 
 
 @dataclass
@@ -135,3 +135,34 @@ def fused_step_reference(
         a.site_prec[...] = 1.0 / var
         a.site_pm[...] = mean / var
     return int(fired.sum())
+
+
+def reply_update_reference(
+    a: ChainArrays,
+    theta_prec: np.ndarray,
+    theta_pm: np.ndarray,
+    sent_prec: np.ndarray,
+    sent_pm: np.ndarray,
+    scale_momentum: bool,
+) -> None:
+    """A server reply, in place (oracle of ``reply_update`` in kernels/snep_fused.cuh).
+
+    The cavity becomes ``theta - sent``, the anchor moves with the cavity, and the
+    chain is shifted to keep its standardised position under the local posterior
+    ``cavity + site``: ``x <- m_new + sqrt(v_new / v_old) (x - m_old)`` (DESIGN §1.3);
+    with ``scale_momentum`` (SGHMC) the momentum is scaled by the same factor.
+    """
+    old_prec = a.cavity_prec + a.site_prec
+    old_mean = (a.cavity_pm + a.site_pm) / old_prec
+    new_cp = theta_prec - sent_prec
+    new_cpm = theta_pm - sent_pm
+    a.anchor_prec[...] = a.anchor_prec - a.cavity_prec + new_cp
+    a.anchor_pm[...] = a.anchor_pm - a.cavity_pm + new_cpm
+    a.cavity_prec[...] = new_cp
+    a.cavity_pm[...] = new_cpm
+    new_prec = a.cavity_prec + a.site_prec
+    new_mean = (a.cavity_pm + a.site_pm) / new_prec
+    ratio = np.sqrt(old_prec / new_prec)
+    a.x[...] = new_mean + ratio * (a.x - old_mean)
+    if scale_momentum:
+        a.s1[...] *= ratio
