@@ -222,3 +222,18 @@ def test_python_m_snep_train(tmp_path):
         ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "NUMBA_NUM_THREADS"), "1"
     )
     assert len(read_metrics(tmp_path / "sub")) == 3
+
+
+def test_resume_continues_a_run_and_rejects_another_config(tmp_path):
+    from snep.cli import main
+
+    common = ["--hidden", "16", "--eval-every", "30", "--out", str(tmp_path), "--no-progress"]
+    assert main(["train", "--workers", "2", "--iterations", "60", "--name", "r", *common]) == 0
+    run = tmp_path / "r"
+    assert (run / "checkpoint.npz").is_file()
+    config_before = (run / "config.toml").read_text()
+    assert main(["train", "--resume", str(run), "--hidden", "8", "--no-progress"]) == 2
+    assert (run / "config.toml").read_text() == config_before  # untouched by the refusal
+    assert main(["train", "--resume", str(run), "--iterations", "120", "--no-progress"]) == 0
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["iteration"] for x in lines] == [30, 60, 90, 120]

@@ -106,6 +106,13 @@ def _add_train(sub: Any) -> None:
     )
     p.add_argument("--config", metavar="FILE.toml", help="TOML configuration file")
     p.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        type=Path,
+        help="continue an interrupted run from RUN_DIR/checkpoint.npz with RUN_DIR/config.toml "
+        "(--iterations may extend it); metrics are appended to its metrics.jsonl",
+    )
+    p.add_argument(
         "--no-preset",
         action="store_true",
         help="ignore the data set's tuned preset (snep.config.PRESETS); use the plain defaults",
@@ -422,11 +429,21 @@ def format_metrics_table(
 
 # --------------------------------------------------------------------------- commands
 
+CHECKPOINT_FILE = "checkpoint.npz"
+
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from snep.transport.env import mpi_world_size
 
     ranks = mpi_world_size()
+    if args.resume is not None:
+        if args.config is None:
+            args.config = str(args.resume / "config.toml")
+        if not Path(args.config).is_file():
+            raise ConfigError(
+                f"--resume {str(args.resume)!r}: no config.toml there; pass a run directory "
+                "written by snep train"
+            )
     config = resolve_config(args)
     if ranks > 1 and config.train.threads == 0 and ranks >= (os.cpu_count() or 1):
         # ranks share the cores: one BLAS/OpenMP/Numba thread each (DESIGN §3)
@@ -448,18 +465,34 @@ def _cmd_train(args: argparse.Namespace) -> int:
         f"data {dataset.name!r} ({dataset.n_train} train / {dataset.n_test} test), "
         f"backend {backend.name}"
     )
-    return _train_into_run_dir(
-        args, config, dataset, backend, banner, lambda cb: fit(config, dataset, backend, cb)
-    )
+    if t.method == "adam":
+        return _train_into_run_dir(
+            args, config, dataset, backend, banner, lambda cb: fit(config, dataset, backend, cb)
+        )
+
+    def run(cb: Callable, run_dir: Path) -> Any:
+        resume = None if args.resume is None else args.resume / CHECKPOINT_FILE
+        return fit(
+            config, dataset, backend, cb, checkpoint=run_dir / CHECKPOINT_FILE, resume=resume
+        )
+
+    return _train_into_run_dir(args, config, dataset, backend, banner, run, needs_dir=True)
 
 
-def _train_into_run_dir(args, config, dataset, backend, banner: str, run: Callable) -> int:
-    """Create the run directory, run ``run(callback)`` with metrics and progress, finish it."""
+def _train_into_run_dir(
+    args, config, dataset, backend, banner: str, run: Callable, needs_dir: bool = False
+) -> int:
+    """Create (or, with --resume, reuse) the run directory, run ``run(callback)`` (or
+    ``run(callback, run_dir)``) with metrics and progress, then write the outputs."""
     from snep import rundir
     from snep.progress import ProgressReporter
 
-    run_dir = rundir.create_run_dir(args.out, args.name, config=config)
-    rundir.write_config(run_dir, config)
+    resuming = getattr(args, "resume", None) is not None
+    if resuming:  # config.toml is rewritten only once the checkpoint has accepted the config
+        run_dir = Path(args.resume)
+    else:
+        run_dir = rundir.create_run_dir(args.out, args.name, config=config)
+        rundir.write_config(run_dir, config)
     if not args.quiet:
         print(f"{banner}; run directory {run_dir}", flush=True)
     with (
@@ -475,15 +508,18 @@ def _train_into_run_dir(args, config, dataset, backend, banner: str, run: Callab
 
         t0 = time.perf_counter()
         try:
-            result = run(callback)
+            result = run(callback, run_dir) if needs_dir else run(callback)
         except KeyboardInterrupt:
             progress.close()
             print(
-                f"snep: interrupted; the evaluations so far are in {run_dir / rundir.METRICS_FILE}",
+                f"snep: interrupted; the evaluations so far are in {run_dir / rundir.METRICS_FILE}"
+                f"; continue with: snep train --resume {run_dir}",
                 file=sys.stderr,
             )
             return 130
         wall = time.perf_counter() - t0
+    if resuming:
+        rundir.write_config(run_dir, config)
     _finish_run(args, config, dataset, backend, run_dir, result, wall)
     return 0
 

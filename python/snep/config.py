@@ -219,6 +219,7 @@ class TrainConfig:
 
     ``speeds`` (time per iteration, one per worker) and ``reply_delay`` (in
     the same virtual time units) model asynchrony in the in-process runner.
+    ``checkpoint_every``: evaluations between checkpoints (0: none).
     """
 
     method: str = "snep"
@@ -236,6 +237,7 @@ class TrainConfig:
     threads: int = 0
     speeds: tuple[float, ...] = ()
     reply_delay: float = 0.0
+    checkpoint_every: int = 1
 
     def __post_init__(self) -> None:
         _one_of("train.method", self.method, METHODS)
@@ -265,6 +267,7 @@ class TrainConfig:
         for s in self.speeds:
             _positive("train.speeds[]", s)
         _positive("train.reply_delay", self.reply_delay, allow_zero=True)
+        _int_at_least("train.checkpoint_every", self.checkpoint_every, 0)
 
     @property
     def averaging_start(self) -> int:

@@ -41,6 +41,10 @@ added).  It holds:
     Written by ``snep evaluate``: the re-scored metrics.
 
 Every file except ``metrics.jsonl`` is written atomically (:mod:`snep.io`).
+
+``checkpoint.npz`` (SNEP/EP runs) holds the whole in-process simulation state,
+rewritten atomically at every evaluation; ``snep train --resume RUN_DIR``
+continues from it (see :func:`snep.algorithm.runner.simulate`).
 """
 
 from __future__ import annotations

@@ -11,10 +11,11 @@ worker and server code are the same objects an MPI transport drives.
 from __future__ import annotations
 
 import heapq
-import itertools
+import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,8 +28,10 @@ from snep.config import Config
 from snep.data.dataset import Dataset
 from snep.data.minibatch import MinibatchStream, gather_batch
 from snep.data.sharding import make_shards
+from snep.errors import ConfigError, DataError
 from snep.evaluate import Evaluator
 from snep.family import DiagGaussian
+from snep.io import save_npz
 from snep.model.spec import ParamSpec, init_params
 from snep.posterior import Posterior
 from snep.samplers.noise import NOISE_STREAM_SAMPLER
@@ -89,6 +92,8 @@ def simulate(
     callback: Callback | None = None,
     observer: Callable[[PosteriorServer, Push], None] | None = None,
     n_train: int | None = None,
+    checkpoint: Callable[[dict[str, np.ndarray]], None] | None = None,
+    resume: Mapping[str, np.ndarray] | None = None,
 ) -> Simulation:
     """Run SNEP workers on ``shards`` against one posterior server, in virtual time.
 
@@ -107,33 +112,54 @@ def simulate(
     observer : callable, optional
         Called as ``observer(server, push)`` after every applied push (tests
         use it to trace the posterior).
+    checkpoint : callable, optional
+        Receives the whole simulation state (server, workers, pending events,
+        history; npz-ready arrays) every ``train.checkpoint_every`` evaluations.
+    resume : mapping, optional
+        A state given to ``checkpoint`` by an earlier run with the same
+        configuration (``train.iterations`` may be larger): the run continues
+        from it, bitwise as if it had not stopped.
     """
     train = config.train
     n = len(shards)
     n_train = n_train or sum(len(y) for _, y in shards)
-    server = PosteriorServer(prior, n, train.averaging_start)
     workers = [
         SnepWorker(w, n, make_model(min(train.batch_size, len(y))), x, y, config, backend, x0)
         for w, (x, y) in enumerate(shards)
     ]
-    for w in workers:
-        server.register(w.worker, w.initial_site())
-    for w in workers:
-        w.start(server.theta())
-
     speeds = train.speeds or (1.0,) * n
     delay = train.reply_delay
     # events: (time, order, kind, worker, payload); kind 0 = reply delivery, 1 = step
     events: list[tuple[float, int, int, int, Any]] = []
-    order = itertools.count()
-    for w in range(n):
-        heapq.heappush(events, (speeds[w], next(order), 1, w, None))
     history: list[dict[str, Any]] = []
-    t_start = time.perf_counter()
-    comm_seconds = 0.0
-    total_steps = 0
-    next_eval = train.eval_every
+    if resume is None:
+        server = PosteriorServer(prior, n, train.averaging_start)
+        for w in workers:
+            server.register(w.worker, w.initial_site())
+        for w in workers:
+            w.start(server.theta())
+        for w in range(n):
+            heapq.heappush(events, (speeds[w], w, 1, w, None))
+        order, total_steps, next_eval = n, 0, train.eval_every
+        comm_seconds, elapsed = 0.0, 0.0
+    else:
+        server, events, history, counters, floats = _restore(resume, workers, config)
+        order, total_steps, next_eval = counters
+        comm_seconds, elapsed = floats
+    t_start = time.perf_counter() - elapsed
     total_target = train.iterations * n
+    n_records = 0
+
+    def save() -> None:
+        state = {f"server.{k}": v for k, v in server.state_dict().items()}
+        for w in workers:
+            state.update({f"worker{w.worker}.{k}": v for k, v in w.state_dict().items()})
+        state.update(_events_state(events))
+        state["runner.counters"] = np.array([order, total_steps, next_eval], np.int64)
+        state["runner.floats"] = np.array([comm_seconds, time.perf_counter() - t_start])
+        state["runner.history"] = np.frombuffer(json.dumps(history).encode(), np.uint8)
+        state["runner.config"] = np.frombuffer(json.dumps(config.to_dict()).encode(), np.uint8)
+        checkpoint(state)
 
     def record() -> None:
         mean_iter = total_steps / n
@@ -150,6 +176,14 @@ def simulate(
         history.append(rec)
         if callback is not None:
             callback(rec)
+        nonlocal n_records
+        n_records += 1
+        if (
+            checkpoint is not None
+            and train.checkpoint_every
+            and (n_records % train.checkpoint_every == 0)
+        ):
+            save()
 
     def apply(push: Push) -> Reply:
         reply = server.push(push)
@@ -179,20 +213,24 @@ def simulate(
                     reply.version,
                     reply.accepted,
                 )
-                heapq.heappush(events, (now + delay, next(order), 0, w, reply))
+                heapq.heappush(events, (now + delay, order, 0, w, reply))
+                order += 1
             else:
                 worker.receive(reply)
             comm_seconds += time.perf_counter() - t0
         if worker.iteration < train.iterations:
-            heapq.heappush(events, (now + speeds[w], next(order), 1, w, None))
+            heapq.heappush(events, (now + speeds[w], order, 1, w, None))
+            order += 1
         if total_steps >= next_eval * n and total_steps < total_target:
+            next_eval += train.eval_every  # before record(): a checkpoint saves the next one
             record()
-            next_eval += train.eval_every
 
     # final pushes, so that the server holds every worker's last site
     for worker in workers:
         if not worker.in_flight:
             worker.receive(apply(worker.make_push()))
+    # a run continued from this final checkpoint evaluates next on the usual grid
+    next_eval = (total_steps // (n * train.eval_every) + 1) * train.eval_every
     record()
     stats = {
         **server.stats(),
@@ -203,15 +241,85 @@ def simulate(
     return Simulation(server, workers, history, stats)
 
 
+def _events_state(events: list[tuple[float, int, int, int, Any]]) -> dict[str, np.ndarray]:
+    meta = np.zeros((len(events), 6))
+    state: dict[str, np.ndarray] = {}
+    for k, (t, order, kind, w, payload) in enumerate(events):
+        meta[k, :4] = (t, order, kind, w)
+        if payload is not None:
+            meta[k, 4:] = (payload.version, float(payload.accepted))
+            state[f"runner.reply{k}.precision"] = payload.precision
+            state[f"runner.reply{k}.precision_mean"] = payload.precision_mean
+    state["runner.events"] = meta
+    return state
+
+
+def _restore(resume: Mapping[str, np.ndarray], workers: list[SnepWorker], config: Config):
+    saved = json.loads(bytes(resume["runner.config"]).decode())
+    current = config.to_dict()
+    for d in (saved, current):  # what may change between a run and its resumption
+        for key in ("iterations", "eval_every", "checkpoint_every"):
+            d["train"].pop(key, None)
+    if saved != current:
+        changed = sorted(
+            f"{section}.{key}"
+            for section in current
+            for key in set(current[section]) | set(saved.get(section, {}))
+            if current[section].get(key) != saved.get(section, {}).get(key)
+        )
+        raise ConfigError(
+            f"the checkpoint was written with another configuration (differs in {changed}); "
+            "resume with the run's own config.toml (only train.iterations, eval_every and "
+            "checkpoint_every may change)"
+        )
+    server = PosteriorServer.from_state_dict(
+        {k.removeprefix("server."): v for k, v in resume.items() if k.startswith("server.")}
+    )
+    for w in workers:
+        prefix = f"worker{w.worker}."
+        w.load_state_dict(
+            {k.removeprefix(prefix): v for k, v in resume.items() if k.startswith(prefix)}
+        )
+    events: list[tuple[float, int, int, int, Any]] = []
+    for k, (t, order, kind, w, version, accepted) in enumerate(resume["runner.events"]):
+        payload = None
+        if int(kind) == 0:
+            payload = Reply(
+                np.array(resume[f"runner.reply{k}.precision"]),
+                np.array(resume[f"runner.reply{k}.precision_mean"]),
+                int(version),
+                bool(accepted),
+            )
+        events.append((float(t), int(order), int(kind), int(w), payload))
+    heapq.heapify(events)
+    # workers that had finished but may run further with a larger train.iterations
+    queued = {w for (_, _, kind, w, _) in events if kind == 1}
+    speeds = config.train.speeds or (1.0,) * len(workers)
+    order = int(resume["runner.counters"][0])
+    for w in workers:
+        if w.worker not in queued and w.iteration < config.train.iterations:
+            heapq.heappush(
+                events, (float(w.iteration) * speeds[w.worker], order, 1, w.worker, None)
+            )
+            order += 1
+    counters = (order, *map(int, resume["runner.counters"][1:]))
+    history = json.loads(bytes(resume["runner.history"]).decode())
+    return server, events, history, counters, tuple(map(float, resume["runner.floats"]))
+
+
 def run_in_process(
     config: Config,
     dataset: Dataset,
     backend: Backend | None = None,
     callback: Callback | None = None,
+    checkpoint: str | Path | None = None,
+    resume: str | Path | None = None,
 ) -> FitResult:
     """Run SNEP (or its EP variant) on an MLP with ``config.train.workers`` simulated workers.
 
     ``callback`` receives every evaluation record (a dict of metrics) as it is made.
+    ``checkpoint``: a path written atomically every ``train.checkpoint_every``
+    evaluations; ``resume``: a checkpoint to continue from.
     """
     train = config.train
     backend = backend or get_backend(train.backend, train.threads)
@@ -229,6 +337,8 @@ def run_in_process(
         evaluate=Evaluator(spec, dataset, backend, config),
         callback=callback,
         n_train=dataset.n_train,
+        checkpoint=None if checkpoint is None else (lambda state: save_npz(checkpoint, **state)),
+        resume=None if resume is None else load_checkpoint(resume),
     )
     server = sim.server
     posterior = Posterior(
@@ -311,19 +421,41 @@ def run_adam(
     return FitResult(posterior, history, {"wall_seconds": time.perf_counter() - t_start})
 
 
+def load_checkpoint(path: str | Path) -> dict[str, np.ndarray]:
+    """Read a checkpoint written by :func:`run_in_process` (clear error if it is not one)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(
+            f"checkpoint {str(path)!r} does not exist; a run directory keeps it as "
+            "checkpoint.npz once its first evaluation has been made"
+        )
+    with np.load(path, allow_pickle=False) as f:
+        state = {k: f[k] for k in f.files}
+    if "runner.counters" not in state:
+        raise DataError(f"{str(path)!r} is not a snep checkpoint (no runner state in it)")
+    return state
+
+
 def fit(
     config: Config,
     dataset: Dataset,
     backend: Backend | str | None = None,
     callback: Callback | None = None,
+    checkpoint: str | Path | None = None,
+    resume: str | Path | None = None,
 ) -> FitResult:
-    """Train with ``config.train.method`` (``snep``, ``ep`` or ``adam``) in this process."""
+    """Train with ``config.train.method`` (``snep``, ``ep`` or ``adam``) in this process.
+
+    ``checkpoint``/``resume``: see :func:`run_in_process` (SNEP and EP only).
+    """
     if isinstance(backend, str):
         backend = get_backend(backend, config.train.threads)
     with blas_threads(config, build_spec(config, dataset).size):
         if config.train.method == "adam":
+            if resume is not None:
+                raise ConfigError("resume is for SNEP/EP runs; the Adam baseline has no checkpoint")
             return run_adam(config, dataset, backend, callback)
-        return run_in_process(config, dataset, backend, callback)
+        return run_in_process(config, dataset, backend, callback, checkpoint, resume)
 
 
 #: below this many parameters the GEMMs are too small to gain from BLAS threads

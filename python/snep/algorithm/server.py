@@ -10,6 +10,8 @@ commute, so the result does not depend on arrival order.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from snep.algorithm.messages import Push, Reply
@@ -114,6 +116,54 @@ class PosteriorServer:
         np.subtract(tmp, self.average_mean, out=tmp)
         tmp *= w
         self.average_mean += tmp
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Everything needed to resume: arrays and scalars as numpy arrays (npz-ready)."""
+        n = self.n_workers
+        stale = [np.asarray(x, np.int64) for x in self.staleness]
+        state = {
+            "precision": self.precision,
+            "precision_mean": self.precision_mean,
+            "prior_precision": self.prior.precision,
+            "prior_precision_mean": self.prior.precision_mean,
+            "sites_precision": np.stack([self.sites[w].precision for w in range(n)]),
+            "sites_precision_mean": np.stack([self.sites[w].precision_mean for w in range(n)]),
+            "scalars": np.array(
+                [n, self.average_from, self.version, self.rejected, self.average_count], np.int64
+            ),
+            "last_iteration": self.last_iteration,
+            "pushes": self.pushes,
+            "staleness": np.concatenate(stale) if stale else np.zeros(0, np.int64),
+            "staleness_counts": np.array([len(x) for x in stale], np.int64),
+        }
+        if self.average_mean is not None:
+            state["average_mean"] = self.average_mean
+            state["average_var"] = self.average_var
+        return state
+
+    @classmethod
+    def from_state_dict(cls, state: Mapping[str, np.ndarray]) -> PosteriorServer:
+        """Rebuild a server saved by :meth:`state_dict`."""
+        n, average_from, version, rejected, average_count = (int(v) for v in state["scalars"])
+        prior = DiagGaussian(state["prior_precision"], state["prior_precision_mean"])
+        server = cls(prior, n, average_from)
+        server.precision[...] = state["precision"]
+        server.precision_mean[...] = state["precision_mean"]
+        for w in range(n):
+            server.sites[w] = DiagGaussian(
+                np.array(state["sites_precision"][w], np.float64),
+                np.array(state["sites_precision_mean"][w], np.float64),
+            )
+        server.version, server.rejected, server.average_count = version, rejected, average_count
+        server.last_iteration[...] = state["last_iteration"]
+        server.pushes[...] = state["pushes"]
+        bounds = np.cumsum(state["staleness_counts"])[:-1]
+        server.staleness = [list(map(int, x)) for x in np.split(state["staleness"], bounds)]
+        if "average_mean" in state:
+            server.average_mean = np.array(state["average_mean"], np.float64)
+            server.average_var = np.array(state["average_var"], np.float64)
+            server._tmp = np.empty_like(server.precision)
+        return server
 
     def stats(self) -> dict[str, float]:
         """Version, pushes, rejected pushes and mean staleness (versions behind at a push)."""

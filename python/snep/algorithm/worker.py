@@ -22,6 +22,8 @@ iterations and the site is set by a damped EP update.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from snep.algorithm.messages import Push, Reply
@@ -289,6 +291,60 @@ class SnepWorker:
             scale_momentum=self.kind == SamplerKind.SGHMC,
         )
         self.version = reply.version
+
+    _COUNTERS = (
+        "iteration",
+        "sampler_steps",
+        "last_push",
+        "version",
+        "guard_fired",
+        "ep_rejected",
+        "pushes",
+        "replies",
+        "_window",
+        "in_flight",
+    )
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """The chain, site, anchor, cavity, sampler state, counters and minibatch stream
+        (npz-ready), taken between iterations; a push in flight is recorded (its reply
+        is the transport's to keep)."""
+        names = ChainArrays.__dataclass_fields__
+        state = {
+            f"chain_{name}": arr for name, arr in zip(names, self.arrays.arrays(), strict=True)
+        }
+        state["sent_precision"] = self.sent.precision
+        state["sent_precision_mean"] = self.sent.precision_mean
+        state["previous_sent_precision"] = self._sent_before_push.precision
+        state["previous_sent_precision_mean"] = self._sent_before_push.precision_mean
+        state["counters"] = np.array([getattr(self, c) for c in self._COUNTERS], np.int64)
+        stream = self.stream.state_dict()
+        state["stream"] = np.array(
+            [stream["n_examples"], stream["batch_size"], stream["seed"], stream["epoch"],
+             stream["position"]],
+            np.int64,
+        )  # fmt: skip
+        return state
+
+    def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
+        """Restore a state saved by :meth:`state_dict` (same config and shard)."""
+        for name, arr in zip(ChainArrays.__dataclass_fields__, self.arrays.arrays(), strict=True):
+            saved = state[f"chain_{name}"]
+            if saved.shape != arr.shape:
+                raise ValueError(
+                    f"worker {self.worker}: saved {name} has shape {saved.shape}, this worker's "
+                    f"has {arr.shape}: the checkpoint belongs to another model or config"
+                )
+            arr[...] = saved
+        self.sent.precision[...] = state["sent_precision"]
+        self.sent.precision_mean[...] = state["sent_precision_mean"]
+        self._sent_before_push.precision[...] = state["previous_sent_precision"]
+        self._sent_before_push.precision_mean[...] = state["previous_sent_precision_mean"]
+        for name, value in zip(self._COUNTERS, state["counters"], strict=True):
+            setattr(self, name, int(value))
+        self.in_flight = bool(self.in_flight)
+        keys = ("n_examples", "batch_size", "seed", "epoch", "position")
+        self.stream.load_state_dict(dict(zip(keys, map(int, state["stream"]), strict=True)))
 
     def stats(self) -> dict[str, float]:
         """Counters for the metrics stream."""

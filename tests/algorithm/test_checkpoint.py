@@ -1,0 +1,69 @@
+"""Checkpoints: a run resumed from any checkpoint ends bitwise where the uninterrupted
+run ends, with synchronous and with asynchronous (delayed-reply) schedules."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from snep.algorithm import fit
+from snep.algorithm.runner import _initial_position, _prior, build_spec, load_checkpoint, simulate
+from snep.backends import get_backend
+from snep.config import Config
+from snep.data.loaders import load_digits
+from snep.data.sharding import make_shards
+from snep.errors import ConfigError, DataError
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_digits()
+
+
+def config(**train) -> Config:
+    base = {"iterations": 120, "eval_every": 30, "workers": 3, "bma_samples": 4}
+    return Config().replace(train={**base, **train}, model={"hidden": (16,)})
+
+
+@pytest.mark.parametrize("async_", [False, True])
+def test_resume_from_any_checkpoint_is_bitwise_identical(digits, async_):
+    extra = {"reply_delay": 2.5, "speeds": (1.0, 1.0, 3.0)} if async_ else {}
+    cfg = config(**extra)
+    spec, backend = build_spec(cfg, digits), get_backend("cpu")
+    shards = [
+        (digits.x_train[i], digits.y_train[i])
+        for i in make_shards(digits.y_train, 3, "iid", 0.5, 0)
+    ]
+    args = (
+        cfg, shards, lambda b: backend.mlp(spec, 1, b), _initial_position(cfg, spec),
+        _prior(cfg, spec), backend,
+    )  # fmt: skip
+    states: list[dict[str, np.ndarray]] = []
+    full = simulate(
+        *args, checkpoint=lambda s: states.append({k: np.array(v) for k, v in s.items()})
+    )
+    assert len(states) == len(full.history) == 4
+    for k in (0, 2):
+        resumed = simulate(*args, resume=states[k])
+        np.testing.assert_array_equal(resumed.server.precision, full.server.precision)
+        np.testing.assert_array_equal(resumed.server.precision_mean, full.server.precision_mean)
+        assert [r["iteration"] for r in resumed.history] == [r["iteration"] for r in full.history]
+        for a, b in zip(resumed.workers, full.workers, strict=True):
+            np.testing.assert_array_equal(a.arrays.x, b.arrays.x)
+
+
+def test_checkpoint_file_round_trip_and_errors(digits, tmp_path):
+    path = tmp_path / "checkpoint.npz"
+    first = fit(config(iterations=60), digits, checkpoint=path)
+    state = load_checkpoint(path)
+    assert int(state["server.scalars"][2]) == first.stats["version"]
+    # continuing a finished run for longer works (its final pushes are part of it)
+    longer = fit(config(iterations=90), digits, resume=path)
+    assert [w["iteration"] for w in longer.stats["workers"]] == [90, 90, 90]
+    with pytest.raises(ConfigError, match=r"differs in \['model.hidden'\]"):
+        fit(config(iterations=90).replace(model={"hidden": (8,)}), digits, resume=path)
+    with pytest.raises(DataError, match="does not exist"):
+        load_checkpoint(tmp_path / "nope.npz")
+    np.savez(tmp_path / "other.npz", a=np.zeros(2))
+    with pytest.raises(DataError, match="not a snep checkpoint"):
+        load_checkpoint(tmp_path / "other.npz")
