@@ -17,7 +17,7 @@ def test_defaults_are_valid_and_round_trip():
     "section,key,value,fragment",
     [
         ("train", "workers", 0, "'train.workers' = 0"),
-        ("train", "method", "sgd", "one of ['snep', 'ep', 'adam']"),
+        ("train", "method", "sgd", "one of ['snep', 'ep', 'adam', 'asgd', 'easgd']"),
         ("train", "backend", "tpu", "'train.backend' = 'tpu'"),
         ("sampler", "kind", "hmc", "'sampler.kind' = 'hmc'"),
         ("sampler", "step_size", -1.0, "> 0"),

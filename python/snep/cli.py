@@ -119,7 +119,9 @@ def _add_train(sub: Any) -> None:
     )
     g = p.add_argument_group("run (config table [train])")
     g.add_argument(
-        "--method", metavar="{snep,ep,adam}", help=f"algorithm (default {d.train.method})"
+        "--method",
+        metavar="{snep,ep,adam,asgd,easgd}",
+        help=f"algorithm (default {d.train.method}); asgd and easgd are the distributed baselines",
     )
     g.add_argument(
         "--workers",

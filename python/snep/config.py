@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 SAMPLERS = ("adam_sgld", "sgld", "psgld", "sghmc")
-METHODS = ("snep", "ep", "adam")
+METHODS = ("snep", "ep", "adam", "asgd", "easgd")
 SCHEDULES = ("constant", "robbins_monro", "piecewise")
 SHARDINGS = ("iid", "dirichlet")
 BACKENDS = ("auto", "numpy", "cpu", "cuda")

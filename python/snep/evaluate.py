@@ -51,9 +51,10 @@ class Evaluator:
         """Metrics of a server (or anything with natural parameters and an average)."""
         post = Posterior(self.spec, state.precision, state.precision_mean)
         out = self.point(post.mean, "mean_")
-        draws = post.sample(self.n_samples, self.seed)
-        probs = predict_proba_params(self.spec, draws, self.x, self.backend)
-        out.update(classification_metrics(probs, self.y, "bma_"))
+        if not getattr(state, "point_estimate", False):  # the baselines hold a point
+            draws = post.sample(self.n_samples, self.seed)
+            probs = predict_proba_params(self.spec, draws, self.x, self.backend)
+            out.update(classification_metrics(probs, self.y, "bma_"))
         if state.average_mean is not None:
             out.update(self.point(state.average_mean, "avg_"))
         return out

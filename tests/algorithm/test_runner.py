@@ -86,3 +86,30 @@ def test_guard_fires_and_is_counted_for_p_snep_with_tiny_floor(digits):
     cfg = small(workers=3).replace(snep={"p_snep": True, "prec_floor": 1e3})
     res = fit(cfg, digits)
     assert res.final["guard_fired"] > 0
+
+
+@pytest.mark.parametrize("method", ["asgd", "easgd"])
+def test_distributed_baselines_learn_over_the_same_runner(digits, method):
+    cfg = small(method=method, workers=3, iterations=300, eval_every=150).replace(
+        sampler={"step_size": 3e-3}
+    )
+    res = fit(cfg, digits)
+    assert res.final["mean_error"] < 0.2
+    assert "bma_error" not in res.final  # a point estimate: no model average
+    assert res.stats["pushes"] >= 3 * 30
+    assert all(w["iteration"] == 300 for w in res.stats["workers"])
+
+
+def test_easgd_elastic_exchange_is_symmetric():
+    import numpy as np
+
+    from snep.algorithm.baselines import MOVING_RATE, EasgdServer
+    from snep.algorithm.messages import Push
+
+    server = EasgdServer(np.zeros(4), 1, 10**9)
+    x = np.arange(4.0)
+    reply = server.push(Push(0, 10, x, np.zeros(4), 0))
+    np.testing.assert_allclose(reply.precision, 0.0)  # the centre before the move
+    np.testing.assert_allclose(server.center, MOVING_RATE * x)
+    # the worker then moves by the same force: x - alpha (x - c_old)
+    np.testing.assert_allclose(x - MOVING_RATE * (x - reply.precision), (1 - MOVING_RATE) * x)

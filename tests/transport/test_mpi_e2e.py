@@ -51,3 +51,12 @@ def test_rank_count_mismatch_is_a_clear_error(tmp_path):
     res = snep_train(3, tmp_path, "--workers", "3")
     assert res.returncode != 0
     assert "MPI has 3 ranks but train.workers = 3" in res.stderr
+
+
+@pytest.mark.parametrize("method", ["asgd", "easgd"])
+def test_baselines_run_over_the_same_transport(tmp_path, method):
+    res = snep_train(3, tmp_path, "--workers", "2", "--method", method, "--step-size", "3e-3")
+    assert res.returncode == 0, res.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["stats"]["transport"] == "mpi"
+    assert summary["final"]["mean_error"] < 0.5

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from snep.algorithm.baselines import AsgdServer, AsgdWorker, EasgdServer, EasgdWorker
 from snep.algorithm.messages import Push, Reply
 from snep.algorithm.server import PosteriorServer
 from snep.algorithm.worker import SnepWorker, worker_seed
@@ -123,8 +124,9 @@ def simulate(
     train = config.train
     n = len(shards)
     n_train = n_train or sum(len(y) for _, y in shards)
+    worker_class = WORKER_CLASSES[train.method]
     workers = [
-        SnepWorker(w, n, make_model(min(train.batch_size, len(y))), x, y, config, backend, x0)
+        worker_class(w, n, make_model(min(train.batch_size, len(y))), x, y, config, backend, x0)
         for w, (x, y) in enumerate(shards)
     ]
     speeds = train.speeds or (1.0,) * n
@@ -133,7 +135,7 @@ def simulate(
     events: list[tuple[float, int, int, int, Any]] = []
     history: list[dict[str, Any]] = []
     if resume is None:
-        server = PosteriorServer(prior, n, train.averaging_start)
+        server = make_server(config, prior, x0, n)
         for w in workers:
             server.register(w.worker, w.initial_site())
         for w in workers:
@@ -241,6 +243,25 @@ def simulate(
     return Simulation(server, workers, history, stats)
 
 
+#: worker classes by ``train.method`` (the in-process runner and MPI use the same)
+WORKER_CLASSES: dict[str, type[SnepWorker]] = {
+    "snep": SnepWorker,
+    "ep": SnepWorker,
+    "asgd": AsgdWorker,
+    "easgd": EasgdWorker,
+}
+
+
+def make_server(config: Config, prior: DiagGaussian, x0: np.ndarray, n_workers: int) -> Any:
+    """The server of ``config.train.method``: the posterior server, or a baseline's."""
+    method, start = config.train.method, config.train.averaging_start
+    if method == "asgd":
+        return AsgdServer(x0, n_workers, start, lr=config.sampler.step_size)
+    if method == "easgd":
+        return EasgdServer(x0, n_workers, start)
+    return PosteriorServer(prior, n_workers, start)
+
+
 def _events_state(events: list[tuple[float, int, int, int, Any]]) -> dict[str, np.ndarray]:
     meta = np.zeros((len(events), 6))
     state: dict[str, np.ndarray] = {}
@@ -337,14 +358,16 @@ def run_in_process(
         evaluate=Evaluator(spec, dataset, backend, config),
         callback=callback,
         n_train=dataset.n_train,
-        checkpoint=None if checkpoint is None else (lambda state: save_npz(checkpoint, **state)),
+        checkpoint=None
+        if checkpoint is None or config.train.method in ("asgd", "easgd")
+        else (lambda state: save_npz(checkpoint, **state)),
         resume=None if resume is None else load_checkpoint(resume),
     )
     server = sim.server
     posterior = Posterior(
         spec,
-        server.precision.copy(),
-        server.precision_mean.copy(),
+        np.array(server.precision),
+        np.array(server.precision_mean),
         None if server.average_mean is None else server.average_mean.copy(),
         None if server.average_var is None else server.average_var.copy(),
     )

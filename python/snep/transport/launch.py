@@ -19,15 +19,16 @@ from typing import Any
 import numpy as np
 
 from snep.algorithm.runner import (
+    WORKER_CLASSES,
     Callback,
     FitResult,
     _initial_position,
     _prior,
     blas_threads,
     build_spec,
+    make_server,
 )
 from snep.algorithm.server import PosteriorServer
-from snep.algorithm.worker import SnepWorker
 from snep.backends import Backend, get_backend
 from snep.config import Config
 from snep.data.dataset import Dataset
@@ -105,7 +106,7 @@ def _work(comm, config, dataset, spec, backend, worker_id) -> None:
 
     idx = _shards(config, dataset)[worker_id]
     x, y = dataset.x_train[idx].copy(), dataset.y_train[idx].copy()  # keep only the shard
-    worker = SnepWorker(
+    worker = WORKER_CLASSES[config.train.method](
         worker_id,
         config.train.workers,
         backend.mlp(spec, 1, min(config.train.batch_size, len(y))),
@@ -136,7 +137,7 @@ def _serve(comm, config, dataset, spec, backend, callback) -> FitResult:
     from snep.transport.mpi import ServerLoop
 
     t = config.train
-    server = PosteriorServer(_prior(config, spec), t.workers, t.averaging_start)
+    server = make_server(config, _prior(config, spec), _initial_position(config, spec), t.workers)
     evaluator = Evaluator(spec, dataset, backend, config)
 
     def evaluate(srv: PosteriorServer, mean_iter: float) -> dict[str, Any]:
@@ -163,8 +164,8 @@ def _serve(comm, config, dataset, spec, backend, callback) -> FitResult:
     }
     posterior = Posterior(
         spec,
-        server.precision.copy(),
-        server.precision_mean.copy(),
+        np.array(server.precision),
+        np.array(server.precision_mean),
         None if server.average_mean is None else server.average_mean.copy(),
         None if server.average_var is None else server.average_var.copy(),
     )

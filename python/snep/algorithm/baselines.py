@@ -1,0 +1,261 @@
+"""Distributed-optimisation baselines over the same transport and kernels as SNEP
+(DESIGN §1.7).
+
+* **A-SGD** (Downpour; Dean et al., "Large scale distributed deep networks",
+  NIPS 2012): each worker accumulates minibatch gradients of the log posterior
+  at its copy of the parameters and pushes their sum every ``N_sync``
+  iterations; the server takes one Adam step (Kingma & Ba 2015) with the
+  pushed gradient and replies with its parameters, which the worker adopts.
+* **EASGD** (Zhang, Choromanska & LeCun, "Deep learning with elastic averaging
+  SGD", NIPS 2015): each worker takes local Adam steps (the fused pass with the
+  noise off) and every ``N_sync`` iterations exchanges an elastic force with the
+  centre variable: ``x_i -= alpha (x_i - c)``, ``c += alpha (x_i - c)`` with
+  moving rate ``alpha = 0.25``.
+
+They speak the SNEP worker/server protocol: a push carries the gradient (A-SGD)
+or the worker's parameters (EASGD) in its first payload slot, a reply the
+server's parameters in its first slot; the second slots are zero.  The
+servers expose the point estimate as a degenerate Gaussian (``precision`` =
+1e12) so that the evaluator and the run directory treat every method alike;
+``point_estimate = True`` tells the evaluator to skip the model average.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from snep.algorithm.messages import Push, Reply
+from snep.algorithm.worker import SnepWorker
+from snep.backends import Backend, MLPKernels
+from snep.config import Config
+from snep.family import DiagGaussian
+from snep.samplers.scalars import SamplerKind
+
+__all__ = [
+    "ASGD_ADAM",
+    "MOVING_RATE",
+    "AsgdServer",
+    "AsgdWorker",
+    "EasgdServer",
+    "EasgdWorker",
+]
+
+#: EASGD's moving rate (DESIGN §1.7)
+MOVING_RATE = 0.25
+#: A-SGD server's Adam constants (Kingma & Ba 2015)
+ASGD_ADAM = {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8}
+POINT_PRECISION = 1e12
+
+
+class _PointServer:
+    """What the evaluator, the runner and the MPI loop need of a server holding a point."""
+
+    point_estimate = True
+
+    def __init__(self, x0: np.ndarray, n_workers: int, average_from: int) -> None:
+        self.center = np.array(x0, np.float64)
+        self.n_workers = n_workers
+        self.average_from = average_from
+        self.version = 0
+        self.registered_workers: set[int] = set()
+        self.last_iteration = np.zeros(n_workers, np.int64)
+        self.pushes = np.zeros(n_workers, np.int64)
+        self.staleness: list[list[int]] = [[] for _ in range(n_workers)]
+        self.rejected = 0
+        self.average_count = 0
+        self.average_mean: np.ndarray | None = None
+        self.average_var = None
+        self._zeros = np.zeros_like(self.center)
+
+    @property
+    def precision(self) -> np.ndarray:
+        return np.full_like(self.center, POINT_PRECISION)
+
+    @property
+    def precision_mean(self) -> np.ndarray:
+        return POINT_PRECISION * self.center
+
+    def register(self, worker: int, site: DiagGaussian) -> bool:
+        self.registered_workers.add(worker)
+        return len(self.registered_workers) == self.n_workers
+
+    def theta(self) -> Reply:
+        return Reply(self.center, self._zeros, self.version)
+
+    def _after_push(self, msg: Push) -> None:
+        self.staleness[msg.worker].append(self.version - msg.version_seen)
+        self.version += 1
+        self.last_iteration[msg.worker] = msg.iteration
+        self.pushes[msg.worker] += 1
+        if msg.iteration >= self.average_from:
+            self.average_count += 1
+            if self.average_mean is None:
+                self.average_mean = self.center.copy()
+            else:
+                self.average_mean += (self.center - self.average_mean) / self.average_count
+
+    def stats(self) -> dict[str, float]:
+        stale = [s for per in self.staleness for s in per]
+        return {
+            "version": self.version,
+            "pushes": int(self.pushes.sum()),
+            "rejected": self.rejected,
+            "staleness_mean": float(np.mean(stale)) if stale else 0.0,
+            "staleness_max": int(max(stale)) if stale else 0,
+        }
+
+
+class AsgdServer(_PointServer):
+    """Downpour's parameter server: an Adam ascent step per pushed gradient."""
+
+    def __init__(self, x0: np.ndarray, n_workers: int, average_from: int, lr: float) -> None:
+        super().__init__(x0, n_workers, average_from)
+        self.lr = lr
+        self.m = np.zeros_like(self.center)
+        self.v = np.zeros_like(self.center)
+        self.steps = 0
+
+    def push(self, msg: Push) -> Reply:
+        g = msg.delta_precision
+        if not np.isfinite(g).all():
+            self.rejected += 1
+            return Reply(self.center, self._zeros, self.version, accepted=False)
+        b1, b2, eps = ASGD_ADAM["beta1"], ASGD_ADAM["beta2"], ASGD_ADAM["eps"]
+        self.steps += 1
+        self.m *= b1
+        self.m += (1 - b1) * g
+        self.v *= b2
+        self.v += (1 - b2) * g * g
+        m_hat = self.m / (1 - b1**self.steps)
+        v_hat = self.v / (1 - b2**self.steps)
+        self.center += self.lr * m_hat / (np.sqrt(v_hat) + eps)
+        self._after_push(msg)
+        return Reply(self.center, self._zeros, self.version)
+
+
+class EasgdServer(_PointServer):
+    """EASGD's centre variable: ``c += alpha (x_i - c)``; replies with c before the move."""
+
+    def __init__(self, x0: np.ndarray, n_workers: int, average_from: int) -> None:
+        super().__init__(x0, n_workers, average_from)
+        self._before = np.empty_like(self.center)
+
+    def push(self, msg: Push) -> Reply:
+        x = msg.delta_precision
+        if not np.isfinite(x).all():
+            self.rejected += 1
+            return Reply(self.center, self._zeros, self.version, accepted=False)
+        np.copyto(self._before, self.center)
+        self.center += MOVING_RATE * (x - self.center)
+        self._after_push(msg)
+        return Reply(self._before, self._zeros, self.version)
+
+
+class _PointWorker(SnepWorker):
+    """A SNEP worker's data, model, minibatches and Adam kernel, without a site."""
+
+    def __init__(
+        self,
+        worker: int,
+        n_workers: int,
+        model: MLPKernels,
+        x: np.ndarray,
+        y: np.ndarray,
+        config: Config,
+        backend: Backend,
+        x0: np.ndarray,
+    ) -> None:
+        super().__init__(worker, n_workers, model, x, y, config, backend, x0)
+        a, s = self.arrays, self.scalars
+        prior_prec = 1.0 / config.snep.prior_var
+        a.anchor_prec[...] = prior_prec  # the Gaussian factor is the prior
+        a.anchor_pm[...] = 0.0
+        a.site_prec[...] = 1.0  # no site: these only keep unused arithmetic finite
+        a.site_pm[...] = 0.0
+        a.cavity_prec[...] = 1.0
+        a.cavity_pm[...] = 0.0
+        s.inv_beta, s.update_site, s.accumulate, s.noise_scale = 0.0, 0, 0, 0.0
+        s.lik_scale = len(self.y_data) / (self.batch_size * config.sampler.temperature)
+        s.beta1 = config.sampler.beta1 if config.sampler.beta1 > 0 else 0.9
+        self.kind = SamplerKind.ADAM_SGLD
+        self.prior_prec = prior_prec
+        self._payload = np.zeros(a.x.shape[1])
+
+    def start(self, reply: Reply) -> None:
+        self.arrays.x[0] = reply.precision
+        self.version = reply.version
+
+    def _minibatch_grad(self) -> None:
+        from snep.data.minibatch import gather_batch
+
+        idx = self.stream.next_indices()
+        gather_batch(self.x_data, self.y_data, idx, self.batch_x[0], self.batch_y[0])
+        loglik = self.model.loglik_and_grad(self.arrays.x, self.batch_x, self.batch_y, self.grad)
+        self.last_loglik = float(loglik[0]) / self.batch_size
+
+    def _maybe_push(self) -> Push | None:
+        self.iteration += 1
+        if not self.in_flight and self.iteration - self.last_push >= self.config.snep.n_sync:
+            return self.make_push()
+        return None
+
+    def make_push(self) -> Push:
+        push = Push(
+            self.worker, self.iteration, self._payload, np.zeros_like(self._payload), self.version
+        )
+        self.in_flight = True
+        self.last_push = self.iteration
+        self.pushes += 1
+        return push
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        raise NotImplementedError(f"{type(self).__name__} runs have no checkpoints")
+
+
+class AsgdWorker(_PointWorker):
+    """Downpour worker: accumulate log-posterior gradients, push their sum every N_sync."""
+
+    def step(self) -> Push | None:
+        self._minibatch_grad()
+        s, x = self.scalars, self.arrays.x[0]
+        # gradient of the log posterior at the (stale) parameters: likelihood + prior
+        self._payload += s.lik_scale * self.grad[0] - self.prior_prec * x
+        return self._maybe_push()
+
+    def make_push(self) -> Push:
+        push = super().make_push()
+        push.delta_precision = self._payload.copy()
+        self._payload[...] = 0.0
+        return push
+
+    def receive(self, reply: Reply) -> None:
+        self.replies += 1
+        self.in_flight = False
+        self.arrays.x[0] = reply.precision  # adopt the server's parameters
+        self.version = reply.version
+
+
+class EasgdWorker(_PointWorker):
+    """EASGD worker: local Adam steps, elastic exchange with the centre every N_sync."""
+
+    def step(self) -> Push | None:
+        self._minibatch_grad()
+        s = self.scalars
+        self.sampler_steps += 1
+        s.step = self.sampler_steps
+        s.bias_corr1 = 1.0 - s.beta1**self.sampler_steps
+        s.bias_corr2 = 1.0 - s.beta2**self.sampler_steps
+        self.backend.fused_step(self.kind, self.arrays, self.grad, s)
+        return self._maybe_push()
+
+    def make_push(self) -> Push:
+        np.copyto(self._payload, self.arrays.x[0])
+        return super().make_push()
+
+    def receive(self, reply: Reply) -> None:
+        self.replies += 1
+        self.in_flight = False
+        if reply.accepted:  # x_i -= alpha (x_i - c), c as the server held it
+            x = self.arrays.x[0]
+            x -= (MOVING_RATE * (x - reply.precision)).astype(x.dtype)
+        self.version = reply.version
