@@ -218,7 +218,9 @@ class TrainConfig:
     """What to run, on which data, for how long, and how to log it.
 
     ``speeds`` (time per iteration, one per worker) and ``reply_delay`` (in
-    the same virtual time units) model asynchrony in the in-process runner.
+    the same virtual time units) model asynchrony in the in-process runner;
+    under MPI a worker with ``speeds[w] = k * min(speeds)`` sleeps so that its
+    iterations take k times as long (a test of a slow worker).
     ``checkpoint_every``: evaluations between checkpoints (0: none).
     """
 

@@ -116,7 +116,9 @@ def _work(comm, config, dataset, spec, backend, worker_id) -> None:
         backend,
         _initial_position(config, spec),
     )
-    stats = WorkerLoop(comm, worker, config.train.iterations).run()
+    speeds = config.train.speeds
+    slowdown = speeds[worker_id] / min(speeds) if speeds else 1.0
+    stats = WorkerLoop(comm, worker, config.train.iterations, slowdown).run()
     row = np.array(
         [
             stats["iteration"],

@@ -20,6 +20,7 @@ runs (milliseconds for small models).
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -230,10 +231,13 @@ class ServerLoop:
 class WorkerLoop:
     """A worker rank: register, then iterate, pushing every N_sync with one request in flight."""
 
-    def __init__(self, comm: Any, worker: SnepWorker, iterations: int) -> None:
+    def __init__(
+        self, comm: Any, worker: SnepWorker, iterations: int, slowdown: float = 1.0
+    ) -> None:
         self.comm = comm
         self.worker = worker
         self.iterations = iterations
+        self.slowdown = slowdown  # > 1: sleep (slowdown - 1) x each iteration's compute time
         self.n_params = worker.arrays.x.shape[1]
         self.comm_seconds = 0.0
         self.versions_behind: list[int] = []
@@ -268,8 +272,14 @@ class WorkerLoop:
         w.start(self._reply(recv_buf))
         pending: Any = None
         t_start = time.perf_counter()
+        fail_at = _injected_failure(w.worker)
         while w.iteration < self.iterations:
+            t_step = time.perf_counter()
             push = w.step()
+            if w.iteration == fail_at:
+                raise RuntimeError(f"injected failure at iteration {fail_at} (SNEP_TEST_FAIL_*)")
+            if self.slowdown > 1.0:
+                time.sleep((self.slowdown - 1.0) * (time.perf_counter() - t_step))
             t0 = time.perf_counter()
             if pending is not None and pending.Test():
                 pending = None
@@ -308,6 +318,14 @@ class WorkerLoop:
             precision_mean=push.delta_precision_mean,
         )
         self.comm.Send([buf, MPI.DOUBLE], dest=0, tag=TAG)
+
+
+def _injected_failure(worker: int) -> int:
+    """Iteration at which this worker raises, for fault tests: SNEP_TEST_FAIL_WORKER and
+    SNEP_TEST_FAIL_AT in the environment (-1: never)."""
+    if os.environ.get("SNEP_TEST_FAIL_WORKER", "") == str(worker):
+        return int(os.environ.get("SNEP_TEST_FAIL_AT", "1"))
+    return -1
 
 
 def _gaussian(prec: np.ndarray, pm: np.ndarray):

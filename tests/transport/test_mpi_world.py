@@ -1,0 +1,55 @@
+"""MPI tests that hold at any communicator size.
+
+Plain ``pytest`` runs them on one rank; ``.ci/run`` also runs this file under
+``mpiexec -n 2`` and ``-n 4`` (every rank runs every test, collectively).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+MPI = pytest.importorskip("mpi4py.MPI")
+
+from snep.config import Config  # noqa: E402
+from snep.transport.launch import broadcast_config  # noqa: E402
+from snep.transport.mpi import HEADER, KIND_PUSH, KIND_REPLY, pack, unpack_header  # noqa: E402
+
+pytestmark = pytest.mark.mpi
+
+
+def test_rank_zero_config_reaches_every_rank():
+    comm = MPI.COMM_WORLD.Dup()
+    mine = Config().replace(train={"workers": 7, "seed": 11}) if comm.Get_rank() == 0 else None
+    got = broadcast_config(comm, mine)
+    assert got.train.workers == 7 and got.train.seed == 11
+    comm.Free()
+
+
+def test_push_and_reply_between_rank_zero_and_every_other_rank():
+    comm = MPI.COMM_WORLD.Dup()
+    rank, size, p = comm.Get_rank(), comm.Get_size(), 1001
+    buf = np.empty(HEADER + 2 * p)
+    if rank == 0:
+        theta = np.zeros(2 * p)
+        for _ in range(size - 1):
+            status = MPI.Status()
+            comm.Recv([buf, MPI.DOUBLE], source=MPI.ANY_SOURCE, tag=5, status=status)
+            _, worker, *_ = unpack_header(buf, (KIND_PUSH,), p, "server")
+            assert worker == status.Get_source() - 1
+            theta += buf[HEADER:]
+            out = pack(np.empty_like(buf), KIND_REPLY, worker, 1, precision=theta[:p],
+                       precision_mean=theta[p:])  # fmt: skip
+            comm.Send([out, MPI.DOUBLE], dest=status.Get_source(), tag=5)
+        # deltas commute: theta is the sum of every worker's delta whatever the order
+        expected = sum(float(r) for r in range(1, size))
+        np.testing.assert_allclose(theta, expected)
+    else:
+        delta = np.full(p, float(rank))
+        pack(buf, KIND_PUSH, rank - 1, 0, 10, 0, precision=delta, precision_mean=delta)
+        comm.Send([buf, MPI.DOUBLE], dest=0, tag=5)
+        comm.Recv([buf, MPI.DOUBLE], source=0, tag=5)
+        unpack_header(buf, (KIND_REPLY,), p, f"worker {rank - 1}")
+        assert np.all(buf[HEADER:] >= rank)  # our own delta is in the reply
+    comm.Barrier()
+    comm.Free()
