@@ -222,6 +222,8 @@ class TrainConfig:
     under MPI a worker with ``speeds[w] = k * min(speeds)`` sleeps so that its
     iterations take k times as long (a test of a slow worker).
     ``checkpoint_every``: evaluations between checkpoints (0: none).
+    ``synchronous`` (MPI): the server takes pushes in worker order each round and
+    workers wait for their reply, reproducing the in-process runner bitwise.
     """
 
     method: str = "snep"
@@ -240,6 +242,7 @@ class TrainConfig:
     speeds: tuple[float, ...] = ()
     reply_delay: float = 0.0
     checkpoint_every: int = 1
+    synchronous: bool = False
 
     def __post_init__(self) -> None:
         _one_of("train.method", self.method, METHODS)

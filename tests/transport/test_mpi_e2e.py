@@ -60,3 +60,20 @@ def test_baselines_run_over_the_same_transport(tmp_path, method):
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["stats"]["transport"] == "mpi"
     assert summary["final"]["mean_error"] < 0.5
+
+
+def test_synchronous_mpi_run_equals_the_in_process_run_bitwise(tmp_path):
+    cfg = tmp_path / "sync.toml"
+    cfg.write_text("[train]\nsynchronous = true\n")
+    res = snep_train(4, tmp_path, "--workers", "3", "--config", str(cfg))
+    assert res.returncode == 0, res.stderr
+    from snep.cli import main
+
+    argv = ["train", "--workers", "3", "--config", str(cfg), "--iterations", "150",
+            "--eval-every", "50", "--hidden", "16", "--site-step", "0.1",
+            "--out", str(tmp_path), "--name", "inproc", "--no-progress", "-q"]  # fmt: skip
+    assert main(argv) == 0
+    with np.load(tmp_path / "run" / "posterior.npz") as a:
+        with np.load(tmp_path / "inproc" / "posterior.npz") as b:
+            np.testing.assert_array_equal(a["precision"], b["precision"])
+            np.testing.assert_array_equal(a["precision_mean"], b["precision_mean"])

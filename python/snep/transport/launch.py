@@ -118,7 +118,9 @@ def _work(comm, config, dataset, spec, backend, worker_id) -> None:
     )
     speeds = config.train.speeds
     slowdown = speeds[worker_id] / min(speeds) if speeds else 1.0
-    stats = WorkerLoop(comm, worker, config.train.iterations, slowdown).run()
+    stats = WorkerLoop(
+        comm, worker, config.train.iterations, slowdown, config.train.synchronous
+    ).run()
     row = np.array(
         [
             stats["iteration"],
@@ -146,7 +148,7 @@ def _serve(comm, config, dataset, spec, backend, callback) -> FitResult:
         return {"epochs_per_worker": mean_iter * t.batch_size / dataset.n_train, **evaluator(srv)}
 
     t0 = time.perf_counter()
-    loop = ServerLoop(comm, server, evaluate, t.eval_every, callback)
+    loop = ServerLoop(comm, server, evaluate, t.eval_every, callback, t.synchronous)
     loop.run()
     rows = np.zeros((comm.Get_size(), len(_STAT_NAMES)))
     comm.Gather(np.zeros(len(_STAT_NAMES)), rows, root=0)

@@ -116,8 +116,10 @@ class ServerLoop:
         evaluate: Callable[[PosteriorServer, float], dict[str, Any]] | None = None,
         eval_every: int = 0,
         callback: Callable[[dict[str, Any]], None] | None = None,
+        synchronous: bool = False,
     ) -> None:
         self.comm = comm
+        self.synchronous = synchronous
         self.server = server
         self.n_workers = comm.Get_size() - 1
         self.n_params = server.precision.size
@@ -173,11 +175,18 @@ class ServerLoop:
         done = [False] * n
         next_eval = self.eval_every
         t_start = time.perf_counter()
+        turn = 0  # synchronous mode: the worker whose message is taken next
         while not all(done):
-            idx, ready = MPI.Request.Testany(recvs)
-            if not ready:  # poll, but yield the core: ranks may share cores with workers
-                time.sleep(self.poll_interval)
-                continue
+            if self.synchronous:  # worker order within each round, as the in-process runner
+                while done[turn]:
+                    turn = (turn + 1) % n
+                recvs[turn].Wait()
+                idx, turn = turn, (turn + 1) % n
+            else:
+                idx, ready = MPI.Request.Testany(recvs)
+                if not ready:  # poll, but yield the core: ranks may share cores with workers
+                    time.sleep(self.poll_interval)
+                    continue
             t0 = time.perf_counter()
             kind, worker, _, iteration, seen, _ = unpack_header(
                 bufs[idx], (KIND_PUSH, KIND_DONE), p, "server"
@@ -232,9 +241,15 @@ class WorkerLoop:
     """A worker rank: register, then iterate, pushing every N_sync with one request in flight."""
 
     def __init__(
-        self, comm: Any, worker: SnepWorker, iterations: int, slowdown: float = 1.0
+        self,
+        comm: Any,
+        worker: SnepWorker,
+        iterations: int,
+        slowdown: float = 1.0,
+        synchronous: bool = False,
     ) -> None:
         self.comm = comm
+        self.synchronous = synchronous  # wait for each reply before the next iteration
         self.worker = worker
         self.iterations = iterations
         self.slowdown = slowdown  # > 1: sleep (slowdown - 1) x each iteration's compute time
@@ -287,6 +302,10 @@ class WorkerLoop:
             if push is not None:
                 self._send_push(push, send_buf)
                 pending = self.comm.Irecv([recv_buf, MPI.DOUBLE], source=0, tag=TAG)
+                if self.synchronous:
+                    pending.Wait()
+                    pending = None
+                    w.receive(self._reply(recv_buf))
             self.comm_seconds += time.perf_counter() - t0
         t0 = time.perf_counter()
         if pending is not None:
