@@ -107,7 +107,6 @@ class SnepWorker:
         self.batch_y = np.zeros((1, self.batch_size), np.int32)
 
         self.arrays.x[0] = x0
-        self.arrays.s2[...] = 0.0
         # initial site: natural parameters of N(x0, n * v_init) (DESIGN §1.4)
         v = n_workers * snep.v_init
         self.arrays.site_prec[...] = 1.0 / v
