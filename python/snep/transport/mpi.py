@@ -14,8 +14,9 @@ naming both sides' values.  The server polls with non-blocking receives
 (MPICH's one-sided operations only progress while the target calls MPI, so
 two-sided messages it is); each worker has at most one request in flight.
 
-Evaluation runs on the server rank between polls: it delays replies while it
-runs (milliseconds for small models).
+Evaluation scores a snapshot of the posterior on a second thread of the
+server rank, so the server keeps serving while it runs (at most one
+evaluation in flight; one due while another runs is taken at the next push).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any
 
 import numpy as np
@@ -127,6 +129,8 @@ class ServerLoop:
         self.eval_every = eval_every
         self.callback = callback
         self.history: list[dict[str, Any]] = []
+        self._pool: Any = None
+        self._evaluation: Future | None = None
         self.poll_interval = 1e-4  # seconds between polls when nothing has arrived
         self.bytes_moved = 0
         self.comm_seconds = 0.0
@@ -215,26 +219,53 @@ class ServerLoop:
             self.comm_seconds += time.perf_counter() - t0
             mean_iter = float(self.server.last_iteration.mean())
             if self.evaluate is not None and self.eval_every and mean_iter >= next_eval:
-                self._record(mean_iter, t_start)
-                next_eval += self.eval_every
+                # a snapshot is scored on a second thread while this one keeps
+                # serving (NumPy and BLAS release the GIL); at most one in flight
+                if self._evaluation is None or self._evaluation.done():
+                    self._evaluate_async(mean_iter, t_start)
+                    next_eval += self.eval_every
         MPI.Request.Waitall(sends)
+        if self._evaluation is not None:
+            self._evaluation.result()
         if self.evaluate is not None and (
             not self.history or self.history[-1]["version"] != self.server.version
         ):
-            self._record(float(self.server.last_iteration.mean()), t_start)
+            self._evaluate_async(float(self.server.last_iteration.mean()), t_start).result()
+        if self._pool is not None:
+            self._pool.shutdown()
 
-    def _record(self, mean_iter: float, t_start: float) -> None:
-        rec = {
+    def _evaluate_async(self, mean_iter: float, t_start: float) -> Future:
+        from concurrent.futures import ThreadPoolExecutor
+
+        snapshot = _Snapshot(self.server)
+        stats = {
             "iteration": mean_iter,
             "wall_seconds": time.perf_counter() - t_start,
             "server_comm_seconds": self.comm_seconds,
             "bytes_moved": self.bytes_moved,
-            **self.evaluate(self.server, mean_iter),
-            **self.server.stats(),
         }
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="snep-eval")
+        self._evaluation = self._pool.submit(self._record, snapshot, mean_iter, stats)
+        return self._evaluation
+
+    def _record(self, snapshot: _Snapshot, mean_iter: float, stats: dict[str, Any]) -> None:
+        rec = {**stats, **self.evaluate(snapshot, mean_iter), **snapshot.stats}
         self.history.append(rec)
         if self.callback is not None:
             self.callback(rec)
+
+
+class _Snapshot:
+    """A copy of what the evaluator reads from a server, taken in the serving thread."""
+
+    def __init__(self, server: Any) -> None:
+        self.precision = np.array(server.precision)
+        self.precision_mean = np.array(server.precision_mean)
+        avg = server.average_mean
+        self.average_mean = None if avg is None else np.array(avg)
+        self.point_estimate = getattr(server, "point_estimate", False)
+        self.stats = server.stats()
 
 
 class WorkerLoop:
