@@ -482,7 +482,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _train_into_run_dir(
-    args, config, dataset, backend, banner: str, run: Callable, needs_dir: bool = False
+    args,
+    config,
+    dataset,
+    backend,
+    banner: str,
+    run: Callable,
+    needs_dir: bool = False,
+    run_dir: Path | None = None,
 ) -> int:
     """Create (or, with --resume, reuse) the run directory, run ``run(callback)`` (or
     ``run(callback, run_dir)``) with metrics and progress, then write the outputs."""
@@ -493,7 +500,7 @@ def _train_into_run_dir(
     if resuming:  # config.toml is rewritten only once the checkpoint has accepted the config
         run_dir = Path(args.resume)
     else:
-        run_dir = rundir.create_run_dir(args.out, args.name, config=config)
+        run_dir = run_dir or rundir.create_run_dir(args.out, args.name, config=config)
         rundir.write_config(run_dir, config)
     if not args.quiet:
         print(f"{banner}; run directory {run_dir}", flush=True)
@@ -530,16 +537,28 @@ def _cmd_train_mpi(args: argparse.Namespace, config: Any) -> int:
     """``mpiexec -n N+1 snep train --workers N``: rank 0 serves and writes the run directory."""
     from mpi4py import MPI
 
+    from snep import rundir
     from snep.backends import get_backend
     from snep.data.loaders import load_dataset
     from snep.transport.launch import broadcast_config, run_mpi
 
     comm = MPI.COMM_WORLD
-    config = broadcast_config(comm, config if comm.Get_rank() == 0 else None)
+    rank = comm.Get_rank()
+    config = broadcast_config(comm, config if rank == 0 else None)
     dataset = load_dataset(config.train.data)
     backend = get_backend(config.train.backend, config.train.threads)
-    if comm.Get_rank() != 0:
-        run_mpi(config, dataset, backend)
+    resume = args.resume is not None
+    run_dir = None
+    if rank == 0:  # every rank checkpoints into the run directory rank 0 chose
+        run_dir = (
+            Path(args.resume)
+            if resume
+            else rundir.create_run_dir(args.out, args.name, config=config)
+        )
+    run_dir = Path(comm.bcast(str(run_dir) if run_dir else "", root=0))
+    checkpoints = run_dir / "checkpoints"
+    if rank != 0:
+        run_mpi(config, dataset, backend, checkpoint_dir=checkpoints, resume=resume)
         return 0
     t = config.train
     banner = (
@@ -547,8 +566,10 @@ def _cmd_train_mpi(args: argparse.Namespace, config: Any) -> int:
         f"{t.iterations} iterations, data {dataset.name!r}"
     )
     return _train_into_run_dir(
-        args, config, dataset, backend, banner, lambda cb: run_mpi(config, dataset, backend, cb)
-    )
+        args, config, dataset, backend, banner,
+        lambda cb: run_mpi(config, dataset, backend, cb, checkpoint_dir=checkpoints, resume=resume),
+        run_dir=run_dir,
+    )  # fmt: skip
 
 
 def _finish_run(args, config, dataset, backend, run_dir, result, wall) -> None:

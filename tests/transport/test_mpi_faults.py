@@ -111,3 +111,22 @@ def test_kill_9_of_a_worker_ends_the_job_without_hanging(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+    # the last checkpoints stay loadable, and the run resumes from them
+    import numpy as np
+
+    ckpt = tmp_path / "run" / "checkpoints"
+    reached = []
+    for w in range(3):
+        with np.load(ckpt / f"worker-{w}.npz") as f:
+            reached.append(int(f["counters"][0]))
+    with np.load(ckpt / "server.npz") as f:
+        assert np.all(f["precision"] > 0)
+    target = max(reached) + 200
+    res = subprocess.run(
+        [MPIEXEC, "-n", "4", sys.executable, "-m", "snep", "train", "--resume",
+         str(tmp_path / "run"), "--iterations", str(target), "--no-progress"],
+        capture_output=True, text=True, timeout=240, env=env(),
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    stats = json.loads((tmp_path / "run" / "summary.json").read_text())["stats"]
+    assert [w["iteration"] for w in stats["workers"]] == [target] * 3

@@ -76,6 +76,21 @@ class PosteriorServer:
         self.precision_mean += pm
         return self.registered
 
+    def reset_sites(self, sites: Mapping[int, DiagGaussian]) -> None:
+        """Make ``theta = theta_0 + sum_i sites[i]`` (a resumed run: the workers' last
+        pushed sites are the ground truth of what the server has absorbed)."""
+        self.sites = {
+            w: DiagGaussian(
+                np.array(g.precision, np.float64), np.array(g.precision_mean, np.float64)
+            )
+            for w, g in sites.items()
+        }
+        self.precision[...] = self.prior.precision
+        self.precision_mean[...] = self.prior.precision_mean
+        for g in self.sites.values():
+            self.precision += g.precision
+            self.precision_mean += g.precision_mean
+
     def theta(self) -> Reply:
         """The current global natural parameters (views; copy to keep)."""
         return Reply(self.precision, self.precision_mean, self.version)

@@ -14,6 +14,7 @@ import json
 import sys
 import time
 import traceback
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,8 +34,9 @@ from snep.backends import Backend, get_backend
 from snep.config import Config
 from snep.data.dataset import Dataset
 from snep.data.sharding import make_shards
-from snep.errors import ConfigError
+from snep.errors import ConfigError, DataError
 from snep.evaluate import Evaluator
+from snep.io import save_npz
 from snep.posterior import Posterior
 from snep.transport.env import mpi_world_size
 
@@ -57,8 +59,16 @@ def run_mpi(
     backend: Backend | None = None,
     callback: Callback | None = None,
     comm: Any = None,
+    checkpoint_dir: Path | None = None,
+    resume: bool = False,
 ) -> FitResult | None:
-    """Run SNEP over MPI; returns the :class:`FitResult` on rank 0, None on workers."""
+    """Run SNEP over MPI; returns the :class:`FitResult` on rank 0, None on workers.
+
+    With ``checkpoint_dir``, the server writes ``server.npz`` at every evaluation and
+    each worker ``worker-<i>.npz`` every ``eval_every * checkpoint_every``
+    iterations (atomically); ``resume`` continues from them: the workers reload
+    their chains and the server rebuilds theta from their last pushed sites.
+    """
     from mpi4py import MPI
 
     world = comm or MPI.COMM_WORLD
@@ -78,10 +88,14 @@ def run_mpi(
             )
         backend = backend or get_backend(train.backend, train.threads)
         spec = build_spec(config, dataset)
+        if checkpoint_dir is not None and train.method in ("asgd", "easgd"):
+            checkpoint_dir = None  # the baselines keep no checkpoints
         with blas_threads(config, spec.size):
             if rank == 0:
-                return _serve(comm, config, dataset, spec, backend, callback)
-            _work(comm, config, dataset, spec, backend, rank - 1)
+                return _serve(
+                    comm, config, dataset, spec, backend, callback, checkpoint_dir, resume
+                )
+            _work(comm, config, dataset, spec, backend, rank - 1, checkpoint_dir, resume)
             return None
     except Exception as exc:  # any failure ends the whole job, never a hang
         sys.stderr.write(
@@ -101,7 +115,22 @@ def _shards(config: Config, dataset: Dataset) -> list[np.ndarray]:
     return make_shards(dataset.y_train, t.workers, t.sharding, t.dirichlet_alpha, t.seed)
 
 
-def _work(comm, config, dataset, spec, backend, worker_id) -> None:
+def _checkpoint_file(directory: Path, name: str, resume: bool) -> Path:
+    path = directory / name
+    if resume and not path.is_file():
+        raise DataError(
+            f"cannot resume: {str(path)!r} does not exist (the run was not checkpointed under "
+            "MPI, or with another number of workers)"
+        )
+    return path
+
+
+def _load_state(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as f:
+        return {k: f[k] for k in f.files}
+
+
+def _work(comm, config, dataset, spec, backend, worker_id, checkpoint_dir, resume) -> None:
     from snep.transport.mpi import WorkerLoop
 
     idx = _shards(config, dataset)[worker_id]
@@ -118,9 +147,17 @@ def _work(comm, config, dataset, spec, backend, worker_id) -> None:
     )
     speeds = config.train.speeds
     slowdown = speeds[worker_id] / min(speeds) if speeds else 1.0
+    save, every = None, 0
+    if checkpoint_dir is not None:
+        path = _checkpoint_file(checkpoint_dir, f"worker-{worker_id}.npz", resume)
+        if resume:
+            worker.load_state_dict(_load_state(path))
+        save = lambda state: save_npz(path, **state)  # noqa: E731
+        every = config.train.eval_every * config.train.checkpoint_every
     stats = WorkerLoop(
-        comm, worker, config.train.iterations, slowdown, config.train.synchronous
-    ).run()
+        comm, worker, config.train.iterations, slowdown, config.train.synchronous,
+        checkpoint=save, checkpoint_every=every, resumed=resume and checkpoint_dir is not None,
+    ).run()  # fmt: skip
     row = np.array(
         [
             stats["iteration"],
@@ -137,7 +174,7 @@ def _work(comm, config, dataset, spec, backend, worker_id) -> None:
 _STAT_NAMES = ("iteration", "pushes", "guard_fired", "comm_seconds", "wall_seconds")
 
 
-def _serve(comm, config, dataset, spec, backend, callback) -> FitResult:
+def _serve(comm, config, dataset, spec, backend, callback, checkpoint_dir, resume) -> FitResult:
     from snep.transport.mpi import ServerLoop
 
     t = config.train
@@ -148,7 +185,17 @@ def _serve(comm, config, dataset, spec, backend, callback) -> FitResult:
         return {"epochs_per_worker": mean_iter * t.batch_size / dataset.n_train, **evaluator(srv)}
 
     t0 = time.perf_counter()
-    loop = ServerLoop(comm, server, evaluate, t.eval_every, callback, t.synchronous)
+    save = None
+    if checkpoint_dir is not None:
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        path = _checkpoint_file(checkpoint_dir, "server.npz", resume)
+        if resume:
+            server = PosteriorServer.from_state_dict(_load_state(path))
+        save = lambda state: save_npz(path, **state)  # noqa: E731
+    loop = ServerLoop(
+        comm, server, evaluate, t.eval_every, callback, t.synchronous,
+        checkpoint=save, resumed=resume and checkpoint_dir is not None,
+    )  # fmt: skip
     loop.run()
     rows = np.zeros((comm.Get_size(), len(_STAT_NAMES)))
     comm.Gather(np.zeros(len(_STAT_NAMES)), rows, root=0)

@@ -119,9 +119,13 @@ class ServerLoop:
         eval_every: int = 0,
         callback: Callable[[dict[str, Any]], None] | None = None,
         synchronous: bool = False,
+        checkpoint: Callable[[dict[str, np.ndarray]], None] | None = None,
+        resumed: bool = False,
     ) -> None:
         self.comm = comm
         self.synchronous = synchronous
+        self.checkpoint = checkpoint  # receives the server's state at each evaluation
+        self.resumed = resumed
         self.server = server
         self.n_workers = comm.Get_size() - 1
         self.n_params = server.precision.size
@@ -139,9 +143,14 @@ class ServerLoop:
         return np.empty(HEADER + 2 * self.n_params)
 
     def register(self) -> None:
-        """Receive every worker's initial site, then send theta to all."""
+        """Receive every worker's site, then send theta to all.
+
+        A fresh run registers initial sites; a resumed one receives each worker's
+        last pushed site and rebuilds ``theta = theta_0 + sum_i site_i`` from them.
+        """
         from mpi4py import MPI
 
+        received = {}
         buf = self._buffer()
         for _ in range(self.n_workers):
             status = MPI.Status()
@@ -153,7 +162,11 @@ class ServerLoop:
                     f"expected worker {status.Get_source() - 1}"
                 )
             prec, pm = _payload(buf, self.n_params)
-            self.server.register(worker, _gaussian(prec.copy(), pm.copy()))
+            received[worker] = _gaussian(prec.copy(), pm.copy())
+            if not self.resumed:
+                self.server.register(worker, received[worker])
+        if self.resumed:
+            self.server.reset_sites(received)
         theta = self.server.theta()
         out = pack(
             self._buffer(),
@@ -177,7 +190,9 @@ class ServerLoop:
         sends: list[Any] = [MPI.REQUEST_NULL] * n
         recvs = [self.comm.Irecv([bufs[w], MPI.DOUBLE], source=w + 1, tag=TAG) for w in range(n)]
         done = [False] * n
-        next_eval = self.eval_every
+        # the next evaluation on the eval_every grid (a resumed run starts mid-way)
+        start_iter = int(self.server.last_iteration.mean())
+        next_eval = (start_iter // self.eval_every + 1) * self.eval_every if self.eval_every else 0
         t_start = time.perf_counter()
         turn = 0  # synchronous mode: the worker whose message is taken next
         while not all(done):
@@ -237,7 +252,7 @@ class ServerLoop:
     def _evaluate_async(self, mean_iter: float, t_start: float) -> Future:
         from concurrent.futures import ThreadPoolExecutor
 
-        snapshot = _Snapshot(self.server)
+        snapshot = _Snapshot(self.server, with_state=self.checkpoint is not None)
         stats = {
             "iteration": mean_iter,
             "wall_seconds": time.perf_counter() - t_start,
@@ -250,6 +265,8 @@ class ServerLoop:
         return self._evaluation
 
     def _record(self, snapshot: _Snapshot, mean_iter: float, stats: dict[str, Any]) -> None:
+        if snapshot.state is not None:
+            self.checkpoint(snapshot.state)
         rec = {**stats, **self.evaluate(snapshot, mean_iter), **snapshot.stats}
         self.history.append(rec)
         if self.callback is not None:
@@ -259,7 +276,10 @@ class ServerLoop:
 class _Snapshot:
     """A copy of what the evaluator reads from a server, taken in the serving thread."""
 
-    def __init__(self, server: Any) -> None:
+    def __init__(self, server: Any, with_state: bool = False) -> None:
+        self.state = None
+        if with_state and hasattr(server, "state_dict"):
+            self.state = {k: np.array(v) for k, v in server.state_dict().items()}
         self.precision = np.array(server.precision)
         self.precision_mean = np.array(server.precision_mean)
         avg = server.average_mean
@@ -278,9 +298,15 @@ class WorkerLoop:
         iterations: int,
         slowdown: float = 1.0,
         synchronous: bool = False,
+        checkpoint: Callable[[dict[str, np.ndarray]], None] | None = None,
+        checkpoint_every: int = 0,
+        resumed: bool = False,
     ) -> None:
         self.comm = comm
         self.synchronous = synchronous  # wait for each reply before the next iteration
+        self.checkpoint = checkpoint  # receives the worker's state every checkpoint_every its
+        self.checkpoint_every = checkpoint_every
+        self.resumed = resumed  # the worker's state was loaded from a checkpoint
         self.worker = worker
         self.iterations = iterations
         self.slowdown = slowdown  # > 1: sleep (slowdown - 1) x each iteration's compute time
@@ -304,7 +330,7 @@ class WorkerLoop:
 
         w = self.worker
         send_buf, recv_buf = self._buffer(), self._buffer()
-        site = w.initial_site()
+        site = w.sent if self.resumed else w.initial_site()
         pack(
             send_buf,
             KIND_REGISTER,
@@ -315,7 +341,12 @@ class WorkerLoop:
         )
         self.comm.Send([send_buf, MPI.DOUBLE], dest=0, tag=TAG)
         self.comm.Recv([recv_buf, MPI.DOUBLE], source=0, tag=TAG)
-        w.start(self._reply(recv_buf))
+        if self.resumed:  # theta rebuilt from every worker's last site: an ordinary reply
+            w.in_flight = False
+            w.receive(self._reply(recv_buf))
+        else:
+            w.start(self._reply(recv_buf))
+        last_checkpoint = w.iteration
         pending: Any = None
         t_start = time.perf_counter()
         fail_at = _injected_failure(w.worker)
@@ -326,6 +357,15 @@ class WorkerLoop:
                 raise RuntimeError(f"injected failure at iteration {fail_at} (SNEP_TEST_FAIL_*)")
             if self.slowdown > 1.0:
                 time.sleep((self.slowdown - 1.0) * (time.perf_counter() - t_step))
+            if (
+                self.checkpoint is not None
+                and self.checkpoint_every
+                and pending is None
+                and push is None
+                and w.iteration - last_checkpoint >= self.checkpoint_every
+            ):
+                self.checkpoint(w.state_dict())  # between syncs: nothing in flight
+                last_checkpoint = w.iteration
             t0 = time.perf_counter()
             if pending is not None and pending.Test():
                 pending = None
@@ -345,6 +385,8 @@ class WorkerLoop:
         self._send_push(w.make_push(), send_buf)  # the server gets the last site
         self.comm.Recv([recv_buf, MPI.DOUBLE], source=0, tag=TAG)
         w.receive(self._reply(recv_buf))
+        if self.checkpoint is not None:
+            self.checkpoint(w.state_dict())
         pack(send_buf, KIND_DONE, w.worker, w.version)
         self.comm.Send([send_buf, MPI.DOUBLE], dest=0, tag=TAG)
         self.comm_seconds += time.perf_counter() - t0
