@@ -25,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from snep.algorithm.messages import Push, Reply
+from snep.algorithm.server import PosteriorServer
 from snep.algorithm.worker import SnepWorker
 from snep.backends import Backend, MLPKernels
 from snep.config import Config
@@ -93,6 +94,8 @@ class _PointServer:
                 self.average_mean = self.center.copy()
             else:
                 self.average_mean += (self.center - self.average_mean) / self.average_count
+
+    staleness_report = PosteriorServer.staleness_report
 
     def stats(self) -> dict[str, float]:
         stale = [s for per in self.staleness for s in per]

@@ -234,9 +234,11 @@ def simulate(
     # a run continued from this final checkpoint evaluates next on the usual grid
     next_eval = (total_steps // (n * train.eval_every) + 1) * train.eval_every
     record()
+    wall = time.perf_counter() - t_start
     stats = {
         **server.stats(),
-        "wall_seconds": time.perf_counter() - t_start,
+        **server.staleness_report(wall),
+        "wall_seconds": wall,
         "comm_seconds": comm_seconds,
         "workers": [w.stats() for w in workers],
     }

@@ -11,6 +11,7 @@ commute, so the result does not depend on arrival order.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -131,6 +132,14 @@ class PosteriorServer:
         np.subtract(tmp, self.average_mean, out=tmp)
         tmp *= w
         self.average_mean += tmp
+
+    def staleness_report(self, wall_seconds: float) -> dict[str, Any]:
+        """Per-worker staleness (mean and max versions behind at a push), syncs per second."""
+        return {
+            "staleness_per_worker": [float(np.mean(x)) if x else 0.0 for x in self.staleness],
+            "staleness_max_per_worker": [int(max(x)) if x else 0 for x in self.staleness],
+            "syncs_per_second": float(self.pushes.sum()) / max(wall_seconds, 1e-12),
+        }
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Everything needed to resume: arrays and scalars as numpy arrays (npz-ready)."""

@@ -203,6 +203,7 @@ def _serve(comm, config, dataset, spec, backend, callback, checkpoint_dir, resum
     wall = time.perf_counter() - t0
     stats = {
         **server.stats(),
+        **server.staleness_report(wall),
         "wall_seconds": wall,
         "transport": "mpi",
         "ranks": comm.Get_size(),
