@@ -53,10 +53,27 @@ def get_backend(name: str = "auto", n_threads: int = 0) -> Backend:
 
         return CpuBackend(n_threads=n_threads)
     if name == "cuda":
-        raise BackendUnavailableError(
-            "backend 'cuda' is not available: the CUDA backend is not built into this release "
-            f"yet (see the GPU backend issue); available here: {available_backends()[:2]}"
-        )
+        try:
+            import cupy
+        except ImportError:
+            raise BackendUnavailableError(
+                "backend 'cuda' is not available: CuPy is not installed (pip install "
+                "cupy-cuda12x, or cupy-cuda13x for CUDA 13; or pip install -e '.[cuda]'); "
+                f"available here: {available_backends()}"
+            ) from None
+        try:
+            n_devices = cupy.cuda.runtime.getDeviceCount()
+            why = "no CUDA device is visible"
+        except Exception as e:  # no driver, or the driver refused
+            n_devices, why = 0, f"no CUDA device is usable ({type(e).__name__}: {e})"
+        if n_devices <= 0:
+            raise BackendUnavailableError(
+                f"backend 'cuda' is not available: {why} (CuPy {cupy.__version__} is "
+                f"installed); available here: {available_backends()}"
+            )
+        from snep.backends.cuda import CudaBackend
+
+        return CudaBackend()
     raise BackendUnavailableError(
         f"unknown backend {name!r}; expected one of {('auto', *_NAMES)}; "
         f"available on this machine: {available_backends()}"

@@ -4,18 +4,17 @@ The elementwise passes between the GEMMs of the MLP of Hasenclever et al., JMLR 
 §6 (ReLU hidden layers, softmax output, multinomial log-likelihood), batched over a
 leading chain axis ``C`` (DESIGN §2, "Batched over chains"):
 
-==========================  =================================================  ===============
-kernel (host wrapper)       what it does                                        scalar function
-==========================  =================================================  ===============
-:func:`bias_relu_`          ``z[c,i,j] = max(z[c,i,j] + p[c,off+j], 0)``        ``bias_relu``
-:func:`bias_`               ``z[c,i,j] += p[c,off+j]`` (output layer)           (none: an add)
-:func:`softmax_xent`        per row: ``dlogits``, per-row log-likelihood       ``softmax_xent_row``
-:func:`loglik_sum`          ``out[c] = Σ_i row_ll[c*B+i]`` (float64, in order)  (none)
-:func:`relu_backward_`      ``dz *= (h > 0)``                                   ``relu_grad``
-:func:`bias_grad`           ``g[c,off+j] = Σ_i dz[c,i,j]``                      (none: a sum)
-:func:`relu_backward_bias_grad`  the two above fused in one pass over ``dz``    ``relu_grad``
-:func:`softmax_`            per row, in place (prediction)                      ``softmax_row``
-==========================  =================================================  ===============
+* :func:`bias_relu_`: ``z[c,i,j] = max(z[c,i,j] + p[c,off+j], 0)``, in place
+  (``epilogues.bias_relu``);
+* :func:`bias_`: ``z[c,i,j] += p[c,off+j]``, the output layer (a plain add);
+* :func:`softmax_xent`: per row, ``dlogits = onehot(y) - softmax(z)`` and the row's
+  log-likelihood (``epilogues.softmax_xent_row``); :func:`loglik_sum` adds the rows of each
+  chain in float64, in a fixed order;
+* :func:`relu_backward_`: ``dz *= (h > 0)``, in place (``epilogues.relu_grad``);
+* :func:`bias_grad`: ``g[c,off+j] = Σ_i dz[c,i,j]`` (a plain sum);
+* :func:`relu_backward_bias_grad`: the two above fused in one pass over ``dz``
+  (``epilogues.relu_grad``);
+* :func:`softmax_`: softmax of each row in place, for prediction (``epilogues.softmax_row``).
 
 The scalar functions are the single source of truth of this maths (DESIGN §2; the table
 in ``docs/architecture.md``): :mod:`snep.model.mlp_cpu` compiles the same functions with
@@ -75,6 +74,9 @@ __all__ = [
 
 #: True when numba.cuda is Numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``)
 SIMULATOR = bool(_numba_config.ENABLE_CUDASIM)
+if not SIMULATOR:  # the simulator has no device arrays to recognise
+    from numba.cuda.cudadrv.devicearray import is_cuda_ndarray as _is_numba_device_array
+
 #: threads per block of every launch
 DEFAULT_THREADS = 256
 #: cap on the blocks of one launch (the loops are grid-stride, so any cap is correct)
@@ -237,7 +239,9 @@ def _device(a: Any) -> Any:
     exporters (CuPy) are wrapped with ``sync=False``: the caller orders the launch after
     the producer by launching on the producer's stream.
     """
-    if SIMULATOR or isinstance(a, np.ndarray) or cuda.devicearray.is_cuda_ndarray(a):
+    if SIMULATOR or isinstance(a, np.ndarray):
+        return a
+    if _is_numba_device_array(a):
         return a
     if hasattr(a, "__cuda_array_interface__"):
         return cuda.as_cuda_array(a, sync=False)
@@ -357,10 +361,8 @@ def softmax_xent(
             f"softmax_xent: row_ll_out has shape {getattr(row_ll_out, 'shape', None)}, "
             f"expected {(c * b,)}"
         )
-    _run(
-        _softmax_xent_kernel, c * b, (logits, y, dlogits_out, row_ll_out), threads, max_blocks,
-        stream,
-    )  # fmt: skip
+    args = (logits, y, dlogits_out, row_ll_out)
+    _run(_softmax_xent_kernel, c * b, args, threads, max_blocks, stream)
 
 
 def loglik_sum(
@@ -413,7 +415,7 @@ def bias_grad(
     ``dz`` is (C, B, n), ``grad`` the whole flat (C, P) gradient; with ``B = 0`` the bias
     gradient is written as zeros.
     """
-    c, b, n = _check3("bias_grad", dz)
+    c, _, n = _check3("bias_grad", dz)
     _check_flat("bias_grad", grad, c, off, n)
     _run(_bias_grad_kernel, c * n, (dz, grad, int(off)), threads, max_blocks, stream)
 
@@ -435,10 +437,8 @@ def relu_backward_bias_grad(
     c, b, n = _check3("relu_backward_bias_grad", dz)
     _check3("relu_backward_bias_grad", h, (c, b, n))
     _check_flat("relu_backward_bias_grad", grad, c, off, n)
-    _run(
-        _relu_backward_bias_grad_kernel, c * n, (dz, h, grad, int(off)), threads, max_blocks,
-        stream,
-    )  # fmt: skip
+    args = (dz, h, grad, int(off))
+    _run(_relu_backward_bias_grad_kernel, c * n, args, threads, max_blocks, stream)
 
 
 def softmax_(
@@ -529,8 +529,44 @@ class EpilogueMLP:
         self._loglik = empty((c,), np.float64)
         self._x_work = empty((c, b, spec.n_inputs), self.dtype)
         self._y_work = empty((c, b), np.int32)
+        # numba views of the workspaces (built once), and of the caller's arrays and weight
+        # views of params/grad_out, cached by identity (the cache keeps the array alive, so
+        # an id is never reused while cached; a few entries, since the hot loop passes the
+        # same buffers every call): building a numba array from __cuda_array_interface__
+        # costs more host time than launching a small kernel
+        self._nb_views: dict[int, tuple[Any, Any]] = {}
+        if not (SIMULATOR or xp is np):
+            fixed = [*self._acts, *self._deltas, self._logits, self._dlogits, self._y_work]
+            for ws in (*fixed, self._row_ll, self._loglik):
+                self._nb_views[id(ws)] = (ws, _device(ws))
+        self._n_fixed = len(self._nb_views)
+        self._w_views: dict[int, tuple[Any, list[Any]]] = {}
 
     # -- helpers ---------------------------------------------------------------------------
+    def _dv(self, a: Any) -> Any:
+        """``a`` as the kernels take it (a cached numba view of a CuPy array)."""
+        if SIMULATOR or isinstance(a, np.ndarray):
+            return a
+        hit = self._nb_views.get(id(a))
+        if hit is None or hit[0] is not a:
+            if len(self._nb_views) >= self._n_fixed + 6:  # drop the caller's old arrays
+                fixed = list(self._nb_views.items())[: self._n_fixed]
+                self._nb_views = dict(fixed)
+            hit = self._nb_views[id(a)] = (a, _device(a))
+        return hit[1]
+
+    def _weights(self, flat: Any) -> list[Any]:
+        """Per-layer ``(C, n_in, n_out)`` views of ``flat``, cached by identity."""
+        hit = self._w_views.get(id(flat))
+        if hit is None or hit[0] is not flat:
+            if len(self._w_views) >= 4:
+                self._w_views.clear()
+            hit = self._w_views[id(flat)] = (
+                flat,
+                [self._w_view(flat, lay) for lay in self.spec.layers],
+            )
+        return hit[1]
+
     def _kw(self) -> dict[str, Any]:
         stream = self._stream() if callable(self._stream) else self._stream
         return {**self._launch, "stream": stream}
@@ -624,35 +660,37 @@ class EpilogueMLP:
             y = self._stage(y, self._y_work, "y", where)
 
         kw = self._kw()
-        mm = self.matmul
+        mm, dv = self.matmul, self._dv
         layers = self.spec.layers
         last = len(layers) - 1
+        w, gw = self._weights(params), self._weights(grad_out)
+        params_k, grad_k = dv(params), dv(grad_out)
 
         # forward: h_{l+1} = relu(h_l @ W_l + b_l); logits = h_L @ W_L + b_L
         h = x
         for i in range(last):
             a = self._acts[i]
-            mm(h, self._w_view(params, layers[i]), out=a)
-            bias_relu_(a, params, layers[i].b_offset, **kw)
+            mm(h, w[i], out=a)
+            bias_relu_(dv(a), params_k, layers[i].b_offset, **kw)
             h = a
-        mm(h, self._w_view(params, layers[last]), out=self._logits)
-        bias_(self._logits, params, layers[last].b_offset, **kw)
-        softmax_xent(self._logits, y, self._dlogits, self._row_ll, **kw)
-        loglik_sum(self._row_ll, self._loglik, **kw)
+        mm(h, w[last], out=self._logits)
+        bias_(dv(self._logits), params_k, layers[last].b_offset, **kw)
+        softmax_xent(dv(self._logits), dv(y), dv(self._dlogits), dv(self._row_ll), **kw)
+        loglik_sum(dv(self._row_ll), dv(self._loglik), **kw)
         loglik = self._loglik.copy()
 
         # backward: dW_l = h_l^T dz_l (into grad_out), db_l = Σ_rows dz_l,
         # dz_{l-1} = (dz_l @ W_l^T) * (h_l > 0)
         dz = self._dlogits
-        bias_grad(dz, grad_out, layers[last].b_offset, **kw)
+        bias_grad(dv(dz), grad_k, layers[last].b_offset, **kw)
         for i in range(last, -1, -1):
             h_in = x if i == 0 else self._acts[i - 1]
-            mm(h_in.transpose(0, 2, 1), dz, out=self._w_view(grad_out, layers[i]))
+            mm(h_in.transpose(0, 2, 1), dz, out=gw[i])
             if i > 0:
                 dh = self._deltas[i - 1]
-                mm(dz, self._w_view(params, layers[i]).transpose(0, 2, 1), out=dh)
+                mm(dz, w[i].transpose(0, 2, 1), out=dh)
                 relu_backward_bias_grad(
-                    dh, self._acts[i - 1], grad_out, layers[i - 1].b_offset, **kw
+                    dv(dh), dv(self._acts[i - 1]), grad_k, layers[i - 1].b_offset, **kw
                 )
                 dz = dh
         return loglik
@@ -736,9 +774,16 @@ def cuda_loglik_and_grad(
     """
     c, b = int(params.shape[0]), int(x.shape[1])
     mlp = EpilogueMLP(
-        spec, c, b, xp=xp, matmul=matmul, dtype=params.dtype, threads=threads,
-        max_blocks=max_blocks, stream=stream,
-    )  # fmt: skip
+        spec,
+        c,
+        b,
+        xp=xp,
+        matmul=matmul,
+        dtype=params.dtype,
+        threads=threads,
+        max_blocks=max_blocks,
+        stream=stream,
+    )
     grad = xp.empty(params.shape, params.dtype)
     loglik = mlp.loglik_and_grad(params, x, y, grad)
     return loglik, grad

@@ -1,0 +1,812 @@
+"""GPU check of snep's CUDA backend: every kernel against its float64 oracle, then timings.
+
+Run on a machine with a CUDA GPU, CuPy and (for the baselines) PyTorch; ``bench/gpu_check.sh``
+installs what is missing and runs this script.  Two parts:
+
+1. **Correctness** (fresh random inputs, outputs poisoned with NaN before each launch,
+   float64 numpy oracles; one PASS/FAIL line per check with its max error):
+
+   * ``fill_normal_float32`` vs :func:`snep.samplers.noise.reference_normals`;
+   * ``fused_step_float32`` for every sampler kind and pass variant, noise passed in, vs
+     :func:`snep.samplers.reference.fused_step_reference` (guard count equal, arrays
+     within 5e-5 relative, read-only arrays untouched), a grid-stride launch, null
+     accumulators, the deferred guard count, and in-kernel noise = passed-in noise;
+   * the numba.cuda epilogue kernels on CuPy arrays vs numpy float64;
+   * :class:`snep.backends.cuda.CudaMLP` (cuBLAS GEMMs + epilogues) ``loglik_and_grad``
+     and ``predict_proba`` vs :mod:`snep.model.mlp_numpy`;
+   * ``CudaBackend.apply_reply`` vs :func:`snep.samplers.reference.reply_update_reference`.
+
+2. **Timings** (DESIGN §3: warm-up, CUDA events, synchronised; median of rounds) of the
+   CUDA worker pieces on the paper's 784-500-300-10 MLP (Hasenclever et al., JMLR 18
+   (2017), §6), float32, 8 chains: fwd+bwd at batch 100 and 1024, and the fused
+   sampler/site pass over 8 × 545,810 parameters with in-kernel noise; each against PyTorch
+   eager (``bench/torch_reference.py``: autograd, a per-tensor update with ``torch.randn``)
+   and ``torch.compile`` of the same functions, when torch with CUDA is importable.
+
+Prints a table and writes JSON (device name, versions, checks, timings) to ``$OUT`` when set,
+else ``bench/results/gpu_check-<time>.json``.  Exit status 1 when any check fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import sys
+import time
+import traceback
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numba import cuda
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))  # torch_reference
+
+from snep.model import mlp_numpy  # noqa: E402
+from snep.model.spec import ParamSpec, init_params  # noqa: E402
+from snep.samplers.noise import reference_normals  # noqa: E402
+from snep.samplers.reference import (  # noqa: E402
+    ChainArrays,
+    fused_step_reference,
+    reply_update_reference,
+)
+from snep.samplers.scalars import PassScalars, SamplerKind  # noqa: E402
+
+__all__ = ["main"]
+
+LAYERS = (784, 500, 300, 10)
+P_MNIST = ParamSpec(LAYERS).size  # 545,810
+KINDS = list(SamplerKind)
+#: relative tolerance of the fused pass vs the float64 oracle (the CPU test uses 2e-5 and
+#: reaches 1.3e-5 on Adam's v; the GPU contracts to FMAs, so leave some room)
+FUSED_TOL = 5e-5
+VARIANTS: dict[str, dict[str, Any]] = {
+    "site": {},
+    "no-site": {"update_site": 0},
+    "accumulate": {"accumulate": 1, "update_site": 0},
+    "site-from-acc": {"accumulate": 1, "inv_n_acc": 0.25},
+    "gamma+beta": {"gamma_term": 1, "inv_beta": 4.0},
+    "optimiser": {"noise_scale": 0.0, "beta1": 0.0, "bias_corr1": 1.0},
+}
+
+
+# ---------------------------------------------------------------------------------------
+# reporting
+# ---------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class Check:
+    name: str
+    ok: bool
+    max_err: float = float("nan")
+    tol: float = float("nan")
+    detail: str = ""
+
+
+class Report:
+    """Collects check results and timings; prints as it goes."""
+
+    def __init__(self) -> None:
+        self.checks: list[Check] = []
+        self.timings: list[dict[str, Any]] = []
+        self.t0 = time.perf_counter()
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def check(self, name: str, fn: Callable[[], tuple[float, float, str]]) -> None:
+        """Run ``fn() -> (max_err, tol, detail)``; PASS when ``max_err <= tol``."""
+        try:
+            err, tol, detail = fn()
+            ok = bool(np.isfinite(err) and err <= tol)
+            c = Check(name, ok, float(err), float(tol), detail)
+        except Exception as e:  # a crash is a failure of that check, not of the run
+            tb = traceback.format_exc(limit=3)
+            c = Check(name, False, detail=f"{type(e).__name__}: {e}\n{tb}")
+        self.checks.append(c)
+        status = "PASS" if c.ok else "FAIL"
+        print(f"{status}  {c.name:<46} max err {c.max_err:.2e} (tol {c.tol:.0e})  {c.detail}")
+
+    def timing(self, group: str, impl: str, result: dict[str, Any]) -> None:
+        row = {"group": group, "impl": impl, **result}
+        self.timings.append(row)
+        if "error" in row:
+            print(f"  {group:<30} {impl:<34} {row['error']}")
+        else:
+            print(
+                f"  {group:<30} {impl:<34} {row['gpu_ms']:9.4f} ms (gpu)  "
+                f"{row['wall_ms']:9.4f} ms (wall)"
+            )
+
+    @property
+    def failed(self) -> list[Check]:
+        return [c for c in self.checks if not c.ok]
+
+
+def rel_err(got: Any, want: np.ndarray) -> float:
+    """max |got - want| / max |want|; inf when ``got`` has a non-finite entry."""
+    got = np.asarray(got, np.float64)
+    if not np.all(np.isfinite(got)):
+        return float("inf")
+    return float(np.abs(got - want).max() / (np.abs(want).max() + 1e-30))
+
+
+def abs_err(got: Any, want: np.ndarray) -> float:
+    got = np.asarray(got, np.float64)
+    if not np.all(np.isfinite(got)):
+        return float("inf")
+    return float(np.abs(got - want).max())
+
+
+# ---------------------------------------------------------------------------------------
+# inputs
+# ---------------------------------------------------------------------------------------
+def random_state(rng: np.random.Generator, c: int, p: int) -> ChainArrays:
+    """Random worker state (float32) with a few elements where the guard fires."""
+    a = ChainArrays.zeros(c, p, np.float32)
+    a.x[...] = rng.normal(0, 1, (c, p))
+    a.site_prec[...] = rng.uniform(0.5, 20, (c, p))
+    a.site_pm[...] = a.site_prec * rng.normal(0, 1, (c, p))
+    a.cavity_prec[...] = rng.uniform(1, 50, (c, p))
+    a.cavity_pm[...] = a.cavity_prec * rng.normal(0, 1, (c, p))
+    a.anchor_prec[...] = a.cavity_prec + a.site_prec
+    bad = rng.random((c, p)) < 0.05
+    a.anchor_prec[bad] = 0.5 * a.site_prec[bad]
+    a.anchor_pm[...] = a.cavity_pm + a.site_pm
+    a.s1[...] = rng.uniform(0.0, 2.0, (c, p))
+    a.s2[...] = rng.uniform(0.1, 2.0, (c, p))
+    a.acc_x[...] = rng.normal(0, 1, (c, p))
+    a.acc_x2[...] = a.acc_x**2 + rng.uniform(0, 1, (c, p))
+    return a
+
+
+def scalars_for(kind: SamplerKind, **over: Any) -> PassScalars:
+    s = PassScalars(
+        lik_scale=3.0,
+        inv_beta=1.0,
+        prec_floor=0.1,
+        step_size=1e-2 if kind != SamplerKind.SGHMC else 1e-3,
+        noise_scale=1.0,
+        beta1=0.9,
+        bias_corr1=1 - 0.9**5,
+        bias_corr2=1 - 0.999**5,
+        site_step=0.05,
+        seed=11,
+        step=5,
+    )
+    for k, v in over.items():
+        setattr(s, k, v)
+    return s
+
+
+def mlp_problem(sizes: tuple[int, ...], c: int, b: int, seed: int):
+    spec = ParamSpec(sizes)
+    rng = np.random.default_rng(seed)
+    params = np.stack([init_params(spec, rng) for _ in range(c)])
+    params = (params + 0.1 * rng.standard_normal(params.shape)).astype(np.float32)
+    x = rng.random((c, b, spec.n_inputs), dtype=np.float32)
+    y = rng.integers(0, spec.n_outputs, (c, b))
+    return spec, params, x, y
+
+
+# ---------------------------------------------------------------------------------------
+# 1. correctness
+# ---------------------------------------------------------------------------------------
+@cuda.jit
+def _add_one(a):
+    i = cuda.grid(1)
+    if i < a.shape[0]:
+        a[i] += 1.0
+
+
+def check_numba_cuda(rep: Report) -> None:
+    def run() -> tuple[float, float, str]:
+        a = cuda.to_device(np.arange(37, dtype=np.float32))
+        _add_one[1, 64](a)
+        got = a.copy_to_host()
+        impl = getattr(cuda, "implementation", "?")
+        return abs_err(got, np.arange(37) + 1.0), 0.0, f"numba.cuda ({impl})"
+
+    rep.check("numba.cuda compiles and runs a kernel", run)
+
+
+def check_noise(rep: Report, cupy: Any, backend: Any) -> None:
+    from snep.backends import cuda_fused
+
+    for c, p, seed, stream, step, chain0, max_blocks in [
+        (3, 10_001, 1234, 1, 77, 0, cuda_fused.MAX_BLOCKS),
+        (2, 7, 2**40 + 7, 3, 12345, 9, cuda_fused.MAX_BLOCKS),
+        (3, 10_001, 5, 0, 3, 2, 2),  # grid-stride: 2 blocks loop over 7,503 threads' work
+    ]:
+
+        def run(c=c, p=p, seed=seed, stream=stream, step=step, chain0=chain0, mb=max_blocks):
+            out = cupy.full((c, p), np.nan, np.float32)
+            cuda_fused.fill_normal(out, seed, stream, step, chain0, max_blocks=mb)
+            ref = reference_normals(c, p, seed, stream, step, chain0=chain0)
+            return abs_err(out.get(), ref), 3e-5, ""
+
+        rep.check(f"fill_normal C={c} P={p} chain0={chain0} blocks<={max_blocks}", run)
+
+    def same_as_backend() -> tuple[float, float, str]:
+        a = backend.normals(2, 999, 7, 2, 3)
+        b = cupy.full((2, 999), np.nan, np.float32)
+        cuda_fused.fill_normal(b, 7, 2, 3)
+        return abs_err(a.get(), b.get().astype(np.float64)), 0.0, ""
+
+    rep.check("CudaBackend.normals = fill_normal", same_as_backend)
+
+    def nvrtc_build() -> tuple[float, float, str]:
+        # the NVRTC fallback of load_module, tested even where the AOT fatbin loaded
+        mod = cuda_fused.compile_nvrtc()
+        c, p = 2, 4099
+        out = cupy.full((c, p), np.nan, np.float32)
+        values = dict(out=out, n_chains=c, n_params=p, seed=99, stream=1, step=4, chain0=0)
+        args = cuda_fused.build_args(cuda_fused.FILL_NORMAL_ARGS, values)
+        blocks, threads = cuda_fused.grid_for(c, p)
+        mod.get_function("fill_normal_float32")((blocks,), (threads,), args)
+        ref = reference_normals(c, p, 99, 1, 4)
+        return abs_err(out.get(), ref), 3e-5, f"loaded module: {cuda_fused.module_origin()}"
+
+    rep.check("NVRTC build of fused_step.cu runs fill_normal", nvrtc_build)
+
+
+def check_fused(rep: Report, cupy: Any, backend: Any) -> None:
+    from snep.backends import cuda_fused
+    from snep.backends.cuda import chain_arrays_to_device
+
+    read_only = ("anchor_prec", "anchor_pm", "cavity_prec", "cavity_pm")
+
+    def one(kind: SamplerKind, over: dict, *, c=2, p=3001, seed=0, nulls=False, mb=None):
+        rng = np.random.default_rng(seed)
+        a32 = random_state(rng, c, p)
+        a64 = a32.astype(np.float64)
+        grad = rng.normal(0, 1, (c, p)).astype(np.float32)
+        noise = rng.normal(0, 1, (c, p)).astype(np.float32)
+        s = scalars_for(kind, **over)
+        fired_ref = fused_step_reference(
+            kind, a64, grad.astype(np.float64), noise.astype(np.float64), s
+        )
+        ad = chain_arrays_to_device(a32)
+        if nulls:
+            ad.acc_x = ad.acc_x2 = None
+        kw = {} if mb is None else {"max_blocks": mb}
+        fired = cuda_fused.fused_step(
+            kind, ad, cupy.asarray(grad), s, noise=cupy.asarray(noise), **kw
+        )
+        errs = {}
+        for name, want in zip(ChainArrays.__dataclass_fields__, a64.arrays(), strict=True):
+            got = getattr(ad, name)
+            if got is None:
+                continue
+            got = got.get()
+            if name in read_only and not np.array_equal(got, getattr(a32, name)):
+                errs[name] = float("inf")  # must not be written
+            else:
+                errs[name] = rel_err(got, want)
+        worst = max(errs, key=errs.get)
+        if fired != fired_ref:
+            return float("inf"), FUSED_TOL, f"guard fired {fired}, oracle {fired_ref}"
+        return errs[worst], FUSED_TOL, f"fired {fired}; worst {worst}"
+
+    for kind in KINDS:
+        for variant, over in VARIANTS.items():
+            rep.check(
+                f"fused {kind.name}/{variant}",
+                lambda kind=kind, over=over, variant=variant: one(
+                    kind, over, seed=int(kind) * 100 + len(variant)
+                ),
+            )
+    rep.check(
+        "fused ADAM_SGLD grid-stride (3 blocks, C=3)",
+        lambda: one(SamplerKind.ADAM_SGLD, {}, c=3, p=70_001, seed=5, mb=3),
+    )
+    rep.check(
+        "fused SGHMC null accumulators",
+        lambda: one(SamplerKind.SGHMC, {"accumulate": 0}, seed=6, nulls=True),
+    )
+
+    def deferred_count() -> tuple[float, float, str]:
+        rng = np.random.default_rng(8)
+        a32 = random_state(rng, 2, 5000)
+        a64 = a32.astype(np.float64)
+        grad = rng.normal(0, 1, a32.x.shape).astype(np.float32)
+        noise = rng.normal(0, 1, a32.x.shape).astype(np.float32)
+        s = scalars_for(SamplerKind.SGLD)
+        want = 0
+        ad = chain_arrays_to_device(a32)
+        cuda_fused.take_fired()  # start from zero
+        for _ in range(3):
+            want += fused_step_reference(
+                SamplerKind.SGLD, a64, grad.astype(np.float64), noise.astype(np.float64), s
+            )
+            gd, nd = cupy.asarray(grad), cupy.asarray(noise)
+            r = cuda_fused.fused_step(SamplerKind.SGLD, ad, gd, s, noise=nd, return_fired=False)
+            assert r is None
+        got = cuda_fused.take_fired()
+        again = cuda_fused.take_fired()
+        err = 0.0 if (got == want and again == 0) else float("inf")
+        return err, 0.0, f"3 passes: {got} (oracle {want}), then {again}"
+
+    rep.check("fused return_fired=False, then take_fired", deferred_count)
+
+    def in_kernel_noise(kind: SamplerKind) -> tuple[float, float, str]:
+        rng = np.random.default_rng(7)
+        c, p = 3, 2050
+        a32 = random_state(rng, c, p)
+        grad = cupy.asarray(rng.normal(0, 1, (c, p)).astype(np.float32))
+        s = scalars_for(kind)
+        a = chain_arrays_to_device(a32)
+        b = chain_arrays_to_device(a32)
+        backend.fused_step(kind, a, grad, s)
+        noise = backend.normals(c, p, s.seed, s.stream, s.step)
+        backend.fused_step(kind, b, grad, s, noise=noise)
+        err = max(
+            rel_err(x.get(), y.get().astype(np.float64))
+            for x, y in zip(a.arrays(), b.arrays(), strict=True)
+        )
+        exact = all(
+            np.array_equal(x.get(), y.get()) for x, y in zip(a.arrays(), b.arrays(), strict=True)
+        )
+        return err, 1e-6, "bitwise equal" if exact else "not bitwise equal"
+
+    for kind in KINDS:
+        rep.check(
+            f"fused {kind.name} in-kernel noise = passed noise",
+            lambda kind=kind: in_kernel_noise(kind),
+        )
+
+
+def check_epilogues(rep: Report, cupy: Any) -> None:
+    from snep.backends import cuda_epilogues as ce
+    from snep.backends.cuda import current_numba_stream
+
+    rng = np.random.default_rng(21)
+    c, b, n, k, p_len, off = 3, 37, 301, 10, 1000, 123
+    launches = {"default grid": {}, "looping grid": {"threads": 64, "max_blocks": 3}}
+    for launch_name, launch in launches.items():
+        kw = {**launch, "stream": current_numba_stream()}
+
+        def bias(relu: bool, kw=kw) -> tuple[float, float, str]:
+            z = rng.normal(0, 1, (c, b, n)).astype(np.float32)
+            p = rng.normal(0, 1, (c, p_len)).astype(np.float32)
+            want = z.astype(np.float64) + p[:, None, off : off + n]
+            zd = cupy.asarray(z)
+            if relu:
+                want = np.maximum(want, 0)
+                ce.bias_relu_(zd, cupy.asarray(p), off, **kw)
+            else:
+                ce.bias_(zd, cupy.asarray(p), off, **kw)
+            return rel_err(zd.get(), want), 1e-6, ""
+
+        rep.check(f"epilogue bias_relu_ ({launch_name})", lambda bias=bias: bias(True))
+        rep.check(f"epilogue bias_ ({launch_name})", lambda bias=bias: bias(False))
+
+        def xent(kw=kw) -> tuple[float, float, str]:
+            logits = (3 * rng.normal(0, 1, (c, b, k))).astype(np.float32)
+            y = rng.integers(0, k, (c, b)).astype(np.int32)
+            d = cupy.full((c, b, k), np.nan, np.float32)
+            rows = cupy.full((c * b,), np.nan, np.float64)
+            tot = cupy.full((c,), np.nan, np.float64)
+            ce.softmax_xent(cupy.asarray(logits), cupy.asarray(y), d, rows, **kw)
+            ce.loglik_sum(rows, tot, **kw)
+            logp = mlp_numpy.log_softmax(logits.astype(np.float64))
+            onehot = np.eye(k)[y]
+            want_rows = (logp * onehot).sum(-1)
+            errs = [
+                rel_err(d.get(), onehot - np.exp(logp)),
+                rel_err(rows.get(), want_rows.ravel()),
+                rel_err(tot.get(), want_rows.sum(1)),
+            ]
+            return max(errs), 1e-5, "dlogits, rows, sums"
+
+        rep.check(f"epilogue softmax_xent + loglik_sum ({launch_name})", xent)
+
+        def backward(fused: bool, kw=kw) -> tuple[float, float, str]:
+            dz = rng.normal(0, 1, (c, b, n)).astype(np.float32)
+            h = np.maximum(rng.normal(0, 1, (c, b, n)), 0).astype(np.float32)
+            want_dz = dz.astype(np.float64) * (h > 0)
+            dzd, hd = cupy.asarray(dz), cupy.asarray(h)
+            g = cupy.full((c, p_len), np.nan, np.float32)
+            if fused:
+                ce.relu_backward_bias_grad(dzd, hd, g, off, **kw)
+            else:
+                ce.relu_backward_(dzd, hd, **kw)
+                ce.bias_grad(dzd, g, off, **kw)
+            gh = g.get()
+            untouched = np.isnan(np.delete(gh, np.s_[off : off + n], axis=1)).all()
+            err = max(rel_err(dzd.get(), want_dz), rel_err(gh[:, off : off + n], want_dz.sum(1)))
+            return (err if untouched else float("inf")), 1e-5, ""
+
+        rep.check(f"epilogue relu_backward_ + bias_grad ({launch_name})", lambda: backward(False))
+        rep.check(f"epilogue relu_backward_bias_grad ({launch_name})", lambda: backward(True))
+
+        def softmax(kw=kw) -> tuple[float, float, str]:
+            z = (4 * rng.normal(0, 1, (c, b, k))).astype(np.float32)
+            zd = cupy.asarray(z)
+            ce.softmax_(zd, **kw)
+            return rel_err(zd.get(), np.exp(mlp_numpy.log_softmax(z.astype(np.float64)))), 1e-5, ""
+
+        rep.check(f"epilogue softmax_ ({launch_name})", softmax)
+
+
+def check_mlp(rep: Report, cupy: Any, backend: Any) -> None:
+    for sizes, c, b in [((5, 7, 3), 2, 5), ((20, 16, 12, 8), 3, 33), (LAYERS, 2, 100)]:
+
+        def run(sizes=sizes, c=c, b=b) -> tuple[float, float, str]:
+            spec, params, x, y = mlp_problem(sizes, c, b, seed=len(sizes) + b)
+            mlp = backend.mlp(spec, c, b)
+            grad = cupy.full(params.shape, np.nan, np.float32)
+            pd = cupy.asarray(params)
+            ll = mlp.loglik_and_grad(pd, x, y, grad)  # host x, y
+            want_ll, want_g = mlp_numpy.loglik_and_grad(spec, params, x, y)
+            err_g = rel_err(grad.get(), want_g)
+            err_ll = rel_err(ll.get(), want_ll)
+            grad2 = cupy.full(params.shape, np.nan, np.float32)
+            ll2 = mlp.loglik_and_grad(pd, cupy.asarray(x), cupy.asarray(y, np.int32), grad2)
+            same = np.array_equal(grad.get(), grad2.get()) and np.array_equal(ll.get(), ll2.get())
+            err = max(err_g, err_ll) if same else float("inf")
+            return err, 1e-4, f"grad {err_g:.1e}, loglik {err_ll:.1e}; device inputs same: {same}"
+
+        rep.check(f"CudaMLP.loglik_and_grad {'-'.join(map(str, sizes))} C={c} B={b}", run)
+
+    def proba() -> tuple[float, float, str]:
+        spec, params, _, _ = mlp_problem((20, 16, 8), 2, 1, seed=3)
+        x = np.random.default_rng(4).random((1001, 20))
+        got = backend.mlp(spec, 2, 1).predict_proba(cupy.asarray(params), x, chunk=300)
+        return rel_err(got.get(), mlp_numpy.predict_proba(spec, params, x)), 1e-5, ""
+
+    rep.check("CudaMLP.predict_proba (chunks of 300)", proba)
+
+
+def check_reply(rep: Report, cupy: Any, backend: Any) -> None:
+    from snep.backends.cuda import chain_arrays_to_device
+
+    for momentum in (False, True):
+
+        def run(momentum=momentum) -> tuple[float, float, str]:
+            rng = np.random.default_rng(int(momentum) + 30)
+            p = 70_001
+            a32 = random_state(rng, 2, p)
+            a64 = a32.astype(np.float64)
+            sent_prec = a32.site_prec[0].astype(np.float64) * rng.uniform(0.5, 1.5, p)
+            sent_pm = a32.site_pm[0].astype(np.float64) + rng.normal(0, 0.1, p)
+            theta_prec = sent_prec + rng.uniform(1, 50, p)
+            theta_pm = sent_pm + theta_prec * rng.normal(0, 1, p)
+            ad = chain_arrays_to_device(a32)
+            backend.apply_reply(ad, (theta_prec, theta_pm), (sent_prec, sent_pm), momentum)
+            reply_update_reference(a64, theta_prec, theta_pm, sent_prec, sent_pm, momentum)
+            errs = [rel_err(g.get(), w) for g, w in zip(ad.arrays(), a64.arrays(), strict=True)]
+            return max(errs), 2e-6, ""
+
+        rep.check(f"apply_reply (scale_momentum={momentum})", run)
+
+
+# ---------------------------------------------------------------------------------------
+# 2. timings
+# ---------------------------------------------------------------------------------------
+def time_gpu(
+    fn: Callable[[], Any],
+    event: Callable[[], Any],
+    elapsed_ms: Callable[[Any, Any], float],
+    sync: Callable[[], None],
+    reps: int,
+    rounds: int,
+    warmup: int,
+) -> dict[str, Any]:
+    """Median per-call GPU time (events around ``reps`` calls) and wall time over rounds."""
+    for _ in range(warmup):
+        fn()
+    sync()
+    gpu, wall = [], []
+    for _ in range(rounds):
+        start, end = event(), event()
+        t0 = time.perf_counter()
+        start.record()
+        for _ in range(reps):
+            fn()
+        end.record()
+        end.synchronize()
+        wall.append((time.perf_counter() - t0) * 1e3 / reps)
+        gpu.append(elapsed_ms(start, end) / reps)
+    sync()
+    return {
+        "gpu_ms": float(np.median(gpu)),
+        "wall_ms": float(np.median(wall)),
+        "gpu_ms_min": float(np.min(gpu)),
+        "reps": reps,
+        "rounds": rounds,
+    }
+
+
+def cupy_timer(cupy: Any) -> dict[str, Any]:
+    return {
+        "event": cupy.cuda.Event,
+        "elapsed_ms": cupy.cuda.get_elapsed_time,
+        "sync": lambda: cupy.cuda.Device().synchronize(),
+    }
+
+
+def torch_timer(torch: Any) -> dict[str, Any]:
+    return {
+        "event": lambda: torch.cuda.Event(enable_timing=True),
+        "elapsed_ms": lambda s, e: s.elapsed_time(e),
+        "sync": torch.cuda.synchronize,
+    }
+
+
+def safe_time(rep: Report, group: str, impl: str, make: Callable[[], dict[str, Any]]) -> None:
+    try:
+        rep.timing(group, impl, make())
+    except Exception as e:
+        rep.timing(group, impl, {"error": f"{type(e).__name__}: {str(e)[:300]}"})
+
+
+def run_timings(rep: Report, cupy: Any, backend: Any, args: argparse.Namespace) -> None:
+    from snep.backends import cuda_fused
+    from snep.backends.cuda import chain_arrays_to_device
+
+    c = 8
+    spec = ParamSpec(LAYERS)
+    reps, rounds = (5, 3) if args.quick else (50, 7)
+    ct = cupy_timer(cupy)
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ImportError("torch has no CUDA device")
+        import torch_reference as tr
+
+        tt = torch_timer(torch)
+    except Exception as e:
+        torch = tr = None
+        print(f"  (PyTorch baselines skipped: {type(e).__name__}: {e})")
+
+    def budget_left() -> float:
+        return args.budget_s - rep.elapsed()
+
+    # -- fwd+bwd ----------------------------------------------------------------------------
+    for b in (100, 1024):
+        group = f"fwd+bwd C={c} B={b}"
+        _, params, x, y = mlp_problem(LAYERS, c, b, seed=b)
+        r = max(2, reps // (4 if b > 100 else 1))
+        mlp = backend.mlp(spec, c, b)
+        pd, xd, yd = cupy.asarray(params), cupy.asarray(x), cupy.asarray(y, np.int32)
+        grad = cupy.empty_like(pd)
+
+        def snep_fwd_bwd(mlp=mlp, pd=pd, xd=xd, yd=yd, grad=grad, r=r):
+            def run():
+                mlp.loglik_and_grad(pd, xd, yd, grad)
+
+            return time_gpu(run, **ct, reps=r, rounds=rounds, warmup=3)
+
+        safe_time(rep, group, "snep cuda (cuBLAS + numba epilogues)", snep_fwd_bwd)
+
+        # the bare GEMMs (3 forward, 3 weight-gradient, 2 input-gradient) for context
+        def gemms(pd=pd, xd=xd, b=b, r=r):
+            ws = [pd[:, lay.w_slice].reshape(c, lay.n_in, lay.n_out) for lay in spec.layers]
+            acts = [cupy.empty((c, b, lay.n_out), np.float32) for lay in spec.layers]
+            gw = [cupy.empty((c, lay.n_in, lay.n_out), np.float32) for lay in spec.layers]
+            ins = [xd, *acts[:-1]]
+
+            def run():
+                h = xd
+                for w, a in zip(ws, acts, strict=True):
+                    cupy.matmul(h, w, out=a)
+                    h = a
+                dz = acts[-1]
+                for i in range(len(ws) - 1, -1, -1):
+                    cupy.matmul(ins[i].transpose(0, 2, 1), dz, out=gw[i])
+                    if i > 0:
+                        cupy.matmul(dz, ws[i].transpose(0, 2, 1), out=acts[i - 1])
+                        dz = acts[i - 1]
+
+            return time_gpu(run, **ct, reps=r, rounds=rounds, warmup=3)
+
+        safe_time(rep, group, "bare cupy.matmul GEMMs", gemms)
+        if torch is None:
+            continue
+        dev = torch.device("cuda")
+        flat = torch.as_tensor(params, device=dev)
+        tparams = tr.layer_views(spec, flat)
+        tx = torch.as_tensor(x, device=dev)
+        ty = torch.as_tensor(y, dtype=torch.int64, device=dev)
+
+        def torch_fwd_bwd(tparams=tparams, tx=tx, ty=ty, r=r):
+            def run():
+                tr.fwd_bwd(tparams, tx, ty)
+
+            return time_gpu(run, **tt, reps=r, rounds=rounds, warmup=3)
+
+        safe_time(rep, group, "torch eager (autograd)", torch_fwd_bwd)
+        if budget_left() < 150:
+            rep.timing(group, "torch.compile", {"error": "skipped: time budget"})
+            continue
+        compiled_ll = torch.compile(tr.mlp_loglik)
+
+        def fwd_bwd_compiled(tparams=tparams, tx=tx, ty=ty, compiled_ll=compiled_ll):
+            leaves = [p.detach().requires_grad_() for p in tparams]
+            ll = compiled_ll(leaves, tx, ty)
+            return ll.detach(), torch.autograd.grad(ll.sum(), leaves)
+
+        def torch_compiled(f=fwd_bwd_compiled, r=r):
+            return time_gpu(f, **tt, reps=r, rounds=rounds, warmup=3)
+
+        safe_time(rep, group, "torch.compile (autograd)", torch_compiled)
+
+    # -- fused pass ---------------------------------------------------------------------------
+    group = f"fused pass C={c} P={P_MNIST}"
+    rng = np.random.default_rng(0)
+    a32 = random_state(rng, c, P_MNIST)
+    grad32 = (1e-3 * rng.normal(0, 1, (c, P_MNIST))).astype(np.float32)
+    kind = SamplerKind.ADAM_SGLD
+    s = scalars_for(kind, step_size=1e-3, lik_scale=1.0, seed=3)
+    ad = chain_arrays_to_device(a32)
+    gd = cupy.asarray(grad32)
+
+    def snep_fused(return_fired: bool) -> dict[str, Any]:
+        def run():
+            s.step += 1
+            cuda_fused.fused_step(kind, ad, gd, s, return_fired=return_fired)
+
+        return time_gpu(run, **ct, reps=reps, rounds=rounds, warmup=5)
+
+    safe_time(rep, group, "snep cuda fused (no sync)", lambda: snep_fused(False))
+    safe_time(rep, group, "snep cuda fused (+ guard count read)", lambda: snep_fused(True))
+    out = cupy.empty((c, P_MNIST), np.float32)
+
+    def snep_noise():
+        def run():
+            cuda_fused.fill_normal(out, 1, 0, 2)
+
+        return time_gpu(run, **ct, reps=reps, rounds=rounds, warmup=3)
+
+    safe_time(rep, group, "snep fill_normal alone", snep_noise)
+    if torch is None:
+        return
+    dev = torch.device("cuda")
+    state = {n: torch.as_tensor(getattr(a32, n), device=dev).clone() for n in tr.STATE_FIELDS}
+    tgrad = torch.as_tensor(grad32, device=dev)
+    views = {n: tr.layer_views(spec, t) for n, t in state.items()}
+    gviews = tr.layer_views(spec, tgrad)
+    layers = [{n: views[n][i] for n in tr.STATE_FIELDS} for i in range(len(gviews))]
+    buf = torch.empty((c, P_MNIST), device=dev)
+
+    def torch_noise():
+        def run():
+            torch.randn((c, P_MNIST), out=buf)
+
+        return time_gpu(run, **tt, reps=reps, rounds=rounds, warmup=3)
+
+    safe_time(rep, group, "torch.randn alone", torch_noise)
+
+    def torch_eager():
+        for g, st in zip(gviews, layers, strict=True):
+            tr.update_tensor_(kind, g, st, s, torch.randn(g.shape, device=dev))
+
+    def torch_eager_timed():
+        return time_gpu(torch_eager, **tt, reps=max(2, reps // 5), rounds=rounds, warmup=2)
+
+    safe_time(rep, group, "torch eager (per tensor, randn)", torch_eager_timed)
+    if budget_left() < 120:
+        rep.timing(group, "torch.compile", {"error": "skipped: time budget"})
+        return
+
+    def flat_update(grad, st):
+        return tr.update_tensor_(kind, grad, st, s, torch.randn_like(grad))
+
+    compiled_update = torch.compile(flat_update)
+
+    def torch_compiled_update():
+        def run():
+            compiled_update(tgrad, state)
+
+        return time_gpu(run, **tt, reps=reps, rounds=rounds, warmup=3)
+
+    safe_time(rep, group, "torch.compile (flat, randn)", torch_compiled_update)
+
+
+# ---------------------------------------------------------------------------------------
+# main
+# ---------------------------------------------------------------------------------------
+def _finite(o: Any) -> Any:
+    """``o`` with NaN/inf floats replaced by None (strict JSON)."""
+    if isinstance(o, float):
+        return o if np.isfinite(o) else None
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite(v) for v in o]
+    return o
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version(), "numpy": np.__version__}
+    for mod in ("cupy", "numba", "torch", "snep"):
+        try:
+            out[mod] = getattr(__import__(mod), "__version__", "?")
+        except Exception as e:
+            out[mod] = f"unavailable ({type(e).__name__})"
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer timing repetitions")
+    ap.add_argument("--no-timing", action="store_true", help="correctness checks only")
+    ap.add_argument("--budget-s", type=float, default=420.0, help="skip torch.compile past this")
+    ap.add_argument("--out", type=Path, default=None, help="folder of the JSON result")
+    args = ap.parse_args(argv)
+
+    try:
+        from numba.core.errors import NumbaPerformanceWarning
+
+        warnings.simplefilter("ignore", NumbaPerformanceWarning)
+    except ImportError:
+        pass
+
+    rep = Report()
+    from snep.backends import cuda_fused, get_backend
+
+    try:
+        backend = get_backend("cuda")
+    except Exception as e:
+        print(f"gpu_check: the cuda backend is not available here: {e}", file=sys.stderr)
+        return 2
+    import cupy
+
+    props = cupy.cuda.runtime.getDeviceProperties(backend.device)
+    name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
+    cc = f"{props['major']}.{props['minor']}"
+    print(f"device: {name} (sm_{props['major']}{props['minor']}), versions {_versions()}")
+
+    print("\n== correctness (float64 oracles, outputs poisoned with NaN) ==")
+    check_numba_cuda(rep)
+    try:
+        cuda_fused.load_module()
+        print(f"kernels: {cuda_fused.module_origin()}")
+    except Exception as e:
+        print(f"kernels: failed to load: {e}")
+    check_noise(rep, cupy, backend)
+    check_fused(rep, cupy, backend)
+    check_epilogues(rep, cupy)
+    check_mlp(rep, cupy, backend)
+    check_reply(rep, cupy, backend)
+    n_fail = len(rep.failed)
+    print(f"{len(rep.checks) - n_fail} passed, {n_fail} failed ({rep.elapsed():.0f} s)")
+
+    if not args.no_timing:
+        print("\n== timings (float32, median per call; gpu = CUDA events, wall = host clock) ==")
+        run_timings(rep, cupy, backend, args)
+
+    result = {
+        "suite": "gpu_check",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "device": {"name": name, "compute_capability": cc, "id": backend.device},
+        "versions": _versions(),
+        "kernels": cuda_fused.module_origin(),
+        "checks": [dataclasses.asdict(c) for c in rep.checks],
+        "timings": rep.timings,
+        "passed": n_fail == 0,
+        "seconds": round(rep.elapsed(), 1),
+    }
+    out_dir = args.out or (Path(os.environ["OUT"]) if os.environ.get("OUT") else None)
+    if out_dir is None:
+        out_dir = ROOT / "bench" / "results"
+        path = out_dir / f"gpu_check-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    else:
+        path = out_dir / "gpu_check.json"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(_finite(result), indent=1, default=str))
+    print(f"\nwrote {path} ({rep.elapsed():.0f} s in all)")
+    if n_fail:
+        print("FAILED: " + ", ".join(c.name for c in rep.failed))
+    return 1 if n_fail else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

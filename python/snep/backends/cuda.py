@@ -1,0 +1,176 @@
+"""The ``cuda`` backend: float32 CuPy arrays, cuBLAS GEMMs, numba.cuda epilogues and the
+fused pass of ``kernels/fused_step.cu`` (DESIGN §2).
+
+Pieces, each tested against its float64 oracle (``bench/gpu_check.py`` on a GPU, the
+epilogues also under Numba's CUDA simulator in ``tests/backends``):
+
+* the MLP (Hasenclever et al., JMLR 18 (2017), §6) forward/backward:
+  :class:`~snep.backends.cuda_epilogues.EpilogueMLP` with ``cupy.matmul`` (cuBLAS) for
+  the GEMMs and the numba.cuda kernels built from :mod:`snep.model.epilogues` between
+  them;
+* the fused sampler/site/moment pass and the Philox noise: :mod:`snep.backends.cuda_fused`
+  (CuPy ``RawModule``: the AOT fatbin when built, NVRTC otherwise);
+* the server reply (cavity, anchor, chain shift): CuPy elementwise ops mirroring
+  :func:`snep.samplers.reference.reply_update_reference`.
+
+All arrays of this backend are CuPy arrays; numpy inputs of the MLP (minibatches) are
+copied to the device.  Work is queued on CuPy's current stream (the numba.cuda kernels
+are launched on the same stream); nothing synchronises with the host except reading the
+guard count of :meth:`CudaBackend.fused_step` (optional) and what the caller reads back.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from snep.backends import cuda_fused
+from snep.backends.cuda_fused import _cupy
+from snep.model.spec import ParamSpec
+from snep.samplers.reference import ChainArrays
+from snep.samplers.scalars import PassScalars, SamplerKind
+
+cupy = _cupy()  # BackendUnavailableError (naming the pip package) when CuPy is missing
+
+from numba import cuda as _nb_cuda  # noqa: E402  (after the CuPy check)
+
+from snep.backends.cuda_epilogues import EpilogueMLP  # noqa: E402
+
+__all__ = ["CudaBackend", "CudaMLP", "chain_arrays_to_device", "current_numba_stream"]
+
+_streams: dict[int, Any] = {}
+
+
+def current_numba_stream() -> Any:
+    """CuPy's current stream as a numba stream (0, numba's default, for the legacy one)."""
+    ptr = int(cupy.cuda.get_current_stream().ptr)
+    if ptr == 0:
+        return 0
+    s = _streams.get(ptr)
+    if s is None:
+        if len(_streams) > 64:
+            _streams.clear()
+        s = _streams[ptr] = _nb_cuda.external_stream(ptr)
+    return s
+
+
+class CudaMLP(EpilogueMLP):
+    """Batched MLP kernels on CuPy arrays (the :class:`~snep.backends.base.MLPKernels`
+    interface).
+
+    The GEMMs are ``cupy.matmul`` (cuBLAS): that is the reference path of this backend;
+    hand-written GEMM kernels with fused epilogues are a later step.  ``cupy.matmul``
+    copies operands that are not contiguous (the weight views of the flat parameters,
+    whose chains are ``P`` apart, and the transposes of the backward pass) and writes a
+    strided output (the weight-gradient views) through a temporary: correct, and a few
+    extra memory passes that the hand-written kernels will remove.  The elementwise
+    passes are the numba.cuda kernels of :mod:`snep.backends.cuda_epilogues`.
+
+    Parameters
+    ----------
+    spec : ParamSpec
+    n_chains, batch_size : int
+
+    Notes
+    -----
+    :meth:`loglik_and_grad` takes ``params`` and ``grad_out`` as C-contiguous cupy float32
+    ``(C, P)`` arrays, ``x``/``y`` on the host or the device, and returns a cupy float64
+    ``(C,)`` array without waiting for the GPU.
+    """
+
+    def __init__(self, spec: ParamSpec, n_chains: int, batch_size: int) -> None:
+        super().__init__(
+            spec,
+            n_chains,
+            batch_size,
+            xp=cupy,
+            matmul=cupy.matmul,
+            dtype=np.float32,
+            stream=current_numba_stream,
+        )
+
+
+def chain_arrays_to_device(arrays: ChainArrays) -> ChainArrays:
+    """A copy of ``arrays`` as C-contiguous cupy float32 arrays."""
+    return ChainArrays(
+        *(cupy.ascontiguousarray(cupy.asarray(a, dtype=np.float32)) for a in arrays.arrays())
+    )
+
+
+class CudaBackend:
+    """Float32 CUDA backend on CuPy arrays.
+
+    Parameters
+    ----------
+    device : int, optional
+        CUDA device to use (made current by the constructor); default: CuPy's current one.
+    """
+
+    name = "cuda"
+    dtype = np.float32
+
+    def __init__(self, device: int | None = None) -> None:
+        if device is not None:
+            cupy.cuda.Device(int(device)).use()
+        self.device = int(cupy.cuda.Device().id)
+
+    # -- MLP ------------------------------------------------------------------------------
+    def mlp(self, spec: ParamSpec, n_chains: int, batch_size: int) -> CudaMLP:
+        """MLP kernels for ``n_chains`` chains and minibatches of ``batch_size``."""
+        return CudaMLP(spec, n_chains, batch_size)
+
+    # -- fused pass and noise ---------------------------------------------------------------
+    def fused_step(
+        self,
+        kind: SamplerKind,
+        arrays: ChainArrays,
+        grad: Any,
+        scalars: PassScalars,
+        noise: Any = None,
+        *,
+        return_fired: bool = True,
+    ) -> int | None:
+        """One fused sampler/moment/site pass in place; see :func:`cuda_fused.fused_step`."""
+        return cuda_fused.fused_step(
+            kind, arrays, grad, scalars, noise=noise, return_fired=return_fired
+        )
+
+    def normals(self, n_chains: int, n_params: int, seed: int, stream: int, step: int) -> Any:
+        """The standard normals the fused pass draws for (seed, stream, step), (C, P) cupy."""
+        out = cupy.empty((n_chains, n_params), np.float32)
+        return cuda_fused.fill_normal(out, seed, stream, step)
+
+    # -- server reply -------------------------------------------------------------------------
+    def apply_reply(
+        self,
+        arrays: ChainArrays,
+        theta: tuple[Any, Any],
+        sent: tuple[Any, Any],
+        scale_momentum: bool,
+    ) -> None:
+        """A server reply, in place (``reply_update`` of ``kernels/snep_fused.cuh``).
+
+        The cavity becomes ``theta - sent`` (differences in float64, then float32), the
+        anchor moves with the cavity, and the chain is shifted to keep its standardised
+        position under ``cavity + site``: ``x <- m_new + sqrt(v_new / v_old) (x - m_old)``
+        (DESIGN §1.3); with ``scale_momentum`` (SGHMC) the momentum ``s1`` is scaled too.
+        ``theta``/``sent`` are (precision, precision_mean) pairs of shape (P,) or (C, P),
+        host or device, any float dtype.
+        """
+        a = arrays
+        f64 = np.float64
+        new_cp = (cupy.asarray(theta[0], f64) - cupy.asarray(sent[0], f64)).astype(np.float32)
+        new_cpm = (cupy.asarray(theta[1], f64) - cupy.asarray(sent[1], f64)).astype(np.float32)
+        old_prec = a.cavity_prec + a.site_prec
+        old_mean = (a.cavity_pm + a.site_pm) / old_prec
+        a.anchor_prec[...] = (a.anchor_prec - a.cavity_prec) + new_cp
+        a.anchor_pm[...] = (a.anchor_pm - a.cavity_pm) + new_cpm
+        a.cavity_prec[...] = new_cp
+        a.cavity_pm[...] = new_cpm
+        new_prec = a.cavity_prec + a.site_prec
+        new_mean = (a.cavity_pm + a.site_pm) / new_prec
+        ratio = cupy.sqrt(old_prec / new_prec)
+        a.x[...] = new_mean + ratio * (a.x - old_mean)
+        if scale_momentum:
+            a.s1 *= ratio
