@@ -130,3 +130,21 @@ def test_kill_9_of_a_worker_ends_the_job_without_hanging(tmp_path):
     assert res.returncode == 0, res.stderr
     stats = json.loads((tmp_path / "run" / "summary.json").read_text())["stats"]
     assert [w["iteration"] for w in stats["workers"]] == [target] * 3
+
+
+def test_a_non_finite_push_is_rejected_counted_logged_and_the_run_goes_on(tmp_path):
+    res = subprocess.run(
+        command(3, tmp_path, 200, "--site-step", "0.1"),
+        capture_output=True, text=True, timeout=240,
+        env=env(SNEP_TEST_NAN_WORKER="1", SNEP_TEST_NAN_AT="55"),
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    # the first push after iteration 55 (60, or later when a reply was still in flight)
+    assert "server rejected a push from worker 1 at iteration" in res.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["stats"]["rejected"] >= 1
+    assert [w["iteration"] for w in summary["stats"]["workers"]] == [200, 200]
+    import numpy as np
+
+    with np.load(tmp_path / "run" / "posterior.npz") as f:
+        assert np.all(np.isfinite(f["precision"])) and np.all(np.isfinite(f["mean"]))

@@ -22,6 +22,7 @@ evaluation in flight; one due while another runs is taken at the next push).
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -218,6 +219,12 @@ class ServerLoop:
                 continue
             dprec, dpm = _payload(bufs[idx], p)
             reply = self.server.push(Push(worker, iteration, dprec, dpm, seen))
+            if not reply.accepted:
+                sys.stderr.write(
+                    f"snep: server rejected a push from worker {worker} at iteration "
+                    f"{iteration}: non-finite values in its delta ({self.server.rejected} "
+                    "rejected so far); the run goes on\n"
+                )
             sends[idx].Wait()  # the previous reply to this worker has left its buffer
             pack(
                 out[idx],
@@ -350,11 +357,14 @@ class WorkerLoop:
         pending: Any = None
         t_start = time.perf_counter()
         fail_at = _injected_failure(w.worker)
+        nan_at = _injected_failure(w.worker, "NAN")
         while w.iteration < self.iterations:
             t_step = time.perf_counter()
             push = w.step()
             if w.iteration == fail_at:
                 raise RuntimeError(f"injected failure at iteration {fail_at} (SNEP_TEST_FAIL_*)")
+            if w.iteration == nan_at:  # fault test: a worker whose site turns non-finite
+                w.arrays.site_pm[0, 0] = np.nan
             if self.slowdown > 1.0:
                 time.sleep((self.slowdown - 1.0) * (time.perf_counter() - t_step))
             if (
@@ -412,11 +422,11 @@ class WorkerLoop:
         self.comm.Send([buf, MPI.DOUBLE], dest=0, tag=TAG)
 
 
-def _injected_failure(worker: int) -> int:
-    """Iteration at which this worker raises, for fault tests: SNEP_TEST_FAIL_WORKER and
-    SNEP_TEST_FAIL_AT in the environment (-1: never)."""
-    if os.environ.get("SNEP_TEST_FAIL_WORKER", "") == str(worker):
-        return int(os.environ.get("SNEP_TEST_FAIL_AT", "1"))
+def _injected_failure(worker: int, what: str = "FAIL") -> int:
+    """Iteration at which this worker raises (``FAIL``) or poisons its site (``NAN``), for
+    fault tests: SNEP_TEST_<what>_WORKER and SNEP_TEST_<what>_AT (-1: never)."""
+    if os.environ.get(f"SNEP_TEST_{what}_WORKER", "") == str(worker):
+        return int(os.environ.get(f"SNEP_TEST_{what}_AT", "1"))
     return -1
 
 
