@@ -237,3 +237,13 @@ def test_resume_continues_a_run_and_rejects_another_config(tmp_path):
     assert main(["train", "--resume", str(run), "--iterations", "120", "--no-progress"]) == 0
     lines = (run / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["iteration"] for x in lines] == [30, 60, 90, 120]
+
+
+def test_a_baseline_run_can_be_evaluated(tmp_path):
+    from snep.cli import main
+
+    argv = ["train", "--method", "easgd", "--workers", "2", "--iterations", "40",
+            "--eval-every", "20", "--hidden", "8", "--out", str(tmp_path), "--name", "e",
+            "--no-progress", "-q"]  # fmt: skip
+    assert main(argv) == 0
+    assert main(["evaluate", str(tmp_path / "e"), "--samples", "2"]) == 0

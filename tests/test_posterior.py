@@ -63,3 +63,12 @@ def test_predictions():
         post.predict_proba(x, method="average")
     with pytest.raises(ValueError, match="not one of"):
         post.predict_proba(x, method="mode")
+
+
+def test_average_mean_without_variance_round_trips(tmp_path):
+    # the A-SGD/EASGD servers average a point estimate: no average variance
+    post = make()
+    post.average_var = None
+    back = Posterior.load(post.save(tmp_path / "p.npz"))
+    np.testing.assert_array_equal(back.average_mean, post.average_mean)
+    assert back.average_var is None

@@ -109,9 +109,14 @@ class Posterior:
 
     def save(self, path: str | Path) -> Path:
         """Write ``posterior.npz`` atomically (format in the module docstring)."""
-        extra = {}
-        if self.average_mean is not None:
-            extra = {"average_mean": self.average_mean, "average_var": self.average_var}
+        extra = {
+            key: value
+            for key, value in (
+                ("average_mean", self.average_mean),
+                ("average_var", self.average_var),
+            )
+            if value is not None  # a point-estimate baseline averages the mean only
+        }
         return save_npz(
             path,
             precision=self.precision,
