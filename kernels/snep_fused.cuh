@@ -115,7 +115,9 @@ SNEP_HD int fused_update(float& x, float grad, float ap, float apm, float& sp, f
     } else if (KIND == PSGLD) {
         const float v = p.rms_decay * s1 + (1.0f - p.rms_decay) * g * g;
         s1 = v;
-        const float sv = sqrtf(v);
+        // bias_corr2 = 1 - rms_decay^t: V starts at 0, and G = 1 / (lambda + 0) would
+        // make the first steps enormous (the host sets it for pSGLD; 1 disables it)
+        const float sv = sqrtf(v / p.bias_corr2);
         const float G = 1.0f / (p.rms_eps + sv);
         // Gamma_j = dG_j/dx_j with V a function of x through g, and dg_j/dx_j
         // approximated by the curvature -Lambda_eta of the Gaussian factor

@@ -91,7 +91,7 @@ def fused_step_reference(
     elif kind == SamplerKind.PSGLD:
         v = p.rms_decay * a.s1 + (1.0 - p.rms_decay) * g * g
         a.s1[...] = v
-        sv = np.sqrt(v)
+        sv = np.sqrt(v / p.bias_corr2)  # bias-corrected like Adam's second moment
         G = 1.0 / (p.rms_eps + sv)
         drift = G * g
         if p.gamma_term:

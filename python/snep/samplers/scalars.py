@@ -38,7 +38,7 @@ class PassScalars:
     beta2: float = 0.999
     adam_eps: float = 1e-8
     bias_corr1: float = 1.0  # 1 - beta1^t (so 1 when beta1 = 0)
-    bias_corr2: float = 1.0  # 1 - beta2^t
+    bias_corr2: float = 1.0  # Adam: 1 - beta2^t; pSGLD: 1 - rms_decay^t
     kappa: float = 1.0
     gamma_term: int = 0
     accumulate: int = 0
