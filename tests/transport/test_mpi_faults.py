@@ -92,7 +92,11 @@ def test_kill_9_of_a_worker_ends_the_job_without_hanging(tmp_path):
     try:
         metrics = tmp_path / "run" / "metrics.jsonl"
         deadline = time.monotonic() + 120
-        while not (metrics.is_file() and metrics.read_text().strip()):
+        ckpt = tmp_path / "run" / "checkpoints"
+        files = [ckpt / f"worker-{w}.npz" for w in range(3)] + [ckpt / "server.npz"]
+        while not (
+            metrics.is_file() and metrics.read_text().strip() and all(f.is_file() for f in files)
+        ):
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "the run never made its first evaluation"
             time.sleep(0.2)
@@ -114,7 +118,6 @@ def test_kill_9_of_a_worker_ends_the_job_without_hanging(tmp_path):
     # the last checkpoints stay loadable, and the run resumes from them
     import numpy as np
 
-    ckpt = tmp_path / "run" / "checkpoints"
     reached = []
     for w in range(3):
         with np.load(ckpt / f"worker-{w}.npz") as f:

@@ -353,6 +353,8 @@ class WorkerLoop:
             w.receive(self._reply(recv_buf))
         else:
             w.start(self._reply(recv_buf))
+        if self.checkpoint is not None:  # a resumable state exists from the start
+            self.checkpoint(w.state_dict())
         last_checkpoint = w.iteration
         pending: Any = None
         t_start = time.perf_counter()
