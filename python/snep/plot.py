@@ -91,6 +91,17 @@ def _x_label(records: Sequence[Mapping[str, Any]], x: str) -> str:
     return _X_LABELS.get(x, x.replace("_", " "))
 
 
+def _finish_panel(ax: Any, xlabel: str, ylabel: str, drawn: int) -> None:
+    """Axis labels, grid, and a legend (or a note that nothing was drawn)."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+    if drawn:
+        ax.legend(fontsize="small")
+    else:
+        ax.text(0.5, 0.5, "no evaluations", ha="center", va="center", transform=ax.transAxes)
+
+
 def plot_history(
     records: Sequence[Mapping[str, Any]],
     path: str | Path,
@@ -130,13 +141,7 @@ def plot_history(
             if xs:
                 ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, ms=3, label=label)
                 drawn += 1
-        ax.set_xlabel(_x_label(records, x))
-        ax.set_ylabel(ylabel)
-        ax.grid(True, alpha=0.3)
-        if drawn:
-            ax.legend(fontsize="small")
-        else:
-            ax.text(0.5, 0.5, "no evaluations", ha="center", va="center", transform=ax.transAxes)
+        _finish_panel(ax, _x_label(records, x), ylabel, drawn)
     if title:
         fig.suptitle(title)
     return _save(fig, path)
@@ -179,13 +184,7 @@ def plot_histories(
                 marker = "o" if len(xs) < 30 else None
                 ax.plot(xs, ys, marker=marker, ms=3, label=f"{label} ({estimate})")
                 drawn += 1
-        ax.set_xlabel(_x_label(all_records, x))
-        ax.set_ylabel(ylabel)
-        ax.grid(True, alpha=0.3)
-        if drawn:
-            ax.legend(fontsize="small")
-        else:
-            ax.text(0.5, 0.5, "no evaluations", ha="center", va="center", transform=ax.transAxes)
+        _finish_panel(ax, _x_label(all_records, x), ylabel, drawn)
     if title:
         fig.suptitle(title)
     return _save(fig, path)
