@@ -180,10 +180,8 @@ class BatchedSnepIteration:
         self.mlp.loglik_and_grad(self.arrays.x, self.bx, self.by, self.grad)
         self.iteration += 1
         s = self.scalars
-        s.step = self.iteration
         s.site_step = self.config.snep.site_step(self.iteration)
-        s.bias_corr1 = 1.0 - s.beta1**self.iteration
-        s.bias_corr2 = 1.0 - s.beta2**self.iteration
+        s.set_step(self.kind, self.iteration)
         self.guard_fired += self.backend.fused_step(self.kind, self.arrays, self.grad, s)
         if self.iteration % self.config.snep.n_inner == 0:
             a = self.arrays

@@ -185,7 +185,7 @@ def update_tensor_(
     elif kind == SamplerKind.PSGLD:
         v = s.rms_decay * s1 + (1.0 - s.rms_decay) * g * g
         s1.copy_(v)
-        sv = torch.sqrt(v)
+        sv = torch.sqrt(v / s.bias_corr2)  # bias-corrected, as in the kernel
         precond = 1.0 / (s.rms_eps + sv)
         drift = precond * g
         if s.gamma_term:
@@ -332,9 +332,7 @@ class TorchSnepWorker:
         loglik, grads = fwd_bwd(self.params(), x, y)
         self.iteration += 1
         s = self.scalars
-        s.step = self.iteration
-        s.bias_corr1 = 1.0 - s.beta1**self.iteration
-        s.bias_corr2 = 1.0 - s.beta2**self.iteration
+        s.set_step(self.kind, self.iteration)
         self.guard_fired += self.update(grads, noise)
         if self.iteration % self.n_inner == 0:  # outer step: anchor <- local posterior
             st = self.state

@@ -245,9 +245,7 @@ class EasgdWorker(_PointWorker):
         self._minibatch_grad()
         s = self.scalars
         self.sampler_steps += 1
-        s.step = self.sampler_steps
-        s.bias_corr1 = 1.0 - s.beta1**self.sampler_steps
-        s.bias_corr2 = 1.0 - s.beta2**self.sampler_steps
+        s.set_step(self.kind, self.sampler_steps)
         self.backend.fused_step(self.kind, self.arrays, self.grad, s)
         return self._maybe_push()
 

@@ -424,9 +424,7 @@ def run_adam(
     for t in range(1, train.iterations + 1):
         gather_batch(x, y, stream.next_indices(), bx[0], by[0])
         loglik = mlp.loglik_and_grad(a.x, bx, by, grad)
-        s.step = t
-        s.bias_corr1 = 1.0 - beta1**t
-        s.bias_corr2 = 1.0 - s.beta2**t
+        s.set_step(SamplerKind.ADAM_SGLD, t)
         backend.fused_step(SamplerKind.ADAM_SGLD, a, grad, s)
         if t % train.eval_every == 0 or t == train.iterations:
             record = {

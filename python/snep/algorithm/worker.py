@@ -205,10 +205,7 @@ class SnepWorker:
             )
             self.last_loglik = float(loglik[0]) / self.batch_size
             self.sampler_steps += 1
-            s.step = self.sampler_steps
-            s.bias_corr1 = 1.0 - s.beta1**self.sampler_steps
-            decay2 = s.rms_decay if self.kind == SamplerKind.PSGLD else s.beta2
-            s.bias_corr2 = 1.0 - decay2**self.sampler_steps
+            s.set_step(self.kind, self.sampler_steps)
             if self.method == "snep":
                 last = k == k_samples - 1
                 s.accumulate = int(k_samples > 1)

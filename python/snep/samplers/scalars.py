@@ -52,3 +52,12 @@ class PassScalars:
     seed: int = 0
     step: int = 0
     stream: int = 0
+
+    def set_step(self, kind: SamplerKind, t: int) -> None:
+        """Step ``t`` (1-based) of a chain: the noise counter and the bias corrections
+        ``1 - beta1^t`` and ``1 - decay^t``, with decay = pSGLD's ``rms_decay`` or
+        Adam's ``beta2``."""
+        self.step = t
+        self.bias_corr1 = 1.0 - self.beta1**t
+        decay2 = self.rms_decay if kind == SamplerKind.PSGLD else self.beta2
+        self.bias_corr2 = 1.0 - decay2**t
