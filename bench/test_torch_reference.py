@@ -30,21 +30,11 @@ KINDS = list(SamplerKind)
 
 def _state(rng: np.random.Generator, c: int) -> ChainArrays:
     """A random proper state; about 5% of the tilted precisions are negative (guard fires)."""
-    p = SPEC.size
-    a = ChainArrays.zeros(c, p)
-    for i in range(c):
-        a.x[i] = init_params(SPEC, rng)
-    a.x += rng.normal(0, 0.1, (c, p)).astype(np.float32)
-    a.site_prec[...] = rng.uniform(0.5, 20, (c, p))
-    a.site_pm[...] = a.site_prec * rng.normal(0, 1, (c, p))
-    a.cavity_prec[...] = rng.uniform(1, 50, (c, p))
-    a.cavity_pm[...] = a.cavity_prec * rng.normal(0, 1, (c, p))
-    a.anchor_prec[...] = a.cavity_prec + a.site_prec
-    bad = rng.random((c, p)) < 0.05
-    a.anchor_prec[bad] = 0.5 * a.site_prec[bad]
-    a.anchor_pm[...] = a.cavity_pm + a.site_pm
-    a.s1[...] = rng.uniform(0.0, 2.0, (c, p))
-    a.s2[...] = rng.uniform(0.1, 2.0, (c, p))
+    a = ChainArrays.random(rng, c, SPEC.size)
+    for i in range(c):  # positions near a real initialisation, as in training
+        a.x[i] = init_params(SPEC, rng) + rng.normal(0, 0.1, SPEC.size)
+    a.acc_x[...] = 0.0  # the PyTorch step keeps no moment accumulators
+    a.acc_x2[...] = 0.0
     return a
 
 

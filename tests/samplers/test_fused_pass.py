@@ -14,22 +14,7 @@ KINDS = list(SamplerKind)
 
 
 def random_state(rng: np.random.Generator, c: int, p: int) -> ChainArrays:
-    a = ChainArrays.zeros(c, p, np.float32)
-    a.x[...] = rng.normal(0, 1, (c, p))
-    a.site_prec[...] = rng.uniform(0.5, 20, (c, p))
-    a.site_pm[...] = a.site_prec * rng.normal(0, 1, (c, p))
-    a.cavity_prec[...] = rng.uniform(1, 50, (c, p))
-    a.cavity_pm[...] = a.cavity_prec * rng.normal(0, 1, (c, p))
-    a.anchor_prec[...] = a.cavity_prec + a.site_prec
-    # a few elements whose tilted precision is negative: the guard must fire there
-    bad = rng.random((c, p)) < 0.05
-    a.anchor_prec[bad] = 0.5 * a.site_prec[bad]
-    a.anchor_pm[...] = a.cavity_pm + a.site_pm
-    a.s1[...] = rng.uniform(0.0, 2.0, (c, p))
-    a.s2[...] = rng.uniform(0.1, 2.0, (c, p))
-    a.acc_x[...] = rng.normal(0, 1, (c, p))
-    a.acc_x2[...] = a.acc_x**2 + rng.uniform(0, 1, (c, p))
-    return a
+    return ChainArrays.random(rng, c, p)
 
 
 def scalars_for(kind: SamplerKind, **over) -> PassScalars:

@@ -51,6 +51,29 @@ class ChainArrays:
         """All-zero arrays (precisions must be filled before use)."""
         return cls(*(np.zeros((n_chains, n_params), dtype) for _ in range(11)))
 
+    @classmethod
+    def random(
+        cls, rng: np.random.Generator, n_chains: int, n_params: int, dtype: type = np.float32
+    ) -> ChainArrays:
+        """A random proper worker state for tests and checks: about 5% of the
+        elements have a negative tilted precision, so the guard fires there."""
+        c, p = n_chains, n_params
+        a = cls.zeros(c, p, dtype)
+        a.x[...] = rng.normal(0, 1, (c, p))
+        a.site_prec[...] = rng.uniform(0.5, 20, (c, p))
+        a.site_pm[...] = a.site_prec * rng.normal(0, 1, (c, p))
+        a.cavity_prec[...] = rng.uniform(1, 50, (c, p))
+        a.cavity_pm[...] = a.cavity_prec * rng.normal(0, 1, (c, p))
+        a.anchor_prec[...] = a.cavity_prec + a.site_prec
+        bad = rng.random((c, p)) < 0.05
+        a.anchor_prec[bad] = 0.5 * a.site_prec[bad]
+        a.anchor_pm[...] = a.cavity_pm + a.site_pm
+        a.s1[...] = rng.uniform(0.0, 2.0, (c, p))
+        a.s2[...] = rng.uniform(0.1, 2.0, (c, p))
+        a.acc_x[...] = rng.normal(0, 1, (c, p))
+        a.acc_x2[...] = a.acc_x**2 + rng.uniform(0, 1, (c, p))
+        return a
+
     def astype(self, dtype: type) -> ChainArrays:
         """A copy with every array converted to ``dtype``."""
         return ChainArrays(*(np.array(a, dtype=dtype) for a in self.arrays()))
