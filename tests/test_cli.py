@@ -247,3 +247,33 @@ def test_a_baseline_run_can_be_evaluated(tmp_path):
             "--no-progress", "-q"]  # fmt: skip
     assert main(argv) == 0
     assert main(["evaluate", str(tmp_path / "e"), "--samples", "2"]) == 0
+
+
+def test_validation_split_and_set_keys(tmp_path, capsys):
+    argv = ["train", *TINY, "--validation", "0.2", "--v-lo", "0.005", "--no-plot", "-q"]
+    argv += ["--set", "sampler.kind=sgld", "--set", "snep.site_step.value=0.05"]
+    argv += ["--set", "model.hidden=[8, 4]", "--out", str(tmp_path), "--name", "v"]
+    assert main(argv) == 0
+    run = tmp_path / "v"
+    cfg = load_config(run / "config.toml")
+    assert cfg.train.validation == 0.2 and cfg.snep.v_lo == 0.005
+    assert cfg.sampler.kind == "sgld" and cfg.snep.site_step.value == 0.05
+    assert cfg.model.hidden == (8, 4)  # --set wins over --hidden
+    summary = json.loads((run / "summary.json").read_text())
+    # digits has 1437 training images: 287 held out, scored instead of the test set
+    assert summary["data"]["n_train"] == 1437 - 287 and summary["data"]["n_test"] == 287
+    assert "final validation metrics" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["--validation", "1.5"], "train.validation"),
+        (["--set", "snep"], "expected SECTION.KEY=VALUE"),
+        (["--set", "snep.nope=1"], "nope"),
+        (["--set", "train.workers.x=1"], "'workers' is not a table"),
+    ],
+)
+def test_validation_and_set_errors(tmp_path, capsys, argv, fragment):
+    assert main(["train", *TINY, "--out", str(tmp_path), "-q", *argv]) == 2
+    assert fragment in capsys.readouterr().err

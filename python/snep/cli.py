@@ -50,6 +50,7 @@ _FLAG_KEYS: dict[str, tuple[str, str]] = {
     "threads": ("train", "threads"),
     "sharding": ("train", "sharding"),
     "dirichlet_alpha": ("train", "dirichlet_alpha"),
+    "validation": ("train", "validation"),
     "hidden": ("model", "hidden"),
     "sampler": ("sampler", "kind"),
     "step_size": ("sampler", "step_size"),
@@ -58,6 +59,7 @@ _FLAG_KEYS: dict[str, tuple[str, str]] = {
     "n_sync": ("snep", "n_sync"),
     "n_inner": ("snep", "n_inner"),
     "prior_var": ("snep", "prior_var"),
+    "v_lo": ("snep", "v_lo"),
 }
 
 _ROWS = (("mean", "posterior mean"), ("avg", "running average"), ("bma", "model average (BMA)"))
@@ -172,6 +174,13 @@ def _add_train(sub: Any) -> None:
         metavar="A",
         help=f"concentration of dirichlet sharding (default {d.train.dirichlet_alpha})",
     )
+    g.add_argument(
+        "--validation",
+        type=float,
+        metavar="FRACTION",
+        help="hold out this stratified fraction of the training data (split seed 0) and "
+        "evaluate on it instead of the test set: for choosing settings (default 0: off)",
+    )
     g = p.add_argument_group("model and sampler (tables [model], [sampler])")
     g.add_argument(
         "--hidden",
@@ -229,6 +238,22 @@ def _add_train(sub: Any) -> None:
         metavar="V",
         help=f"prior variance sigma0^2 (default {d.snep.prior_var})",
     )
+    g.add_argument(
+        "--v-lo",
+        type=float,
+        metavar="V",
+        help=f"site variance floor; caps the precision at 1/prior_var + workers/v_lo "
+        f"(default {d.snep.v_lo})",
+    )
+    g.add_argument(
+        "--set",
+        dest="set_keys",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="set any config key, VALUE in TOML syntax (repeatable; wins over the other "
+        "flags), e.g. --set sampler.kind='\"sgld\"' --set snep.v_init=0.003",
+    )
     g = p.add_argument_group("output")
     g.add_argument("--out", metavar="DIR", type=Path, help="parent of the run directory (runs/)")
     g.add_argument(
@@ -268,6 +293,86 @@ def _add_evaluate(sub: Any) -> None:
     p.set_defaults(command=_cmd_evaluate)
 
 
+def _seed_list(text: str) -> tuple[int, ...]:
+    """Parse ``--seeds``: comma-separated non-negative integers."""
+    try:
+        seeds = tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        seeds = ()
+    if not seeds or min(seeds) < 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a list of seeds; expected comma-separated integers >= 0, e.g. 0,1,2"
+        )
+    return seeds
+
+
+def _add_experiment(sub: Any) -> None:
+    p = sub.add_parser(
+        "experiment",
+        help="run a named experiment (resumable) and write its report",
+        description=(
+            "Run every run of the named experiments that is not finished yet (one "
+            "'snep train' process each; interrupted SNEP runs resume from their checkpoint), "
+            "then write POOL/NAME/report.md with the table and plots. --list describes them."
+        ),
+    )
+    p.add_argument("names", nargs="*", metavar="NAME", help="experiment names ('all': every one)")
+    p.add_argument("--list", action="store_true", help="list the experiments and their runs")
+    p.add_argument("--report", action="store_true", help="only write the reports; run nothing")
+    p.add_argument("--dry-run", action="store_true", help="print the commands; run nothing")
+    p.add_argument(
+        "--seeds", type=_seed_list, metavar="0,1,2", help="seeds (default: each experiment's)"
+    )
+    p.add_argument("--jobs", type=_positive_int, default=1, metavar="N", help="runs at once")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        metavar="N",
+        help="threads per run (default: the cores divided among the jobs)",
+    )
+    p.add_argument(
+        "--pool",
+        type=Path,
+        metavar="DIR",
+        help="directory of the runs and reports (default runs/experiments)",
+    )
+    p.set_defaults(command=_cmd_experiment)
+
+
+def _cmd_experiment(args: argparse.Namespace) -> int:
+    from snep.experiments import (
+        DEFAULT_POOL,
+        EXPERIMENTS,
+        get_experiment,
+        plan,
+        run_experiments,
+        write_report,
+    )
+
+    if args.list or not args.names:
+        for exp in EXPERIMENTS.values():
+            print(f"{exp.name}: {exp.title}")
+            print(f"    seeds {list(exp.seeds)}; scored on the {exp.split} split")
+            for arm in exp.arms:
+                print(f"    {arm.key:32s} {arm.label}")
+        return 0
+    names = list(EXPERIMENTS) if args.names == ["all"] else args.names
+    experiments = [get_experiment(n) for n in names]
+    pool = args.pool or DEFAULT_POOL
+    failed = 0
+    if not args.report:
+        runs = plan(experiments, pool, args.seeds)
+        failed = run_experiments(runs, pool, args.jobs, args.threads, dry_run=args.dry_run)
+    if not args.dry_run:
+        for exp in experiments:
+            print(f"wrote {write_report(exp, pool, args.seeds)}")
+    if failed:
+        print(f"snep: {failed} run(s) failed; their logs are in {pool / 'logs'}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _add_info(sub: Any) -> None:
     p = sub.add_parser(
         "info",
@@ -291,6 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     _add_train(sub)
     _add_evaluate(sub)
+    _add_experiment(sub)
     _add_info(sub)
     return parser
 
@@ -337,6 +443,8 @@ def resolve_config(args: argparse.Namespace) -> Config:
             if not isinstance(table, dict):
                 continue  # Config.from_dict reports the malformed section
             table[key] = value
+    for assignment in getattr(args, "set_keys", None) or ():
+        _apply_set(data, assignment)
     if args.site_step is not None:
         snep_table = data.setdefault("snep", {})
         if isinstance(snep_table, dict):
@@ -355,6 +463,45 @@ def resolve_config(args: argparse.Namespace) -> Config:
         return Config.from_dict(data)
     except ConfigError as exc:
         raise ConfigError(f"{exc}{_where(exc, args)}") from None
+
+
+def _apply_set(data: dict[str, Any], assignment: str) -> None:
+    """Apply one ``--set section.key[.sub]=VALUE`` (VALUE in TOML syntax; a bare word is a
+    string) to the nested config mapping ``data``."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    key, sep, text = assignment.partition("=")
+    parts = [k.strip() for k in key.split(".")]
+    if not sep or len(parts) < 2 or not all(parts):
+        raise ConfigError(
+            f"--set {assignment!r}: expected SECTION.KEY=VALUE, e.g. --set snep.v_lo=0.003"
+        )
+    try:
+        value = tomllib.loads(f"v = {text.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text.strip()  # a bare word: a string such as sgld
+    table = data
+    for part in parts[:-1]:
+        nxt = table.setdefault(part, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"--set {assignment!r}: {part!r} is not a table")
+        table = nxt
+    table[parts[-1]] = value
+
+
+def load_run_data(config: Any) -> Any:
+    """The run's data set: ``config.train.data``, or with ``train.validation > 0`` its
+    training data split into train and a held-out validation part (fixed split seed 0,
+    so runs with different seeds are scored on the same examples)."""
+    from snep.data import holdout_validation
+    from snep.data.loaders import load_dataset
+
+    dataset = load_dataset(config.train.data)
+    if config.train.validation > 0:
+        dataset = holdout_validation(dataset, config.train.validation, seed=0)
+    return dataset
 
 
 def _where(exc: ConfigError, args: argparse.Namespace) -> str:
@@ -457,9 +604,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     # heavy imports only now, after the thread variables are set
     from snep.algorithm.runner import fit
     from snep.backends import get_backend
-    from snep.data.loaders import load_dataset
 
-    dataset = load_dataset(config.train.data)
+    dataset = load_run_data(config)
     backend = get_backend(config.train.backend, config.train.threads)
     t = config.train
     banner = (
@@ -539,13 +685,12 @@ def _cmd_train_mpi(args: argparse.Namespace, config: Any) -> int:
 
     from snep import rundir
     from snep.backends import get_backend
-    from snep.data.loaders import load_dataset
     from snep.transport.launch import broadcast_config, run_mpi
 
     comm = MPI.COMM_WORLD
     rank = comm.Get_rank()
     config = broadcast_config(comm, config if rank == 0 else None)
-    dataset = load_dataset(config.train.data)
+    dataset = load_run_data(config)
     backend = get_backend(config.train.backend, config.train.threads)
     resume = args.resume is not None
     run_dir = None
@@ -588,7 +733,8 @@ def _finish_run(args, config, dataset, backend, run_dir, result, wall) -> None:
     bma = None if t.method == "adam" else t.bma_samples
     if not args.quiet:
         print()
-    print(format_metrics_table(result.final, bma, title=f"final test metrics ({dataset.name})"))
+    split = "validation" if t.validation > 0 else "test"
+    print(format_metrics_table(result.final, bma, title=f"final {split} metrics ({dataset.name})"))
     print(f"\ntrained in {wall:.1f} s; run directory: {run_dir}")
 
 

@@ -224,6 +224,9 @@ class TrainConfig:
     ``checkpoint_every``: evaluations between checkpoints (0: none).
     ``synchronous`` (MPI): the server takes pushes in worker order each round and
     workers wait for their reply, reproducing the in-process runner bitwise.
+    ``validation``: when > 0, hold out this stratified fraction of the *training*
+    data (seeded by ``seed``) and evaluate on it instead of the test set, so that
+    settings are chosen without looking at the test set.
     """
 
     method: str = "snep"
@@ -243,6 +246,7 @@ class TrainConfig:
     reply_delay: float = 0.0
     checkpoint_every: int = 1
     synchronous: bool = False
+    validation: float = 0.0
 
     def __post_init__(self) -> None:
         _one_of("train.method", self.method, METHODS)
@@ -273,6 +277,12 @@ class TrainConfig:
             _positive("train.speeds[]", s)
         _positive("train.reply_delay", self.reply_delay, allow_zero=True)
         _int_at_least("train.checkpoint_every", self.checkpoint_every, 0)
+        if not isinstance(self.validation, (int, float)) or not (0 <= self.validation < 1):
+            _fail(
+                "train.validation",
+                self.validation,
+                "a fraction in [0, 1) of the training data to hold out (0: off)",
+            )
 
     @property
     def averaging_start(self) -> int:

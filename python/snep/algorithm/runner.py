@@ -278,10 +278,12 @@ def _events_state(events: list[tuple[float, int, int, int, Any]]) -> dict[str, n
 
 
 def _restore(resume: Mapping[str, np.ndarray], workers: list[SnepWorker], config: Config):
-    saved = json.loads(bytes(resume["runner.config"]).decode())
+    # through Config: keys added to snep since the checkpoint take their defaults
+    saved = Config.from_dict(json.loads(bytes(resume["runner.config"]).decode())).to_dict()
     current = config.to_dict()
     for d in (saved, current):  # what may change between a run and its resumption
-        for key in ("iterations", "eval_every", "checkpoint_every"):
+        # threads: a machine setting (a different BLAS split may change the last bits)
+        for key in ("iterations", "eval_every", "checkpoint_every", "threads"):
             d["train"].pop(key, None)
     if saved != current:
         changed = sorted(
@@ -292,8 +294,8 @@ def _restore(resume: Mapping[str, np.ndarray], workers: list[SnepWorker], config
         )
         raise ConfigError(
             f"the checkpoint was written with another configuration (differs in {changed}); "
-            "resume with the run's own config.toml (only train.iterations, eval_every and "
-            "checkpoint_every may change)"
+            "resume with the run's own config.toml (only train.iterations, eval_every, "
+            "checkpoint_every and threads may change)"
         )
     server = PosteriorServer.from_state_dict(
         {k.removeprefix("server."): v for k, v in resume.items() if k.startswith("server.")}
