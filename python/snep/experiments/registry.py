@@ -125,7 +125,15 @@ _VAL_REF = Arm(
     "reference (β = 1, N_sync = N_inner = 10, v_lo = 1e-2)",
     (*MNIST_SHORT_VAL, *SITE_REF),
 )
-_REF_VALUES = {"--beta": "1", "--n-sync": "10", "--n-inner": "10", "--v-lo": "1e-2"}
+_REF_VALUES = {
+    "--beta": "1",
+    "--n-sync": "10",
+    "--n-inner": "10",
+    "--v-lo": "1e-2",
+    "--prior-var": "0.5",
+    "--site-step": "0.02",
+    "--step-size": "1e-3",
+}
 
 
 def _sweep(name: str, flag: str, values: tuple[str, ...]) -> tuple[Arm, ...]:
@@ -220,7 +228,21 @@ EXPERIMENTS: dict[str, Experiment] = {
             "mnist-vlo",
             "Site variance floor v_lo (MNIST, 4 workers, 3,000 iterations, validation split)",
             "v_lo caps the posterior precision at 1/σ0² + n/v_lo (DESIGN §1.3).",
-            _sweep("v_lo", "--v-lo", ("1e-2", "1e-3", "1e-4")),
+            _sweep("v_lo", "--v-lo", ("1e-2", "1e-3", "1e-4", "3e-2")),
+            seeds=(0,),
+            split="validation",
+        ),
+        Experiment(
+            "mnist-tuning",
+            "Prior variance, site step ε and sampler step h (MNIST, 4 workers, 3,000 "
+            "iterations, validation split)",
+            "One setting changed at a time from the reference point; for choosing "
+            "settings without the test set.",
+            (
+                *_sweep("prior_var", "--prior-var", ("0.5", "0.1")),
+                *_sweep("eps", "--site-step", ("0.05",)),
+                *_sweep("h", "--step-size", ("3e-4",)),
+            ),
             seeds=(0,),
             split="validation",
         ),
