@@ -684,14 +684,13 @@ def _cmd_train_mpi(args: argparse.Namespace, config: Any) -> int:
     from mpi4py import MPI
 
     from snep import rundir
-    from snep.backends import get_backend
-    from snep.transport.launch import broadcast_config, run_mpi
+    from snep.transport.launch import broadcast_config, rank_backend, run_mpi
 
     comm = MPI.COMM_WORLD
     rank = comm.Get_rank()
     config = broadcast_config(comm, config if rank == 0 else None)
     dataset = load_run_data(config)
-    backend = get_backend(config.train.backend, config.train.threads)
+    backend = rank_backend(config, comm)  # with cuda: one GPU per worker rank
     resume = args.resume is not None
     run_dir = None
     if rank == 0:  # every rank checkpoints into the run directory rank 0 chose

@@ -11,7 +11,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from snep.backends import Backend
+from snep.backends import Backend, get_backend
+from snep.backends.base import is_host
 from snep.config import Config
 from snep.data.dataset import Dataset
 from snep.metrics import classification_metrics
@@ -35,6 +36,8 @@ class Evaluator:
     """
 
     def __init__(self, spec: ParamSpec, dataset: Dataset, backend: Backend, config: Config):
+        if not is_host(backend):  # the posterior is on the host: score it there
+            backend = get_backend("cpu", config.train.threads)
         self.spec = spec
         self.x = np.ascontiguousarray(dataset.x_test, dtype=backend.dtype)
         self.y = dataset.y_test

@@ -194,7 +194,7 @@ class _PointWorker(SnepWorker):
         idx = self.stream.next_indices()
         gather_batch(self.x_data, self.y_data, idx, self.batch_x[0], self.batch_y[0])
         loglik = self.model.loglik_and_grad(self.arrays.x, self.batch_x, self.batch_y, self.grad)
-        self.last_loglik = float(loglik[0]) / self.batch_size
+        self._last_loglik = loglik[0] / self.batch_size
 
     def _maybe_push(self) -> Push | None:
         self.iteration += 1

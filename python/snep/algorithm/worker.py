@@ -28,6 +28,7 @@ import numpy as np
 
 from snep.algorithm.messages import Push, Reply
 from snep.backends import Backend, MLPKernels
+from snep.backends.base import array_module, to_device, to_host
 from snep.config import Config
 from snep.data.minibatch import MinibatchStream, gather_batch
 from snep.family import DiagGaussian
@@ -91,6 +92,10 @@ class SnepWorker:
         self.backend = backend
         self.method = train.method
         dtype = backend.dtype
+        # the chain arrays live where the backend computes (numpy, or CuPy for cuda); the
+        # shard, the minibatch and the float64 sites of the protocol stay on the host
+        self.xp = xp = array_module(backend)
+        self._defer_fired = hasattr(backend, "take_fired")
         self.x_data = np.ascontiguousarray(x, dtype=dtype)
         self.y_data = np.ascontiguousarray(y, dtype=np.int32)
         n_local = len(self.y_data)
@@ -101,16 +106,16 @@ class SnepWorker:
         self.stream = MinibatchStream(n_local, self.batch_size, self.seed % (2**63))
         self.model = model
         P = int(np.asarray(x0).size)
-        self.arrays = ChainArrays.zeros(1, P, dtype)
-        self.grad = np.zeros((1, P), dtype)
+        self.arrays = ChainArrays.zeros(1, P, dtype, xp)
+        self.grad = xp.zeros((1, P), dtype)
         self.batch_x = np.zeros((1, self.batch_size, self.x_data.shape[1]), dtype)
         self.batch_y = np.zeros((1, self.batch_size), np.int32)
 
-        self.arrays.x[0] = x0
+        self.arrays.x[0] = to_device(backend, x0, dtype)
         # initial site: natural parameters of N(x0, n * v_init) (DESIGN §1.4)
         v = n_workers * snep.v_init
         self.arrays.site_prec[...] = 1.0 / v
-        self.arrays.site_pm[0] = x0 / v
+        self.arrays.site_pm[0] = to_device(backend, np.asarray(x0) / v, dtype)
         # float64 views of the site: the last one pushed, the one before (restored
         # when the server rejects a push) and a scratch set; rotated, never reallocated
         self.sent = self._site64()
@@ -148,13 +153,27 @@ class SnepWorker:
         self.ep_rejected = 0
         self.pushes = 0
         self.replies = 0
-        self.last_loglik = float("nan")
+        self._last_loglik: object = float("nan")  # per example; device scalar until read
         self._window = 0  # samples accumulated (EP variant)
 
     # ------------------------------------------------------------------ state
+    def _host64(self, a: object) -> np.ndarray:
+        return to_host(self.backend, a).astype(np.float64)
+
     def _site64(self) -> DiagGaussian:
         a = self.arrays
-        return DiagGaussian(a.site_prec[0].astype(np.float64), a.site_pm[0].astype(np.float64))
+        return DiagGaussian(self._host64(a.site_prec[0]), self._host64(a.site_pm[0]))
+
+    def _collect_fired(self) -> None:
+        """Add the guard firings a device backend counted since the last read (a sync)."""
+        if self._defer_fired:
+            self.guard_fired += int(self.backend.take_fired())
+
+    @property
+    def last_loglik(self) -> float:
+        """Mean log-likelihood per example of the last minibatch (reading it syncs a GPU)."""
+        value = self._last_loglik
+        return value if isinstance(value, float) else float(to_host(self.backend, value))
 
     def initial_site(self) -> DiagGaussian:
         """The site to register with the server (float64 copies)."""
@@ -168,8 +187,8 @@ class SnepWorker:
         """``theta_loc = c_i + lambda_i`` (float64)."""
         a = self.arrays
         return DiagGaussian(
-            a.cavity_prec[0].astype(np.float64) + a.site_prec[0],
-            a.cavity_pm[0].astype(np.float64) + a.site_pm[0],
+            self._host64(a.cavity_prec[0]) + self._host64(a.site_prec[0]),
+            self._host64(a.cavity_pm[0]) + self._host64(a.site_pm[0]),
         )
 
     def start(self, reply: Reply) -> None:
@@ -181,14 +200,18 @@ class SnepWorker:
     def _set_cavity(self, reply: Reply) -> None:
         a, tmp = self.arrays, self._delta  # the last push's arrays are no longer needed
         np.subtract(reply.precision, self.sent.precision, out=tmp.precision)
-        np.copyto(a.cavity_prec[0], tmp.precision, casting="same_kind")
         np.subtract(reply.precision_mean, self.sent.precision_mean, out=tmp.precision_mean)
-        np.copyto(a.cavity_pm[0], tmp.precision_mean, casting="same_kind")
+        if self.xp is np:
+            np.copyto(a.cavity_prec[0], tmp.precision, casting="same_kind")
+            np.copyto(a.cavity_pm[0], tmp.precision_mean, casting="same_kind")
+        else:  # float64 -> float32 on the host, then one copy to the device
+            a.cavity_prec[0] = to_device(self.backend, tmp.precision, a.cavity_prec.dtype)
+            a.cavity_pm[0] = to_device(self.backend, tmp.precision_mean, a.cavity_pm.dtype)
 
     def _refresh_anchor(self) -> None:
-        a = self.arrays
-        np.add(a.cavity_prec, a.site_prec, out=a.anchor_prec)
-        np.add(a.cavity_pm, a.site_pm, out=a.anchor_pm)
+        a, xp = self.arrays, self.xp
+        xp.add(a.cavity_prec, a.site_prec, out=a.anchor_prec)
+        xp.add(a.cavity_pm, a.site_pm, out=a.anchor_pm)
 
     # ------------------------------------------------------------- iteration
     def step(self) -> Push | None:
@@ -203,7 +226,7 @@ class SnepWorker:
             loglik = self.model.loglik_and_grad(
                 self.arrays.x, self.batch_x, self.batch_y, self.grad
             )
-            self.last_loglik = float(loglik[0]) / self.batch_size
+            self._last_loglik = loglik[0] / self.batch_size  # not read here: no GPU sync
             self.sampler_steps += 1
             s.set_step(self.kind, self.sampler_steps)
             if self.method == "snep":
@@ -213,7 +236,10 @@ class SnepWorker:
                 s.inv_n_acc = 1.0 / k_samples if (k_samples > 1 and last) else 0.0
             else:  # EP / SMS: accumulate the window's samples, no site step
                 s.accumulate, s.update_site, s.inv_n_acc = 1, 0, 0.0
-            self.guard_fired += self.backend.fused_step(self.kind, self.arrays, self.grad, s)
+            if self._defer_fired:  # counted on the device, read at syncs: no host sync here
+                self.backend.fused_step(self.kind, self.arrays, self.grad, s, return_fired=False)
+            else:
+                self.guard_fired += self.backend.fused_step(self.kind, self.arrays, self.grad, s)
         self.iteration += 1
         if self.method == "ep":
             self._window += 1
@@ -228,17 +254,17 @@ class SnepWorker:
     def _ep_update(self) -> None:
         """Damped EP site update from the window's sample moments (Xu et al. 2014)."""
         snep = self.config.snep
-        a = self.arrays
+        a, xp = self.arrays, self.xp  # numpy or CuPy
         n = max(self._window, 1)
         mean = a.acc_x / n
-        var = np.maximum(a.acc_x2 / n - mean * mean, snep.v_lo / self.n_workers)
+        var = xp.maximum(a.acc_x2 / n - mean * mean, snep.v_lo / self.n_workers)
         tilted_prec = 1.0 / var
         eta_prec = a.anchor_prec - a.site_prec / self.beta
         eta_pm = a.anchor_pm - a.site_pm / self.beta
         bad = eta_prec < snep.prec_floor
         self.guard_fired += int(bad.sum())
-        eta_pm = np.where(bad, snep.prec_floor * a.anchor_pm / a.anchor_prec, eta_pm)
-        eta_prec = np.where(bad, snep.prec_floor, eta_prec)
+        eta_pm = xp.where(bad, snep.prec_floor * a.anchor_pm / a.anchor_prec, eta_pm)
+        eta_prec = xp.where(bad, snep.prec_floor, eta_prec)
         new_prec = self.beta * (tilted_prec - eta_prec)
         new_pm = self.beta * (tilted_prec * mean - eta_pm)
         alpha = snep.damping
@@ -246,10 +272,10 @@ class SnepWorker:
         pm = (1 - alpha) * a.site_pm + alpha * new_pm
         ok = prec > 1.0 / snep.v_hi
         self.ep_rejected += int((~ok).sum())
-        m = np.clip(pm / np.where(ok, prec, 1.0), snep.m_lo, snep.m_hi)
-        v = np.clip(1.0 / np.where(ok, prec, 1.0), snep.v_lo, snep.v_hi)
-        a.site_prec[...] = np.where(ok, 1.0 / v, a.site_prec)
-        a.site_pm[...] = np.where(ok, m / v, a.site_pm)
+        m = xp.clip(pm / xp.where(ok, prec, 1.0), snep.m_lo, snep.m_hi)
+        v = xp.clip(1.0 / xp.where(ok, prec, 1.0), snep.v_lo, snep.v_hi)
+        a.site_prec[...] = xp.where(ok, 1.0 / v, a.site_prec)
+        a.site_pm[...] = xp.where(ok, m / v, a.site_pm)
         a.acc_x[...] = 0.0
         a.acc_x2[...] = 0.0
         self._window = 0
@@ -261,8 +287,9 @@ class SnepWorker:
         The push's arrays are the worker's buffers: valid until its next push.
         """
         a, site, delta = self.arrays, self._scratch, self._delta
-        np.copyto(site.precision, a.site_prec[0])
-        np.copyto(site.precision_mean, a.site_pm[0])
+        np.copyto(site.precision, to_host(self.backend, a.site_prec[0]))
+        np.copyto(site.precision_mean, to_host(self.backend, a.site_pm[0]))
+        self._collect_fired()
         np.subtract(site.precision, self.sent.precision, out=delta.precision)
         np.subtract(site.precision_mean, self.sent.precision_mean, out=delta.precision_mean)
         push = Push(
@@ -306,9 +333,11 @@ class SnepWorker:
         """The chain, site, anchor, cavity, sampler state, counters and minibatch stream
         (npz-ready), taken between iterations; a push in flight is recorded (its reply
         is the transport's to keep)."""
+        self._collect_fired()
         names = ChainArrays.__dataclass_fields__
         state = {
-            f"chain_{name}": arr for name, arr in zip(names, self.arrays.arrays(), strict=True)
+            f"chain_{name}": to_host(self.backend, arr)
+            for name, arr in zip(names, self.arrays.arrays(), strict=True)
         }
         state["sent_precision"] = self.sent.precision
         state["sent_precision_mean"] = self.sent.precision_mean
@@ -332,7 +361,7 @@ class SnepWorker:
                     f"worker {self.worker}: saved {name} has shape {saved.shape}, this worker's "
                     f"has {arr.shape}: the checkpoint belongs to another model or config"
                 )
-            arr[...] = saved
+            arr[...] = to_device(self.backend, saved, arr.dtype)
         self.sent.precision[...] = state["sent_precision"]
         self.sent.precision_mean[...] = state["sent_precision_mean"]
         self._sent_before_push.precision[...] = state["previous_sent_precision"]
@@ -345,6 +374,7 @@ class SnepWorker:
 
     def stats(self) -> dict[str, float]:
         """Counters for the metrics stream."""
+        self._collect_fired()
         return {
             "iteration": self.iteration,
             "pushes": self.pushes,

@@ -32,7 +32,7 @@ def available_backends() -> list[str]:
     return names
 
 
-def get_backend(name: str = "auto", n_threads: int = 0) -> Backend:
+def get_backend(name: str = "auto", n_threads: int = 0, device: int | None = None) -> Backend:
     """Return a backend by name.
 
     Parameters
@@ -41,6 +41,9 @@ def get_backend(name: str = "auto", n_threads: int = 0) -> Backend:
         ``auto`` picks ``cpu`` (the ``cuda`` backend is opt-in).
     n_threads : int
         Threads of the CPU kernels (0: library default).
+    device : int, optional
+        CUDA device of the ``cuda`` backend (default: CuPy's current device); under MPI
+        :func:`snep.transport.launch.rank_backend` picks one per rank.
     """
     if name == "auto":
         name = "cpu"
@@ -71,9 +74,14 @@ def get_backend(name: str = "auto", n_threads: int = 0) -> Backend:
                 f"backend 'cuda' is not available: {why} (CuPy {cupy.__version__} is "
                 f"installed); available here: {available_backends()}"
             )
+        if device is not None and not 0 <= device < n_devices:
+            raise BackendUnavailableError(
+                f"CUDA device {device} does not exist: {n_devices} device(s) are visible "
+                "(check CUDA_VISIBLE_DEVICES)"
+            )
         from snep.backends.cuda import CudaBackend
 
-        return CudaBackend()
+        return CudaBackend(device)
     raise BackendUnavailableError(
         f"unknown backend {name!r}; expected one of {('auto', *_NAMES)}; "
         f"available on this machine: {available_backends()}"

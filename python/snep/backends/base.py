@@ -1,8 +1,15 @@
-"""The small interface every compute backend implements (DESIGN §2)."""
+"""The small interface every compute backend implements (DESIGN §2).
+
+Backends whose arrays live on a device (``cuda``) also define ``xp`` (their array
+module, e.g. CuPy), ``to_host(a)`` (a numpy copy), ``to_device(a, dtype)`` and
+``take_fired()`` (the guard count accumulated on the device, read only at syncs);
+host backends need none of them: :func:`array_module`, :func:`to_host`,
+:func:`to_device` and :func:`is_host` supply the numpy defaults.
+"""
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -10,7 +17,7 @@ from snep.model.spec import ParamSpec
 from snep.samplers.reference import ChainArrays
 from snep.samplers.scalars import PassScalars, SamplerKind
 
-__all__ = ["Backend", "MLPKernels"]
+__all__ = ["Backend", "MLPKernels", "array_module", "is_host", "to_device", "to_host"]
 
 
 class MLPKernels(Protocol):
@@ -53,3 +60,25 @@ class Backend(Protocol):
     ) -> np.ndarray:
         """The standard normals the fused pass draws for (seed, stream, step)."""
         ...
+
+
+def array_module(backend: Any) -> Any:
+    """The array module of ``backend``'s arrays (numpy unless it defines ``xp``)."""
+    return getattr(backend, "xp", np)
+
+
+def is_host(backend: Any) -> bool:
+    """Whether ``backend``'s arrays are numpy arrays in host memory."""
+    return array_module(backend) is np
+
+
+def to_host(backend: Any, a: Any) -> np.ndarray:
+    """``a`` (an array of ``backend``) as a numpy array (a view when already on the host)."""
+    f = getattr(backend, "to_host", None)
+    return np.asarray(a) if f is None else f(a)
+
+
+def to_device(backend: Any, a: Any, dtype: Any = None) -> Any:
+    """``a`` (host or device) as an array of ``backend`` (of ``dtype`` when given)."""
+    f = getattr(backend, "to_device", None)
+    return np.asarray(a, dtype) if f is None else f(a, dtype)

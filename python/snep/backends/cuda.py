@@ -109,11 +109,29 @@ class CudaBackend:
 
     name = "cuda"
     dtype = np.float32
+    #: the array module of this backend's arrays (see :mod:`snep.backends.base`)
+    xp = cupy
 
     def __init__(self, device: int | None = None) -> None:
         if device is not None:
             cupy.cuda.Device(int(device)).use()
         self.device = int(cupy.cuda.Device().id)
+
+    # -- host/device ------------------------------------------------------------------------
+    @staticmethod
+    def to_host(a: Any) -> np.ndarray:
+        """A numpy copy of a device array (waits for the work that writes it)."""
+        return cupy.asnumpy(a)
+
+    @staticmethod
+    def to_device(a: Any, dtype: Any = None) -> Any:
+        """``a`` (host or device) as a cupy array of ``dtype``."""
+        return cupy.asarray(a, dtype=dtype)
+
+    @staticmethod
+    def take_fired() -> int:
+        """Guard firings counted on the device since the last read (a host sync)."""
+        return cuda_fused.take_fired()
 
     # -- MLP ------------------------------------------------------------------------------
     def mlp(self, spec: ParamSpec, n_chains: int, batch_size: int) -> CudaMLP:
@@ -129,9 +147,14 @@ class CudaBackend:
         scalars: PassScalars,
         noise: Any = None,
         *,
-        return_fired: bool = True,
+        return_fired: bool = False,
     ) -> int | None:
-        """One fused sampler/moment/site pass in place; see :func:`cuda_fused.fused_step`."""
+        """One fused sampler/moment/site pass in place; see :func:`cuda_fused.fused_step`.
+
+        By default nothing waits for the GPU: the guard count stays on the device until
+        :meth:`take_fired` (the worker reads it at each sync); ``return_fired=True``
+        waits and returns it.
+        """
         return cuda_fused.fused_step(
             kind, arrays, grad, scalars, noise=noise, return_fired=return_fired
         )

@@ -17,6 +17,7 @@ noise passed in, so that the comparison is exact up to rounding).  It mirrors
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -47,9 +48,11 @@ class ChainArrays:
     acc_x2: np.ndarray
 
     @classmethod
-    def zeros(cls, n_chains: int, n_params: int, dtype: type = np.float32) -> ChainArrays:
-        """All-zero arrays (precisions must be filled before use)."""
-        return cls(*(np.zeros((n_chains, n_params), dtype) for _ in range(11)))
+    def zeros(
+        cls, n_chains: int, n_params: int, dtype: type = np.float32, xp: Any = np
+    ) -> ChainArrays:
+        """All-zero arrays of array module ``xp`` (precisions must be filled before use)."""
+        return cls(*(xp.zeros((n_chains, n_params), dtype) for _ in range(11)))
 
     @classmethod
     def random(

@@ -28,6 +28,7 @@ from snep.algorithm.runner import (
     blas_threads,
     build_spec,
     make_server,
+    require_host_for_baselines,
 )
 from snep.algorithm.server import PosteriorServer
 from snep.backends import Backend, get_backend
@@ -51,6 +52,43 @@ def broadcast_config(comm: Any, config: Config | None) -> Config:
     buf = np.frombuffer(payload, np.uint8).copy() if payload else np.empty(int(n[0]), np.uint8)
     comm.Bcast(buf, root=0)
     return Config.from_dict(json.loads(buf.tobytes().decode()))
+
+
+def local_rank(comm: Any) -> int:
+    """This rank's index among the ranks of its node (``MPI.COMM_TYPE_SHARED``)."""
+    from mpi4py import MPI
+
+    node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+    try:
+        return int(node.Get_rank())
+    finally:
+        node.Free()
+
+
+def device_for_rank(rank: int, node_rank: int, n_devices: int) -> int | None:
+    """The GPU of a rank: none for the server (rank 0, which only merges and evaluates on
+    the host), else ``node_rank mod n_devices`` so the worker ranks of a node spread over
+    its GPUs (with as many GPUs as worker ranks per node, one GPU each)."""
+    if rank == 0 or n_devices <= 0:
+        return None
+    return node_rank % n_devices
+
+
+def rank_backend(config: Config, comm: Any) -> Backend:
+    """The backend of this rank under MPI: ``train.backend``, except that with ``cuda``
+    the server rank uses the ``cpu`` backend and each worker rank the GPU
+    :func:`device_for_rank` gives it.  Messages are always staged through host memory
+    (float64 natural parameters; DESIGN §1.3), so no CUDA-aware MPI is needed."""
+    train = config.train
+    if train.backend != "cuda":
+        return get_backend(train.backend, train.threads)
+    rank = comm.Get_rank()
+    if rank == 0:
+        return get_backend("cpu", train.threads)
+    import cupy
+
+    n_devices = cupy.cuda.runtime.getDeviceCount()
+    return get_backend("cuda", train.threads, device_for_rank(rank, local_rank(comm), n_devices))
 
 
 def run_mpi(
@@ -86,7 +124,9 @@ def run_mpi(
             raise ConfigError(
                 "train.method = 'adam' is a single-process baseline; run it without mpiexec"
             )
-        backend = backend or get_backend(train.backend, train.threads)
+        backend = backend or rank_backend(config, comm)
+        if rank != 0:
+            require_host_for_baselines(config, backend)
         spec = build_spec(config, dataset)
         if checkpoint_dir is not None and train.method in ("asgd", "easgd"):
             checkpoint_dir = None  # the baselines keep no checkpoints
