@@ -234,14 +234,22 @@ EXPERIMENTS: dict[str, Experiment] = {
         ),
         Experiment(
             "mnist-tuning",
-            "Prior variance, site step ε and sampler step h (MNIST, 4 workers, 3,000 "
-            "iterations, validation split)",
+            "Prior variance, site step ε, sampler step h and noise clip κ (MNIST, 4 "
+            "workers, 3,000 iterations, validation split)",
             "One setting changed at a time from the reference point; for choosing "
             "settings without the test set.",
             (
                 *_sweep("prior_var", "--prior-var", ("0.5", "0.1")),
                 *_sweep("eps", "--site-step", ("0.05",)),
                 *_sweep("h", "--step-size", ("3e-4",)),
+                *(
+                    Arm(
+                        f"mnist-val/snep-4w-kappa{k}",
+                        f"κ = {k} (Adam-SGLD noise clip h·κ)",
+                        (*_VAL_REF.args, "--set", f"sampler.kappa={k}"),
+                    )
+                    for k in ("10", "30")
+                ),
             ),
             seeds=(0,),
             split="validation",
