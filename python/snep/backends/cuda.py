@@ -7,7 +7,9 @@ epilogues also under Numba's CUDA simulator in ``tests/backends``):
 * the MLP (Hasenclever et al., JMLR 18 (2017), §6) forward/backward:
   :class:`~snep.backends.cuda_epilogues.EpilogueMLP` with ``cupy.matmul`` (cuBLAS) for
   the GEMMs and the numba.cuda kernels built from :mod:`snep.model.epilogues` between
-  them;
+  them, or (``gemm="tiled"``, ``"tiled-cpp"``, ``"tiled-tf32"``) the hand-written batched
+  GEMMs with fused epilogues of :mod:`snep.backends.cuda_gemm` (numba.cuda) and
+  ``kernels/mlp_gemm.cu`` (CUDA C++, :mod:`snep.backends.cuda_gemm_raw`);
 * the fused sampler/site/moment pass and the Philox noise: :mod:`snep.backends.cuda_fused`
   (CuPy ``RawModule``: the AOT fatbin when built, NVRTC otherwise);
 * the server reply (cavity, anchor, chain shift): CuPy elementwise ops mirroring
@@ -59,18 +61,27 @@ class CudaMLP(EpilogueMLP):
     """Batched MLP kernels on CuPy arrays (the :class:`~snep.backends.base.MLPKernels`
     interface).
 
-    The GEMMs are ``cupy.matmul`` (cuBLAS): that is the reference path of this backend;
-    hand-written GEMM kernels with fused epilogues are a later step.  ``cupy.matmul``
-    copies operands that are not contiguous (the weight views of the flat parameters,
-    whose chains are ``P`` apart, and the transposes of the backward pass) and writes a
-    strided output (the weight-gradient views) through a temporary: correct, and a few
-    extra memory passes that the hand-written kernels will remove.  The elementwise
+    ``gemm="matmul"`` (the default): the GEMMs are ``cupy.matmul`` (cuBLAS), the reference
+    path of this backend and its speed bar.  ``cupy.matmul`` copies operands that are not
+    contiguous (the weight views of the flat parameters, whose chains are ``P`` apart, and
+    the transposes of the backward pass) and writes a strided output (the weight-gradient
+    views) through a temporary: correct, and a few extra memory passes.  The elementwise
     passes are the numba.cuda kernels of :mod:`snep.backends.cuda_epilogues`.
+
+    ``gemm="tiled"`` (numba.cuda, :mod:`snep.backends.cuda_gemm`), ``"tiled-cpp"`` (the same
+    kernel in CUDA C++) or ``"tiled-tf32"`` (its tensor-core variant, TF32 inputs with fp32
+    accumulation): hand-written batched GEMMs that read the weight views and transposes in
+    place, write the weight gradients straight into ``grad_out`` and fuse the bias, ReLU and
+    backward ReLU mask into the GEMMs, without cuBLAS.  They are checked against the
+    float64 oracle under the CUDA simulator and by ``bench/gpu_check.py``; ``"matmul"``
+    stays the default until the GPU check has shown them correct and fast on a GPU.
 
     Parameters
     ----------
     spec : ParamSpec
     n_chains, batch_size : int
+    gemm : {"matmul", "tiled", "tiled-cpp", "tiled-tf32"}
+        GEMM implementation (see :class:`~snep.backends.cuda_epilogues.EpilogueMLP`).
 
     Notes
     -----
@@ -79,7 +90,9 @@ class CudaMLP(EpilogueMLP):
     ``(C,)`` array without waiting for the GPU.
     """
 
-    def __init__(self, spec: ParamSpec, n_chains: int, batch_size: int) -> None:
+    def __init__(
+        self, spec: ParamSpec, n_chains: int, batch_size: int, gemm: str = "matmul"
+    ) -> None:
         super().__init__(
             spec,
             n_chains,
@@ -88,6 +101,7 @@ class CudaMLP(EpilogueMLP):
             matmul=cupy.matmul,
             dtype=np.float32,
             stream=current_numba_stream,
+            gemm=gemm,
         )
 
 
@@ -134,9 +148,10 @@ class CudaBackend:
         return cuda_fused.take_fired()
 
     # -- MLP ------------------------------------------------------------------------------
-    def mlp(self, spec: ParamSpec, n_chains: int, batch_size: int) -> CudaMLP:
-        """MLP kernels for ``n_chains`` chains and minibatches of ``batch_size``."""
-        return CudaMLP(spec, n_chains, batch_size)
+    def mlp(self, spec: ParamSpec, n_chains: int, batch_size: int, gemm: str = "matmul") -> CudaMLP:
+        """MLP kernels for ``n_chains`` chains and minibatches of ``batch_size``; ``gemm``
+        picks the GEMMs (:class:`CudaMLP`)."""
+        return CudaMLP(spec, n_chains, batch_size, gemm=gemm)
 
     # -- fused pass and noise ---------------------------------------------------------------
     def fused_step(

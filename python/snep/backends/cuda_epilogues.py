@@ -34,7 +34,10 @@ Under ``NUMBA_ENABLE_CUDASIM=1`` everything runs in Numba's CUDA simulator.
 
 :class:`EpilogueMLP` is the whole forward/backward pass: GEMMs through a ``matmul``
 callable (numpy under the simulator, ``cupy.matmul``/cuBLAS on a GPU) and these kernels
-in between; :func:`cuda_loglik_and_grad` is its one-call form.
+in between, or (``gemm="tiled"``) the hand-written batched GEMMs of
+:mod:`snep.backends.cuda_gemm` with the bias/ReLU epilogues fused into them (and, on CuPy
+arrays, ``"tiled-cpp"``/``"tiled-tf32"``: the CUDA C++ kernels of ``kernels/mlp_gemm.cu``);
+:func:`cuda_loglik_and_grad` is its one-call form.
 
 This module imports ``numba.cuda``; nothing imports it but the CUDA backend and its tests
 (``import snep`` and the CPU path never do).
@@ -51,6 +54,8 @@ import numpy as np
 from numba import config as _numba_config
 from numba import cuda
 
+from snep.backends import cuda_gemm
+from snep.backends.gemm_common import TILES, GemmTiles
 from snep.errors import ConfigError
 from snep.model import epilogues
 from snep.model.spec import LayerSpec, ParamSpec
@@ -58,6 +63,7 @@ from snep.model.spec import LayerSpec, ParamSpec
 __all__ = [
     "DEFAULT_MAX_BLOCKS",
     "DEFAULT_THREADS",
+    "GEMMS",
     "SIMULATOR",
     "EpilogueMLP",
     "bias_",
@@ -458,6 +464,8 @@ def softmax_(
 # the whole forward/backward pass
 # ---------------------------------------------------------------------------------------
 MatMul = Callable[..., Any]
+#: the GEMM implementations :class:`EpilogueMLP` can use
+GEMMS = ("matmul", "tiled", "tiled-cpp", "tiled-tf32")
 
 
 def _data_ptr(a: Any) -> int:
@@ -466,13 +474,26 @@ def _data_ptr(a: Any) -> int:
 
 
 class EpilogueMLP:
-    """Batched MLP forward/backward: GEMMs through ``matmul``, epilogues in numba.cuda.
+    """Batched MLP forward/backward: GEMMs and epilogues on the GPU (or its simulator).
 
     The structure of :class:`snep.model.mlp_cpu.CpuMLP`, on any array module ``xp``
     (numpy under the simulator, CuPy on a GPU): weights are ``(C, n_in, n_out)`` views
-    of the flat parameters, weight gradients are written by ``matmul(..., out=view)``
-    straight into the caller's gradient buffer, biases are read and bias gradients
-    written at offsets of the flat arrays, and every workspace is allocated here once.
+    of the flat parameters, weight gradients are written straight into the caller's
+    gradient buffer, biases are read and bias gradients written at offsets of the flat
+    arrays, and every workspace is allocated here once.  The model is the MLP of
+    Hasenclever et al., JMLR 18 (2017), §6.
+
+    The GEMMs (``gemm``):
+
+    * ``"matmul"``: the ``matmul`` callable (``cupy.matmul``/cuBLAS on a GPU, numpy under
+      the simulator), with the bias/ReLU epilogues as separate numba.cuda passes;
+    * ``"tiled"``: the numba.cuda kernels of :mod:`snep.backends.cuda_gemm`, with the
+      hidden layers' bias + ReLU, the output layer's bias and the backward ReLU mask fused
+      into the GEMMs (three passes over memory fewer per hidden layer); runs under the
+      simulator on numpy arrays too;
+    * ``"tiled-cpp"`` / ``"tiled-tf32"``: the same GEMMs as CUDA C++
+      (:mod:`snep.backends.cuda_gemm_raw`; fp32, or TF32 tensor cores with fp32
+      accumulation); CuPy arrays only.
 
     Parameters
     ----------
@@ -483,14 +504,21 @@ class EpilogueMLP:
     xp : module
         Array module of the workspaces (``numpy`` or ``cupy``).
     matmul : callable, optional
-        ``matmul(a, b, out=out)`` with numpy's batched semantics; default ``xp.matmul``.
+        ``matmul(a, b, out=out)`` with numpy's batched semantics; default ``xp.matmul``
+        (used by ``gemm="matmul"``).
     dtype : numpy dtype
-        Floating type of the workspaces (float32).
+        Floating type of the workspaces (float32; the tiled GEMMs need float32).
     threads, max_blocks : int
-        Launch configuration of the epilogue kernels (see :func:`launch_dims`).
+        Launch configuration of the epilogue kernels (see :func:`launch_dims`);
+        ``max_blocks`` also caps the tiled GEMMs' grids.
     stream : numba stream, callable or 0
-        Stream of the epilogue launches, or a callable returning it per call (the CUDA
+        Stream of the numba.cuda launches, or a callable returning it per call (the CUDA
         backend passes CuPy's current stream, so GEMMs and epilogues stay ordered).
+    gemm : {"matmul", "tiled", "tiled-cpp", "tiled-tf32"}
+        GEMM implementation (see above); default ``"matmul"``.
+    tiles : GemmTiles, optional
+        Tile configuration of ``gemm="tiled"`` (default :data:`~snep.backends.gemm_common.TILES`;
+        the tests use small tiles to cover the edges cheaply under the simulator).
     """
 
     def __init__(
@@ -505,6 +533,8 @@ class EpilogueMLP:
         threads: int = DEFAULT_THREADS,
         max_blocks: int = DEFAULT_MAX_BLOCKS,
         stream: Any = 0,
+        gemm: str = "matmul",
+        tiles: GemmTiles | None = None,
     ) -> None:
         if not isinstance(spec, ParamSpec):
             raise ConfigError(f"EpilogueMLP: spec is a {type(spec).__name__}, expected ParamSpec")
@@ -517,6 +547,17 @@ class EpilogueMLP:
         self.matmul = matmul if matmul is not None else xp.matmul
         self.dtype = np.dtype(dtype)
         self._launch = {"threads": int(threads), "max_blocks": int(max_blocks)}
+        self.gemm = self._check_gemm(gemm, xp)
+        self.tiles = TILES if tiles is None else tiles
+        if not isinstance(self.tiles, GemmTiles):
+            raise ConfigError(
+                f"EpilogueMLP: tiles is a {type(self.tiles).__name__}, expected GemmTiles"
+            )
+        self._raw: Any = None
+        if self.gemm in ("tiled-cpp", "tiled-tf32"):
+            from snep.backends import cuda_gemm_raw
+
+            self._raw = cuda_gemm_raw
         self._stream = stream
         c, b = self.n_chains, self.batch_size
         layers = spec.layers
@@ -534,26 +575,101 @@ class EpilogueMLP:
         # an id is never reused while cached; a few entries, since the hot loop passes the
         # same buffers every call): building a numba array from __cuda_array_interface__
         # costs more host time than launching a small kernel
-        self._nb_views: dict[int, tuple[Any, Any]] = {}
+        self._nb_views: dict[tuple[int, bool], tuple[Any, Any]] = {}
         if not (SIMULATOR or xp is np):
             fixed = [*self._acts, *self._deltas, self._logits, self._dlogits, self._y_work]
             for ws in (*fixed, self._row_ll, self._loglik):
-                self._nb_views[id(ws)] = (ws, _device(ws))
+                self._nb_views[(id(ws), False)] = (ws, _device(ws))
         self._n_fixed = len(self._nb_views)
         self._w_views: dict[int, tuple[Any, list[Any]]] = {}
 
+    def _check_gemm(self, gemm: str, xp: Any) -> str:
+        if gemm not in GEMMS:
+            raise ConfigError(f"EpilogueMLP: gemm={gemm!r}, expected one of {list(GEMMS)}")
+        if gemm != "matmul" and self.dtype != np.float32:
+            raise ConfigError(
+                f"EpilogueMLP: gemm={gemm!r} needs dtype float32, got {self.dtype}; use "
+                "gemm='matmul' for other dtypes"
+            )
+        if gemm in ("tiled-cpp", "tiled-tf32") and xp is np:
+            raise ConfigError(
+                f"EpilogueMLP: gemm={gemm!r} runs the CUDA C++ kernels on CuPy arrays; with "
+                "xp=numpy use gemm='tiled' (numba.cuda, also under the simulator) or 'matmul'"
+            )
+        return gemm
+
     # -- helpers ---------------------------------------------------------------------------
-    def _dv(self, a: Any) -> Any:
-        """``a`` as the kernels take it (a cached numba view of a CuPy array)."""
+    def _dv(self, a: Any, t: bool = False) -> Any:
+        """``a`` (``a[c]^T`` with ``t``) as the numba kernels take it: a cached numba view of
+        a CuPy array, or the numpy array itself under the simulator."""
         if SIMULATOR or isinstance(a, np.ndarray):
-            return a
-        hit = self._nb_views.get(id(a))
+            return a.transpose(0, 2, 1) if t else a
+        key = (id(a), t)
+        hit = self._nb_views.get(key)
         if hit is None or hit[0] is not a:
-            if len(self._nb_views) >= self._n_fixed + 6:  # drop the caller's old arrays
+            if len(self._nb_views) >= self._n_fixed + 24:  # drop the caller's old arrays
                 fixed = list(self._nb_views.items())[: self._n_fixed]
                 self._nb_views = dict(fixed)
-            hit = self._nb_views[id(a)] = (a, _device(a))
+            hit = self._nb_views[key] = (a, _device(a.transpose(0, 2, 1) if t else a))
         return hit[1]
+
+    def _gemm(
+        self,
+        a: Any,
+        b: Any,
+        out: Any,
+        *,
+        trans_a: bool = False,
+        trans_b: bool = False,
+        epilogue: str = "none",
+        bias: Any = None,
+        bias_off: int = 0,
+        aux: Any = None,
+        cached: bool = True,
+    ) -> None:
+        """``out = epilogue(op(a) @ op(b))`` with the tiled GEMMs (``gemm != "matmul"``).
+
+        ``cached``: operands are this object's workspaces or views that recur every call
+        (numba views cached by identity, no argument checks); else checked and not cached.
+        """
+        if self._raw is not None:
+            self._raw.gemm(
+                a,
+                b,
+                out,
+                trans_a=trans_a,
+                trans_b=trans_b,
+                epilogue=epilogue,
+                bias=bias,
+                bias_off=bias_off,
+                aux=aux,
+                tf32=self.gemm == "tiled-tf32",
+                max_blocks=self._launch["max_blocks"],
+                check=not cached,
+            )
+            return
+        kw = self._kw()
+        if cached:
+            dv = self._dv
+            a, b, out = dv(a, trans_a), dv(b, trans_b), dv(out)
+            bias = None if bias is None else dv(bias)
+            aux = None if aux is None else dv(aux)
+            trans_a = trans_b = False
+        cuda_gemm.gemm(
+            a,
+            b,
+            out,
+            trans_a=trans_a,
+            trans_b=trans_b,
+            epilogue=epilogue,
+            bias=bias,
+            bias_off=bias_off,
+            aux=aux,
+            tiles=self.tiles,
+            max_blocks=kw["max_blocks"],
+            stream=kw["stream"],
+            check=not cached,
+        )
 
     def _weights(self, flat: Any) -> list[Any]:
         """Per-layer ``(C, n_in, n_out)`` views of ``flat``, cached by identity."""
@@ -666,15 +782,31 @@ class EpilogueMLP:
         w, gw = self._weights(params), self._weights(grad_out)
         params_k, grad_k = dv(params), dv(grad_out)
 
+        tiled = self.gemm != "matmul"
+        g = self._gemm
+
         # forward: h_{l+1} = relu(h_l @ W_l + b_l); logits = h_L @ W_L + b_L
         h = x
         for i in range(last):
             a = self._acts[i]
-            mm(h, w[i], out=a)
-            bias_relu_(dv(a), params_k, layers[i].b_offset, **kw)
+            if tiled:
+                g(h, w[i], a, epilogue="bias_relu", bias=params, bias_off=layers[i].b_offset)
+            else:
+                mm(h, w[i], out=a)
+                bias_relu_(dv(a), params_k, layers[i].b_offset, **kw)
             h = a
-        mm(h, w[last], out=self._logits)
-        bias_(dv(self._logits), params_k, layers[last].b_offset, **kw)
+        if tiled:
+            g(
+                h,
+                w[last],
+                self._logits,
+                epilogue="bias",
+                bias=params,
+                bias_off=layers[last].b_offset,
+            )
+        else:
+            mm(h, w[last], out=self._logits)
+            bias_(dv(self._logits), params_k, layers[last].b_offset, **kw)
         softmax_xent(dv(self._logits), dv(y), dv(self._dlogits), dv(self._row_ll), **kw)
         loglik_sum(dv(self._row_ll), dv(self._loglik), **kw)
         loglik = self._loglik.copy()
@@ -685,13 +817,19 @@ class EpilogueMLP:
         bias_grad(dv(dz), grad_k, layers[last].b_offset, **kw)
         for i in range(last, -1, -1):
             h_in = x if i == 0 else self._acts[i - 1]
-            mm(h_in.transpose(0, 2, 1), dz, out=gw[i])
+            if tiled:
+                g(h_in, dz, gw[i], trans_a=True)
+            else:
+                mm(h_in.transpose(0, 2, 1), dz, out=gw[i])
             if i > 0:
                 dh = self._deltas[i - 1]
-                mm(dz, w[i].transpose(0, 2, 1), out=dh)
-                relu_backward_bias_grad(
-                    dv(dh), dv(self._acts[i - 1]), grad_k, layers[i - 1].b_offset, **kw
-                )
+                off = layers[i - 1].b_offset
+                if tiled:  # dh = (dz @ W^T) * (h > 0) in the GEMM, then the bias gradient
+                    g(dz, w[i], dh, trans_b=True, epilogue="relu_grad", aux=self._acts[i - 1])
+                    bias_grad(dv(dh), grad_k, off, **kw)
+                else:
+                    mm(dz, w[i].transpose(0, 2, 1), out=dh)
+                    relu_backward_bias_grad(dv(dh), dv(self._acts[i - 1]), grad_k, off, **kw)
                 dz = dh
         return loglik
 
@@ -727,14 +865,41 @@ class EpilogueMLP:
             else:
                 xs = xp.ascontiguousarray(xs, dtype=self.dtype)
             h = xs
+            tiled = self.gemm != "matmul"
+            if tiled:  # the inputs are shared by all chains: a broadcast view, no copy
+                h = xp.broadcast_to(h[None], (c, *h.shape))
             for lay in layers[:-1]:
                 a = xp.empty((c, e - s, lay.n_out), self.dtype)
-                self.matmul(h, self._w_view(params, lay), out=a)
-                bias_relu_(a, params, lay.b_offset, **kw)
+                if tiled:
+                    w = self._w_view(params, lay)
+                    self._gemm(
+                        h,
+                        w,
+                        a,
+                        epilogue="bias_relu",
+                        bias=params,
+                        bias_off=lay.b_offset,
+                        cached=False,
+                    )
+                else:
+                    self.matmul(h, self._w_view(params, lay), out=a)
+                    bias_relu_(a, params, lay.b_offset, **kw)
                 h = a
             z = xp.empty((c, e - s, spec.n_outputs), self.dtype)
-            self.matmul(h, self._w_view(params, layers[-1]), out=z)
-            bias_(z, params, layers[-1].b_offset, **kw)
+            if tiled:
+                w = self._w_view(params, layers[-1])
+                self._gemm(
+                    h,
+                    w,
+                    z,
+                    epilogue="bias",
+                    bias=params,
+                    bias_off=layers[-1].b_offset,
+                    cached=False,
+                )
+            else:
+                self.matmul(h, self._w_view(params, layers[-1]), out=z)
+                bias_(z, params, layers[-1].b_offset, **kw)
             if softmax:
                 softmax_(z, **kw)
             out[:, s:e] = z
@@ -752,6 +917,8 @@ def cuda_loglik_and_grad(
     threads: int = DEFAULT_THREADS,
     max_blocks: int = DEFAULT_MAX_BLOCKS,
     stream: Any = 0,
+    gemm: str = "matmul",
+    tiles: GemmTiles | None = None,
 ) -> tuple[Any, Any]:
     """One forward/backward pass of :class:`EpilogueMLP` (workspaces built for this call).
 
@@ -766,6 +933,8 @@ def cuda_loglik_and_grad(
         GEMM, ``matmul(a, b, out=out)``; default ``xp.matmul``.
     threads, max_blocks, stream
         Launch configuration of the epilogue kernels.
+    gemm, tiles
+        GEMM implementation and tile configuration, as in :class:`EpilogueMLP`.
 
     Returns
     -------
@@ -783,6 +952,8 @@ def cuda_loglik_and_grad(
         threads=threads,
         max_blocks=max_blocks,
         stream=stream,
+        gemm=gemm,
+        tiles=tiles,
     )
     grad = xp.empty(params.shape, params.dtype)
     loglik = mlp.loglik_and_grad(params, x, y, grad)

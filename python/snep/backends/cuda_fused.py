@@ -227,11 +227,13 @@ def _cupy() -> Any:
     return cupy
 
 
-def kernel_dir() -> Path:
-    """The folder holding ``fused_step.cu``, its headers and (if built) the fatbin.
+def kernel_dir(source: str = _SOURCE) -> Path:
+    """The folder holding ``source`` (default ``fused_step.cu``), its headers and (if built)
+    its fatbin.
 
     The installed package's ``snep/kernels`` (CMake installs them there), else the
-    source checkout's ``kernels/`` (running from a tree that was never installed).
+    source checkout's ``kernels/`` (running from a tree that was never installed, or whose
+    install predates ``source``).
     """
     candidates: list[Path] = []
     try:
@@ -241,10 +243,10 @@ def kernel_dir() -> Path:
         pass
     candidates.append(Path(__file__).resolve().parents[3] / "kernels")
     for d in candidates:
-        if (d / _SOURCE).is_file():
+        if (d / source).is_file():
             return d
     raise BackendUnavailableError(
-        f"the CUDA kernel sources are missing: looked for {_SOURCE} in "
+        f"the CUDA kernel sources are missing: looked for {source} in "
         f"{[str(d) for d in candidates]}; reinstall snep (pip install -e .), which installs "
         "them as package data"
     )
