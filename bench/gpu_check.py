@@ -12,13 +12,19 @@ installs what is missing and runs this script.  Two parts:
      within 5e-5 relative, read-only arrays untouched), a grid-stride launch, null
      accumulators, the deferred guard count, and in-kernel noise = passed-in noise;
    * the numba.cuda epilogue kernels on CuPy arrays vs numpy float64;
-   * :class:`snep.backends.cuda.CudaMLP` (cuBLAS GEMMs + epilogues) ``loglik_and_grad``
-     and ``predict_proba`` vs :mod:`snep.model.mlp_numpy`;
+   * the hand-written batched GEMMs with fused epilogues, numba.cuda
+     (:mod:`snep.backends.cuda_gemm`) and CUDA C++ fp32 / TF32 (``kernels/mlp_gemm.cu``,
+     :mod:`snep.backends.cuda_gemm_raw`, AOT or NVRTC build), on every operand layout and
+     the three GEMM shapes of an MLP layer on weight views of the flat parameters, vs numpy
+     float64 with a per-entry bound (the measured TF32 error is printed);
+   * :class:`snep.backends.cuda.CudaMLP` ``loglik_and_grad`` and ``predict_proba`` vs
+     :mod:`snep.model.mlp_numpy`, with cuBLAS GEMMs + epilogues and with each tiled GEMM;
    * ``CudaBackend.apply_reply`` vs :func:`snep.samplers.reference.reply_update_reference`.
 
 2. **Timings** (DESIGN §3: warm-up, CUDA events, synchronised; median of rounds) of the
    CUDA worker pieces on the paper's 784-500-300-10 MLP (Hasenclever et al., JMLR 18
-   (2017), §6), float32, 8 chains: fwd+bwd at batch 100 and 1024, and the fused
+   (2017), §6), float32, 8 chains: fwd+bwd at batch 100 and 1024 (cuBLAS and the tiled
+   GEMMs: numba, C++ fp32, C++ TF32; with GFLOP/s), and the fused
    sampler/site pass over 8 × 545,810 parameters with in-kernel noise; each against PyTorch
    eager (``bench/torch_reference.py``: autograd, a per-tensor update with ``torch.randn``)
    and ``torch.compile`` of the same functions, when torch with CUDA is importable.
@@ -118,9 +124,10 @@ class Report:
         if "error" in row:
             print(f"  {group:<30} {impl:<34} {row['error']}")
         else:
+            rate = f"  {row['gflops']:8.0f} GFLOP/s" if "gflops" in row else ""
             print(
                 f"  {group:<30} {impl:<34} {row['gpu_ms']:9.4f} ms (gpu)  "
-                f"{row['wall_ms']:9.4f} ms (wall)"
+                f"{row['wall_ms']:9.4f} ms (wall){rate}"
             )
 
     @property
@@ -420,12 +427,189 @@ def check_epilogues(rep: Report, cupy: Any) -> None:
         rep.check(f"epilogue softmax_ ({launch_name})", softmax)
 
 
-def check_mlp(rep: Report, cupy: Any, backend: Any) -> None:
-    for sizes, c, b in [((5, 7, 3), 2, 5), ((20, 16, 12, 8), 3, 33), (LAYERS, 2, 100)]:
+# -- the hand-written batched GEMMs -------------------------------------------------------
+#: float32's unit roundoff
+U32 = 2.0**-24
+GEMM_IMPLS = ("numba", "cpp", "tf32")
 
-        def run(sizes=sizes, c=c, b=b) -> tuple[float, float, str]:
+
+def gemm_tol(impl: str, k: int) -> float:
+    """Bound on ``|got - want| / (|A| |B| + |bias|)`` per entry of one GEMM.
+
+    fp32 accumulation of ``K`` products: ``(K + 2) u`` (Higham, §3.1; the inputs are float32
+    numbers, so the float64 oracle is exact); TF32 first rounds both inputs to 10-bit
+    mantissas (relative ``2^-11`` each, so ``2^-10`` per product).
+    """
+    t = (k + 2) * U32
+    return t + 2.0**-10 if impl == "tf32" else t
+
+
+def run_gemm(impl: str, a: Any, b: Any, out: Any, **kw: Any) -> None:
+    """One launch of ``impl`` ("numba", "cpp" or "tf32") on CuPy arrays."""
+    if impl == "numba":
+        from snep.backends import cuda_gemm
+
+        kw.pop("module", None)
+        cuda_gemm.gemm(a, b, out, **kw)
+    else:
+        from snep.backends import cuda_gemm_raw
+
+        cuda_gemm_raw.gemm(a, b, out, tf32=impl == "tf32", **kw)
+
+
+def _gemm_err(got: np.ndarray, want: np.ndarray, scale: np.ndarray) -> float:
+    got = np.asarray(got, np.float64)
+    if not np.all(np.isfinite(got)):
+        return float("inf")
+    return float(np.max(np.abs(got - want) / (scale + 1e-30)))
+
+
+def check_gemms(rep: Report, cupy: Any) -> None:
+    from snep.backends import cuda_gemm_raw
+    from snep.backends.gemm_common import weight_view
+
+    try:
+        cuda_gemm_raw.load_module()
+        tf32_on = cuda_gemm_raw.tf32_enabled()
+        print(f"mlp_gemm kernels: {cuda_gemm_raw.module_origin()}; TF32 tensor cores: {tf32_on}")
+    except Exception as e:
+        print(f"mlp_gemm kernels: failed to load: {e}")
+    tf32_errors: list[float] = []
+
+    def general(
+        impl: str, c: int, m: int, n: int, k: int, ta: bool, tb: bool, mb: int | None, seed: int
+    ) -> tuple[float, float, str]:
+        rng = np.random.default_rng(seed)
+        a = rng.normal(0, 1, (c, k, m) if ta else (c, m, k)).astype(np.float32)
+        b = rng.normal(0, 1, (c, n, k) if tb else (c, k, n)).astype(np.float32)
+        out = cupy.full((c, m, n), np.nan, np.float32)
+        kw = {} if mb is None else {"max_blocks": mb}
+        run_gemm(impl, cupy.asarray(a), cupy.asarray(b), out, trans_a=ta, trans_b=tb, **kw)
+        a64 = a.astype(np.float64).transpose(0, 2, 1) if ta else a.astype(np.float64)
+        b64 = b.astype(np.float64).transpose(0, 2, 1) if tb else b.astype(np.float64)
+        err = _gemm_err(out.get(), a64 @ b64, np.abs(a64) @ np.abs(b64))
+        if impl == "tf32":
+            tf32_errors.append(err)
+        return err, gemm_tol(impl, k), "err / (|A||B|)"
+
+    def layer(
+        impl: str,
+        kind: str,
+        sizes: tuple[int, ...],
+        c: int,
+        bsz: int,
+        seed: int,
+        module: Any = None,
+    ) -> tuple[float, float, str]:
+        """One MLP-layer GEMM on weight views of a flat (C, P) array (layers[0])."""
+        rng = np.random.default_rng(seed)
+        spec = ParamSpec(sizes)
+        lay = spec.layers[0]
+        params = (0.1 * rng.normal(0, 1, (c, spec.size))).astype(np.float32)
+        pd = cupy.asarray(params)
+        w64 = params[:, lay.w_slice].reshape(c, lay.n_in, lay.n_out).astype(np.float64)
+        kw: dict[str, Any] = {} if module is None else {"module": module}
+        detail = ""
+        if kind in ("bias_relu", "bias"):
+            h = rng.random((c, bsz, lay.n_in), dtype=np.float32)
+            out = cupy.full((c, bsz, lay.n_out), np.nan, np.float32)
+            w = weight_view(pd, lay)
+            off = lay.b_offset
+            run_gemm(impl, cupy.asarray(h), w, out, epilogue=kind, bias=pd, bias_off=off, **kw)
+            bias = params[:, None, lay.b_slice].astype(np.float64)
+            z = h.astype(np.float64) @ w64 + bias
+            want = np.maximum(z, 0.0) if kind == "bias_relu" else z
+            scale = np.abs(h.astype(np.float64)) @ np.abs(w64) + np.abs(bias)
+            got, k = out.get(), lay.n_in
+        elif kind == "weight_grad":
+            h = rng.random((c, bsz, lay.n_in), dtype=np.float32)
+            dz = rng.normal(0, 1, (c, bsz, lay.n_out)).astype(np.float32)
+            grad = cupy.full((c, spec.size), np.nan, np.float32)
+            gw = weight_view(grad, lay)
+            run_gemm(impl, cupy.asarray(h), cupy.asarray(dz), gw, trans_a=True, **kw)
+            gh = grad.get()
+            rest = np.delete(gh, np.s_[lay.w_slice], axis=1)
+            if not np.isnan(rest).all():
+                return float("inf"), 0.0, "wrote outside the layer's weight view"
+            h64, dz64 = h.astype(np.float64), dz.astype(np.float64)
+            want = h64.transpose(0, 2, 1) @ dz64
+            scale = np.abs(h64).transpose(0, 2, 1) @ np.abs(dz64)
+            got, k = gh[:, lay.w_slice].reshape(c, lay.n_in, lay.n_out), bsz
+            detail = "rest of the flat gradient untouched; "
+        else:  # input_grad with the ReLU mask
+            dz = rng.normal(0, 1, (c, bsz, lay.n_out)).astype(np.float32)
+            h = np.maximum(rng.normal(0, 1, (c, bsz, lay.n_in)), 0).astype(np.float32)
+            out = cupy.full((c, bsz, lay.n_in), np.nan, np.float32)
+            w = weight_view(pd, lay)
+            hd = cupy.asarray(h)
+            dzd = cupy.asarray(dz)
+            run_gemm(impl, dzd, w, out, trans_b=True, epilogue="relu_grad", aux=hd, **kw)
+            dz64 = dz.astype(np.float64)
+            want = np.where(h > 0, dz64 @ w64.transpose(0, 2, 1), 0.0)
+            scale = np.abs(dz64) @ np.abs(w64).transpose(0, 2, 1)
+            got, k = out.get(), lay.n_out
+        err = _gemm_err(got, want, scale)
+        if impl == "tf32":
+            tf32_errors.append(err)
+        return err, gemm_tol(impl, k), detail + "err / (|A||B| + |bias|)"
+
+    for impl in GEMM_IMPLS:
+        for ta in (False, True):
+            for tb in (False, True):
+                name = f"gemm {impl} {'At' if ta else 'A'}{'Bt' if tb else 'B'} C=3 65x130x33"
+                rep.check(
+                    name,
+                    lambda impl=impl, ta=ta, tb=tb: general(impl, 3, 65, 130, 33, ta, tb, None, 7),
+                )
+        rep.check(
+            f"gemm {impl} tile loop (3 blocks) C=2 200x150x70",
+            lambda impl=impl: general(impl, 2, 200, 150, 70, False, True, 3, 8),
+        )
+        for kind in ("bias_relu", "bias", "weight_grad", "input_grad"):
+            for sizes, c, bsz in (((70, 45, 3), 3, 37), ((784, 500, 10), 8, 100)):
+                rep.check(
+                    f"gemm {impl} {kind} {sizes[0]}->{sizes[1]} C={c} B={bsz} (flat views)",
+                    lambda impl=impl, kind=kind, sizes=sizes, c=c, bsz=bsz: layer(
+                        impl, kind, sizes, c, bsz, seed=sizes[0] + bsz
+                    ),
+                )
+
+    def gemm_nvrtc_build() -> tuple[float, float, str]:
+        # the NVRTC fallback of cuda_gemm_raw.load_module, tested even where the fatbin loaded
+        mod, how = cuda_gemm_raw.compile_nvrtc()
+        on = cuda_gemm_raw.tf32_enabled(mod)
+        err, tol, _ = layer("cpp", "bias_relu", (70, 45, 3), 2, 19, seed=3, module=mod)
+        detail = f"{how}; TF32 tensor cores: {on}"
+        if on:
+            e2, tol2, _ = layer("tf32", "bias_relu", (70, 45, 3), 2, 19, seed=4, module=mod)
+            detail += f"; TF32 err {e2:.1e} (tol {tol2:.0e})"
+            if not e2 <= tol2:
+                err = float("inf")
+        return err, tol, detail
+
+    rep.check("NVRTC build of mlp_gemm.cu (fp32 + TF32 bias_relu)", gemm_nvrtc_build)
+    if tf32_errors:
+        finite = [e for e in tf32_errors if np.isfinite(e)]
+        worst = max(finite) if finite else float("nan")
+        print(
+            f"measured TF32 error: max |got - want| / (|A||B| + |bias|) = {worst:.2e} over "
+            f"{len(tf32_errors)} checks (fp32 accumulation alone: ~(K + 2) * 6e-8; TF32 bound "
+            f"2^-10 = {2.0**-10:.1e})"
+        )
+
+
+#: GEMMs of CudaMLP -> tolerance of loglik_and_grad (relative to the largest entry); TF32's
+#: 10-bit mantissas make the gradients ~1e-3 off (the measured value is printed)
+MLP_GEMMS = {"matmul": 1e-4, "tiled": 1e-4, "tiled-cpp": 1e-4, "tiled-tf32": 2e-2}
+
+
+def check_mlp(rep: Report, cupy: Any, backend: Any) -> None:
+    cases = [((5, 7, 3), 2, 5), ((20, 16, 12, 8), 3, 33), (LAYERS, 2, 100)]
+    for (sizes, c, b), gemm in [(case, g) for g in MLP_GEMMS for case in cases]:
+
+        def run(sizes=sizes, c=c, b=b, gemm=gemm) -> tuple[float, float, str]:
             spec, params, x, y = mlp_problem(sizes, c, b, seed=len(sizes) + b)
-            mlp = backend.mlp(spec, c, b)
+            mlp = backend.mlp(spec, c, b, gemm=gemm)
             grad = cupy.full(params.shape, np.nan, np.float32)
             pd = cupy.asarray(params)
             ll = mlp.loglik_and_grad(pd, x, y, grad)  # host x, y
@@ -436,17 +620,23 @@ def check_mlp(rep: Report, cupy: Any, backend: Any) -> None:
             ll2 = mlp.loglik_and_grad(pd, cupy.asarray(x), cupy.asarray(y, np.int32), grad2)
             same = np.array_equal(grad.get(), grad2.get()) and np.array_equal(ll.get(), ll2.get())
             err = max(err_g, err_ll) if same else float("inf")
-            return err, 1e-4, f"grad {err_g:.1e}, loglik {err_ll:.1e}; device inputs same: {same}"
+            detail = f"grad {err_g:.1e}, loglik {err_ll:.1e}; device inputs same: {same}"
+            return err, MLP_GEMMS[gemm], detail
 
-        rep.check(f"CudaMLP.loglik_and_grad {'-'.join(map(str, sizes))} C={c} B={b}", run)
+        name = f"CudaMLP[{gemm}].loglik_and_grad {'-'.join(map(str, sizes))} C={c} B={b}"
+        rep.check(name, run)
 
-    def proba() -> tuple[float, float, str]:
-        spec, params, _, _ = mlp_problem((20, 16, 8), 2, 1, seed=3)
-        x = np.random.default_rng(4).random((1001, 20))
-        got = backend.mlp(spec, 2, 1).predict_proba(cupy.asarray(params), x, chunk=300)
-        return rel_err(got.get(), mlp_numpy.predict_proba(spec, params, x)), 1e-5, ""
+    for gemm in MLP_GEMMS:
 
-    rep.check("CudaMLP.predict_proba (chunks of 300)", proba)
+        def proba(gemm=gemm) -> tuple[float, float, str]:
+            spec, params, _, _ = mlp_problem((20, 16, 8), 2, 1, seed=3)
+            x = np.random.default_rng(4).random((1001, 20))
+            mlp = backend.mlp(spec, 2, 1, gemm=gemm)
+            got = mlp.predict_proba(cupy.asarray(params), x, chunk=300)
+            tol = 1e-5 if gemm != "tiled-tf32" else 1e-2
+            return rel_err(got.get(), mlp_numpy.predict_proba(spec, params, x)), tol, ""
+
+        rep.check(f"CudaMLP[{gemm}].predict_proba (chunks of 300)", proba)
 
 
 def check_reply(rep: Report, cupy: Any, backend: Any) -> None:
@@ -556,24 +746,38 @@ def run_timings(rep: Report, cupy: Any, backend: Any, args: argparse.Namespace) 
         return args.budget_s - rep.elapsed()
 
     # -- fwd+bwd ----------------------------------------------------------------------------
+    # GEMM flops of one fwd+bwd: forward and weight gradient of every layer, input gradient
+    # of all but the first
+    macs = sum(lay.n_in * lay.n_out for lay in spec.layers)
+    macs_in = macs - spec.layers[0].n_in * spec.layers[0].n_out
+    gemm_impls = {
+        "matmul": "snep cuda (cuBLAS + numba epilogues)",
+        "tiled": "snep cuda tiled (numba GEMMs)",
+        "tiled-cpp": "snep cuda tiled-cpp (C++ fp32)",
+        "tiled-tf32": "snep cuda tiled-tf32 (C++ TF32)",
+    }
     for b in (100, 1024):
         group = f"fwd+bwd C={c} B={b}"
         _, params, x, y = mlp_problem(LAYERS, c, b, seed=b)
         r = max(2, reps // (4 if b > 100 else 1))
-        mlp = backend.mlp(spec, c, b)
+        flops = 2.0 * c * b * (2 * macs + macs_in)
         pd, xd, yd = cupy.asarray(params), cupy.asarray(x), cupy.asarray(y, np.int32)
         grad = cupy.empty_like(pd)
+        for gemm, label in gemm_impls.items():
 
-        def snep_fwd_bwd(mlp=mlp, pd=pd, xd=xd, yd=yd, grad=grad, r=r):
-            def run():
-                mlp.loglik_and_grad(pd, xd, yd, grad)
+            def snep_fwd_bwd(pd=pd, xd=xd, yd=yd, grad=grad, r=r, b=b, gemm=gemm, flops=flops):
+                mlp = backend.mlp(spec, c, b, gemm=gemm)
 
-            return time_gpu(run, **ct, reps=r, rounds=rounds, warmup=3)
+                def run():
+                    mlp.loglik_and_grad(pd, xd, yd, grad)
 
-        safe_time(rep, group, "snep cuda (cuBLAS + numba epilogues)", snep_fwd_bwd)
+                res = time_gpu(run, **ct, reps=r, rounds=rounds, warmup=3)
+                return {**res, "gflops": flops / res["gpu_ms"] * 1e-6}
+
+            safe_time(rep, group, label, snep_fwd_bwd)
 
         # the bare GEMMs (3 forward, 3 weight-gradient, 2 input-gradient) for context
-        def gemms(pd=pd, xd=xd, b=b, r=r):
+        def gemms(pd=pd, xd=xd, b=b, r=r, flops=flops):
             ws = [pd[:, lay.w_slice].reshape(c, lay.n_in, lay.n_out) for lay in spec.layers]
             acts = [cupy.empty((c, b, lay.n_out), np.float32) for lay in spec.layers]
             gw = [cupy.empty((c, lay.n_in, lay.n_out), np.float32) for lay in spec.layers]
@@ -591,7 +795,8 @@ def run_timings(rep: Report, cupy: Any, backend: Any, args: argparse.Namespace) 
                         cupy.matmul(dz, ws[i].transpose(0, 2, 1), out=acts[i - 1])
                         dz = acts[i - 1]
 
-            return time_gpu(run, **ct, reps=r, rounds=rounds, warmup=3)
+            res = time_gpu(run, **ct, reps=r, rounds=rounds, warmup=3)
+            return {**res, "gflops": flops / res["gpu_ms"] * 1e-6}
 
         safe_time(rep, group, "bare cupy.matmul GEMMs", gemms)
         if torch is None:
@@ -760,6 +965,7 @@ def main(argv: list[str] | None = None) -> int:
     check_noise(rep, cupy, backend)
     check_fused(rep, cupy, backend)
     check_epilogues(rep, cupy)
+    check_gemms(rep, cupy)
     check_mlp(rep, cupy, backend)
     check_reply(rep, cupy, backend)
     n_fail = len(rep.failed)
