@@ -169,12 +169,15 @@ def plot_histories(
     Notes
     -----
     Each run is drawn with its model average (``bma_*``) when its records have
-    it, else with its posterior mean (``mean_*``); the legend says which.
+    it, else with its posterior mean (``mean_*``); the legend says which.  The y axis
+    starts at 0 and ends at the highest point drawn, but at most 4 times the largest
+    final value, so that early or diverging points do not flatten the curves.
     """
     fig, axes = _new_figure(len(_PANELS))
     all_records = [r for recs in runs.values() for r in recs]
     for ax, (metric, ylabel, scale) in zip(axes, _PANELS, strict=True):
         drawn = 0
+        finals: list[float] = []
         for label, records in runs.items():
             has_bma = any(isinstance(r.get(f"bma_{metric}"), (int, float)) for r in records)
             prefix = "bma" if has_bma else "mean"
@@ -183,7 +186,11 @@ def plot_histories(
                 estimate = "BMA" if has_bma else "mean"
                 marker = "o" if len(xs) < 30 else None
                 ax.plot(xs, ys, marker=marker, ms=3, label=f"{label} ({estimate})")
+                finals.append(ys[-1])
                 drawn += 1
+        if finals:  # a diverging run's spikes must not flatten the others' curves
+            top = max(y for line in ax.get_lines() for y in line.get_ydata())
+            ax.set_ylim(0.0, min(top * 1.05, 4.0 * max(finals)))
         _finish_panel(ax, _x_label(all_records, x), ylabel, drawn)
     if title:
         fig.suptitle(title)
