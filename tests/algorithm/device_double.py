@@ -84,9 +84,10 @@ class _DeviceMLP:
         self.host = host_mlp
 
     def loglik_and_grad(self, params, x, y, grad_out):
-        if not (isinstance(params, DeviceArray) and isinstance(grad_out, DeviceArray)):
-            raise TypeError("loglik_and_grad: params and grad_out must be device arrays")
-        return _wrap(self.host.loglik_and_grad(_bare(params), x, y, _bare(grad_out)))
+        for name, a in (("params", params), ("x", x), ("y", y), ("grad_out", grad_out)):
+            if not isinstance(a, DeviceArray):
+                raise TypeError(f"loglik_and_grad: {name} must be a device array")
+        return _wrap(self.host.loglik_and_grad(*map(_bare, (params, x, y, grad_out))))
 
     def predict_proba(self, params, x):
         raise TypeError("predict on the host: the evaluator must not use the device backend")

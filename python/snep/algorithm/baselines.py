@@ -189,10 +189,9 @@ class _PointWorker(SnepWorker):
         self.version = reply.version
 
     def _minibatch_grad(self) -> None:
-        from snep.data.minibatch import gather_batch
 
         idx = self.stream.next_indices()
-        gather_batch(self.x_data, self.y_data, idx, self.batch_x[0], self.batch_y[0])
+        self._gather(idx)
         loglik = self.model.loglik_and_grad(self.arrays.x, self.batch_x, self.batch_y, self.grad)
         self._last_loglik = loglik[0] / self.batch_size
 

@@ -110,6 +110,12 @@ class SnepWorker:
         self.grad = xp.zeros((1, P), dtype)
         self.batch_x = np.zeros((1, self.batch_size, self.x_data.shape[1]), dtype)
         self.batch_y = np.zeros((1, self.batch_size), np.int32)
+        self._on_device = xp is not np
+        if self._on_device:  # the shard is copied once; a minibatch is gathered there
+            self._x_dev = to_device(backend, self.x_data, dtype)
+            self._y_dev = to_device(backend, self.y_data, np.int32)
+            self.batch_x = xp.zeros((1, self.batch_size, self.x_data.shape[1]), dtype)
+            self.batch_y = xp.zeros((1, self.batch_size), np.int32)
 
         self.arrays.x[0] = to_device(backend, x0, dtype)
         # initial site: natural parameters of N(x0, n * v_init) (DESIGN §1.4)
@@ -163,6 +169,17 @@ class SnepWorker:
     def _site64(self) -> DiagGaussian:
         a = self.arrays
         return DiagGaussian(self._host64(a.site_prec[0]), self._host64(a.site_pm[0]))
+
+    def _gather(self, idx: np.ndarray) -> None:
+        """The minibatch ``idx`` of the shard into ``batch_x``/``batch_y`` (on the device
+        for a device backend: only the B indices cross over)."""
+        if not self._on_device:
+            gather_batch(self.x_data, self.y_data, idx, self.batch_x[0], self.batch_y[0])
+            return
+        xp = self.xp
+        idx_dev = to_device(self.backend, idx, np.int64)
+        xp.take(self._x_dev, idx_dev, axis=0, out=self.batch_x[0])
+        xp.take(self._y_dev, idx_dev, axis=0, out=self.batch_y[0])
 
     def _collect_fired(self) -> None:
         """Add the guard firings a device backend counted since the last read (a sync)."""
@@ -222,7 +239,7 @@ class SnepWorker:
         k_samples = snep.n_samples if self.method == "snep" else 1
         for k in range(k_samples):
             idx = self.stream.next_indices()
-            gather_batch(self.x_data, self.y_data, idx, self.batch_x[0], self.batch_y[0])
+            self._gather(idx)
             loglik = self.model.loglik_and_grad(
                 self.arrays.x, self.batch_x, self.batch_y, self.grad
             )
