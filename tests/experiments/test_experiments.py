@@ -141,7 +141,8 @@ def test_cli_list_dry_run_and_bad_seeds(tmp_path, capsys):
     pool = ["--pool", str(tmp_path)]
     assert main(["experiment", "omniglot", "--dry-run", "--seeds", "4", *pool]) == 0
     out = capsys.readouterr().out
-    assert out.count("snep train --data omniglot") == 3 and "--seed 4" in out
+    assert out.count("snep train --data omniglot ") == 3 and "--seed 4" in out
+    assert out.count("snep train --data omniglot-alphabet ") == 3
     assert not any(tmp_path.iterdir())  # a dry run writes nothing
     assert main(["experiment", "omniglot", "--seeds", "x"]) == 2
     assert main(["experiment", "nope", *pool]) == 2
