@@ -6,7 +6,9 @@ For each experiment named (default: all), after ``snep experiment NAME --report`
 * ``<pool>/<name>/report.md`` -> ``bench/results/experiments/<name>.md``;
 * every finished run's ``metrics.jsonl`` and ``summary.json`` ->
   ``bench/results/experiments/<group>/<run>.{jsonl,json}`` (a few kB each: the numbers
-  behind every table and plot of docs/results.md).
+  behind every table and plot of docs/results.md);
+* the table of each experiment into ``docs/results.md``, between the markers
+  ``<!-- table:NAME -->`` and ``<!-- /table:NAME -->``.
 
 Usage: ``python bench/export_experiments.py [NAME ...] [--pool runs/experiments]``.
 """
@@ -14,11 +16,13 @@ Usage: ``python bench/export_experiments.py [NAME ...] [--pool runs/experiments]
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 from pathlib import Path
 
 from snep.experiments import DEFAULT_POOL, EXPERIMENTS, get_experiment, plan
 from snep.experiments.execute import run_state
+from snep.experiments.report import collect, format_table
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,7 +46,21 @@ def export(names: list[str], pool: Path) -> None:
             out.mkdir(exist_ok=True)
             shutil.copyfile(run.run_dir / "metrics.jsonl", out / f"{run.run_dir.name}.jsonl")
             shutil.copyfile(run.run_dir / "summary.json", out / f"{run.run_dir.name}.json")
+        fill_table(ROOT / "docs" / "results.md", name, format_table(collect(exp, pool)))
         print(f"exported {name}")
+
+
+def fill_table(doc: Path, name: str, table: str) -> None:
+    """Replace the text between ``<!-- table:NAME -->`` and ``<!-- /table:NAME -->``."""
+    if not doc.is_file():
+        return
+    text = doc.read_text()
+    pattern = re.compile(
+        rf"(<!-- table:{re.escape(name)} -->\n).*?(\n<!-- /table:{re.escape(name)} -->)", re.S
+    )
+    new, n = pattern.subn(lambda m: m.group(1) + table + m.group(2), text)
+    if n:
+        doc.write_text(new)
 
 
 def main() -> None:

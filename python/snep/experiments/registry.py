@@ -244,8 +244,8 @@ EXPERIMENTS: dict[str, Experiment] = {
         ),
         Experiment(
             "mnist-tuning",
-            "Prior variance, site step ε, sampler step h and noise clip κ (MNIST, 4 "
-            "workers, 3,000 iterations, validation split)",
+            "Prior variance, site step ε, sampler step h, noise clip κ and temperature "
+            "(MNIST, 4 workers, 3,000 iterations, validation split)",
             "One setting changed at a time from the reference point; for choosing "
             "settings without the test set.",
             (
@@ -259,6 +259,14 @@ EXPERIMENTS: dict[str, Experiment] = {
                         (*_VAL_REF.args, "--set", f"sampler.kappa={k}"),
                     )
                     for k in ("10", "30")
+                ),
+                *(
+                    Arm(
+                        f"mnist-val/snep-4w-T{t}",
+                        f"temperature T = {t} (likelihood / T)",
+                        (*_VAL_REF.args, "--set", f"sampler.temperature={t}"),
+                    )
+                    for t in ("0.5", "2")
                 ),
             ),
             seeds=(0,),
