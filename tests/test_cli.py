@@ -252,6 +252,7 @@ def test_a_baseline_run_can_be_evaluated(tmp_path):
 def test_validation_split_and_set_keys(tmp_path, capsys):
     argv = ["train", *TINY, "--validation", "0.2", "--v-lo", "0.005", "--no-plot", "-q"]
     argv += ["--set", "sampler.kind=sgld", "--set", "snep.site_step.value=0.05"]
+    argv += ["--site-step", "0.3"]  # --set wins over every flag
     argv += ["--set", "model.hidden=[8, 4]", "--out", str(tmp_path), "--name", "v"]
     assert main(argv) == 0
     run = tmp_path / "v"

@@ -252,7 +252,7 @@ def _add_train(sub: Any) -> None:
         default=[],
         metavar="SECTION.KEY=VALUE",
         help="set any config key, VALUE in TOML syntax (repeatable; wins over the other "
-        "flags), e.g. --set sampler.kind='\"sgld\"' --set snep.v_init=0.003",
+        "flags), e.g. --set sampler.kind=sgld --set snep.v_init=0.003",
     )
     g = p.add_argument_group("output")
     g.add_argument("--out", metavar="DIR", type=Path, help="parent of the run directory (runs/)")
@@ -443,8 +443,6 @@ def resolve_config(args: argparse.Namespace) -> Config:
             if not isinstance(table, dict):
                 continue  # Config.from_dict reports the malformed section
             table[key] = value
-    for assignment in getattr(args, "set_keys", None) or ():
-        _apply_set(data, assignment)
     if args.site_step is not None:
         snep_table = data.setdefault("snep", {})
         if isinstance(snep_table, dict):
@@ -452,6 +450,8 @@ def resolve_config(args: argparse.Namespace) -> Config:
             site = dict(site) if isinstance(site, Mapping) else {}
             site["value"] = args.site_step
             snep_table["site_step"] = site
+    for assignment in getattr(args, "set_keys", None) or ():  # --set wins over every flag
+        _apply_set(data, assignment)
     train = data.get("train")
     if isinstance(train, dict) and train.get("method") == "adam" and args.workers is None:
         file_train = raw.get("train", {})
