@@ -55,10 +55,9 @@ def fill_table(doc: Path, name: str, table: str) -> None:
     if not doc.is_file():
         return
     text = doc.read_text()
-    pattern = re.compile(
-        rf"(<!-- table:{re.escape(name)} -->\n).*?(\n<!-- /table:{re.escape(name)} -->)", re.S
-    )
-    new, n = pattern.subn(lambda m: m.group(1) + table + m.group(2), text)
+    begin, finish = f"<!-- table:{name} -->", f"<!-- /table:{name} -->"
+    pattern = re.compile(rf"({re.escape(begin)}\n)(?:.*?\n)?({re.escape(finish)})", re.S)
+    new, n = pattern.subn(lambda m: m.group(1) + table + "\n" + m.group(2), text)
     if n:
         doc.write_text(new)
 
