@@ -30,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from snep.cli import CHECKPOINT_FILE
 from snep.experiments.registry import Arm, Experiment
 
 __all__ = [
@@ -65,9 +66,11 @@ class PlannedRun:
 
 def run_state(run_dir: Path) -> str:
     """``"done"``, ``"resumable"`` (has a checkpoint), ``"partial"`` or ``"new"``."""
-    if (run_dir / "summary.json").is_file():
+    from snep.rundir import SUMMARY_FILE
+
+    if (run_dir / SUMMARY_FILE).is_file():
         return "done"
-    if (run_dir / "checkpoint.npz").is_file():
+    if (run_dir / CHECKPOINT_FILE).is_file():
         return "resumable"
     if run_dir.is_dir() and any(run_dir.iterdir()):
         return "partial"

@@ -56,19 +56,9 @@ class ArmResult:
         return statistics.fmean(vals), sd, len(vals)
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    import json
-
-    out = []
-    for line in path.read_text().splitlines():
-        if line.strip():
-            out.append(json.loads(line))
-    return out
-
-
 def collect(exp: Experiment, pool: Path, seeds: Sequence[int] | None = None) -> list[ArmResult]:
     """The finished runs (``summary.json`` present) of each arm of ``exp``."""
-    import json
+    from snep.rundir import read_metrics, read_summary
 
     results = []
     for arm in exp.arms:
@@ -77,12 +67,12 @@ def collect(exp: Experiment, pool: Path, seeds: Sequence[int] | None = None) -> 
             run_dir = pool / arm.run_key(seed)
             if run_state(run_dir) != "done":
                 continue
-            summary = json.loads((run_dir / "summary.json").read_text())
+            summary = read_summary(run_dir)
             final = dict(summary.get("final") or {})
             final["wall_seconds"] = summary.get("wall_seconds", final.get("wall_seconds"))
             done_seeds.append(seed)
             finals.append(final)
-            histories.append(_read_jsonl(run_dir / "metrics.jsonl"))
+            histories.append(read_metrics(run_dir))
         results.append(ArmResult(arm, done_seeds, finals, histories))
     return results
 
