@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 
 from snep.algorithm import fit
-from snep.algorithm.runner import _initial_position, _prior, build_spec, load_checkpoint, simulate
+from snep.algorithm.runner import load_checkpoint, simulate
 from snep.backends import get_backend
 from snep.config import Config
 from snep.data.loaders import load_digits
-from snep.data.sharding import make_shards
 from snep.errors import ConfigError, DataError
+
+from .simulate_args import simulate_args
 
 
 @pytest.fixture(scope="module")
@@ -29,15 +30,7 @@ def config(**train) -> Config:
 def test_resume_from_any_checkpoint_is_bitwise_identical(digits, async_):
     extra = {"reply_delay": 2.5, "speeds": (1.0, 1.0, 3.0)} if async_ else {}
     cfg = config(**extra)
-    spec, backend = build_spec(cfg, digits), get_backend("cpu")
-    shards = [
-        (digits.x_train[i], digits.y_train[i])
-        for i in make_shards(digits.y_train, 3, "iid", 0.5, 0)
-    ]
-    args = (
-        cfg, shards, lambda b: backend.mlp(spec, 1, b), _initial_position(cfg, spec),
-        _prior(cfg, spec), backend,
-    )  # fmt: skip
+    args = simulate_args(cfg, digits, get_backend("cpu"))
     states: list[dict[str, np.ndarray]] = []
     full = simulate(
         *args, checkpoint=lambda s: states.append({k: np.array(v) for k, v in s.items()})

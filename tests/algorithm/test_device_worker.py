@@ -11,14 +11,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from snep.algorithm.runner import _initial_position, _prior, build_spec, fit, simulate
+from snep.algorithm.runner import fit, simulate
 from snep.backends import get_backend
 from snep.config import Config
 from snep.data.loaders import load_digits
-from snep.data.sharding import make_shards
 from snep.errors import ConfigError
 
 from .device_double import DeviceArray, DeviceBackend
+from .simulate_args import simulate_args
 
 
 def _config(method: str = "snep", **train) -> Config:
@@ -68,15 +68,7 @@ def test_a_device_run_equals_the_cpu_run(digits, method, tmp_path):
 def test_a_device_run_resumes_bitwise_from_a_checkpoint(digits):
     cfg = _config()
     backend = DeviceBackend()
-    spec = build_spec(cfg, digits)
-    shards = [
-        (digits.x_train[i], digits.y_train[i])
-        for i in make_shards(digits.y_train, 3, "iid", 0.5, 0)
-    ]
-    args = (
-        cfg, shards, lambda b: backend.mlp(spec, 1, b), _initial_position(cfg, spec),
-        _prior(cfg, spec), backend,
-    )  # fmt: skip
+    args = simulate_args(cfg, digits, backend)
     states: list[dict[str, np.ndarray]] = []
     kinds: set[type] = set()
 

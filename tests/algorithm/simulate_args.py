@@ -1,0 +1,26 @@
+"""The positional arguments of :func:`snep.algorithm.runner.simulate` for a data set, as
+``fit`` builds them (IID shards, the shared initial position and the prior), for tests
+that drive the simulation directly (checkpoints, resumes)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from snep.algorithm.runner import _initial_position, _prior, build_spec
+from snep.config import Config
+from snep.data.dataset import Dataset
+from snep.data.sharding import make_shards
+
+
+def simulate_args(cfg: Config, data: Dataset, backend: Any) -> tuple:
+    """``(config, shards, make_model, x0, prior, backend)`` for ``simulate``."""
+    spec = build_spec(cfg, data)
+    t = cfg.train
+    shards = [
+        (data.x_train[i], data.y_train[i])
+        for i in make_shards(data.y_train, t.workers, "iid", 0.5, t.seed)
+    ]
+    return (
+        cfg, shards, lambda b: backend.mlp(spec, 1, b), _initial_position(cfg, spec),
+        _prior(cfg, spec), backend,
+    )  # fmt: skip
