@@ -47,13 +47,14 @@ struct FusedStepDevice {
 
 }  // namespace
 
-// fused_step_float32: `kind` is snep::SamplerKind; the guard count is added to
-// *fired_out.
-extern "C" __global__ void fused_step_float32(
-    int kind, float* x, const float* grad, const float* anchor_prec, const float* anchor_pm,
-    float* site_prec, float* site_pm, const float* cavity_prec, const float* cavity_pm, float* s1,
-    float* s2, float* acc_x, float* acc_x2, const float* noise, long long n_chains,
-    long long n_params, snep::FusedParams p, unsigned long long* fired_out) {
+namespace {
+
+__device__ void fused_step_body(int kind, float* x, const float* grad, const float* anchor_prec,
+                                const float* anchor_pm, float* site_prec, float* site_pm,
+                                const float* cavity_prec, const float* cavity_pm, float* s1,
+                                float* s2, float* acc_x, float* acc_x2, const float* noise,
+                                long long n_chains, long long n_params,
+                                const snep::FusedParams& p, unsigned long long* fired_out) {
     FusedStepDevice f{{x, grad, anchor_prec, anchor_pm, site_prec, site_pm, cavity_prec,
                        cavity_pm, s1, s2, acc_x, acc_x2},
                       noise,
@@ -62,6 +63,32 @@ extern "C" __global__ void fused_step_float32(
                       p};
     const unsigned int fired = snep::dispatch_kind_flags(kind, snep::flags_of(p), f);
     if (fired) atomicAdd(fired_out, (unsigned long long)fired);
+}
+
+}  // namespace
+
+// fused_step_float32: `kind` is snep::SamplerKind; the scalars come by value; the guard
+// count is added to *fired_out.
+extern "C" __global__ void fused_step_float32(
+    int kind, float* x, const float* grad, const float* anchor_prec, const float* anchor_pm,
+    float* site_prec, float* site_pm, const float* cavity_prec, const float* cavity_pm, float* s1,
+    float* s2, float* acc_x, float* acc_x2, const float* noise, long long n_chains,
+    long long n_params, snep::FusedParams p, unsigned long long* fired_out) {
+    fused_step_body(kind, x, grad, anchor_prec, anchor_pm, site_prec, site_pm, cavity_prec,
+                    cavity_pm, s1, s2, acc_x, acc_x2, noise, n_chains, n_params, p, fired_out);
+}
+
+// fused_step_dparams_float32: the same pass with the scalars read from device memory at
+// run time, so that a CUDA graph which captured the launch sees the values of each replay
+// (the host writes the next step's struct there before launching the graph).
+extern "C" __global__ void fused_step_dparams_float32(
+    int kind, float* x, const float* grad, const float* anchor_prec, const float* anchor_pm,
+    float* site_prec, float* site_pm, const float* cavity_prec, const float* cavity_pm, float* s1,
+    float* s2, float* acc_x, float* acc_x2, const float* noise, long long n_chains,
+    long long n_params, const snep::FusedParams* p, unsigned long long* fired_out) {
+    const snep::FusedParams pv = *p;
+    fused_step_body(kind, x, grad, anchor_prec, anchor_pm, site_prec, site_pm, cavity_prec,
+                    cavity_pm, s1, s2, acc_x, acc_x2, noise, n_chains, n_params, pv, fired_out);
 }
 
 extern "C" __global__ void fill_normal_float32(float* out, long long n_chains,

@@ -34,6 +34,7 @@ from snep.backends.cuda_fused import (
     FILL_NORMAL_ARGS,
     FUSED_PARAMS_DTYPE,
     FUSED_STEP_ARGS,
+    FUSED_STEP_DPARAMS_ARGS,
     build_args,
     grid_for,
     pack_params,
@@ -169,7 +170,11 @@ def test_pack_params_round_trips_every_field():
 # ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "kernel,args",
-    [("fused_step_float32", FUSED_STEP_ARGS), ("fill_normal_float32", FILL_NORMAL_ARGS)],
+    [
+        ("fused_step_float32", FUSED_STEP_ARGS),
+        ("fused_step_dparams_float32", FUSED_STEP_DPARAMS_ARGS),
+        ("fill_normal_float32", FILL_NORMAL_ARGS),
+    ],
 )
 def test_launcher_arguments_match_the_kernel(kernel, args):
     assert kernel_params(SOURCE.read_text(), kernel) == list(args)
@@ -218,6 +223,19 @@ def test_gemm_build_args_gives_each_scalar_its_c_width():
 def test_fused_step_args_name_every_chain_array():
     names = [n for n, _ in FUSED_STEP_ARGS]
     assert set(ChainArrays.__dataclass_fields__) <= set(names)
+
+
+def test_the_graph_variant_differs_only_in_taking_the_scalars_by_pointer():
+    by_value, by_pointer = dict(FUSED_STEP_ARGS), dict(FUSED_STEP_DPARAMS_ARGS)
+    assert by_value.pop("p") == "snep::FusedParams"
+    assert by_pointer.pop("p") == "const snep::FusedParams*"
+    assert by_value == by_pointer
+    marker = object()  # a device buffer holding the struct: passed through as a pointer
+    values = {n: marker for n, t in FUSED_STEP_DPARAMS_ARGS if t.endswith("*")}
+    values.update(kind=0, n_chains=1, n_params=3)
+    args = build_args(FUSED_STEP_DPARAMS_ARGS, values)
+    by_name = dict(zip([n for n, _ in FUSED_STEP_DPARAMS_ARGS], args, strict=True))
+    assert by_name["p"] is marker and type(by_name["n_params"]) is np.int64
 
 
 def test_build_args_gives_each_scalar_its_c_width():

@@ -39,11 +39,13 @@ __all__ = [
     "FILL_NORMAL_ARGS",
     "FUSED_PARAMS_DTYPE",
     "FUSED_STEP_ARGS",
+    "FUSED_STEP_DPARAMS_ARGS",
     "MAX_BLOCKS",
     "build_args",
     "compile_nvrtc",
     "fill_normal",
     "fused_step",
+    "fused_step_device_params",
     "grid_for",
     "kernel_dir",
     "load_module",
@@ -141,6 +143,12 @@ FUSED_STEP_ARGS: tuple[tuple[str, str], ...] = (
     ("n_params", "long long"),
     ("p", "snep::FusedParams"),
     ("fired_out", "unsigned long long*"),
+)
+
+#: parameters of ``extern "C" __global__ void fused_step_dparams_float32(...)``: those of
+#: ``fused_step_float32`` with the scalars read through a device pointer (CUDA graphs)
+FUSED_STEP_DPARAMS_ARGS: tuple[tuple[str, str], ...] = tuple(
+    (name, "const snep::FusedParams*" if name == "p" else ctype) for name, ctype in FUSED_STEP_ARGS
 )
 
 #: parameters of ``extern "C" __global__ void fill_normal_float32(...)``: (name, C type)
@@ -434,6 +442,78 @@ def fused_step(
     if not return_fired:
         return None
     return take_fired()
+
+
+def fused_step_device_params(
+    kind: SamplerKind,
+    arrays: ChainArrays,
+    grad: Any,
+    params: Any,
+    *,
+    max_blocks: int = MAX_BLOCKS,
+) -> None:
+    """:func:`fused_step` with its scalars read from device memory when the kernel runs.
+
+    The launch a CUDA graph captures (``fused_step_dparams_float32``): a replay reads the
+    ``struct FusedParams`` the host last wrote to ``params``, not the values of the capture.
+    The noise is always drawn in the kernel, and the guard count stays on the device
+    (:func:`take_fired`).  Nothing here reads the device, so it may run while a stream
+    captures.
+
+    Parameters
+    ----------
+    kind : SamplerKind
+    arrays : ChainArrays
+        C-contiguous cupy float32 arrays of shape (C, P), all eleven of them (``acc_x`` and
+        ``acc_x2`` included: whether the pass accumulates is only known on the device).
+    grad : cupy array, shape (C, P)
+    params : cupy uint8 array of ``FUSED_PARAMS_DTYPE.itemsize`` bytes
+        Device memory holding one ``struct FusedParams`` (:func:`pack_params` bytes).
+    max_blocks : int
+        Cap on the grid.
+    """
+    cupy = _cupy()
+    kind = SamplerKind(kind)
+    shape = tuple(getattr(arrays.x, "shape", ()))
+    if len(shape) != 2:
+        raise ConfigError(
+            f"cuda fused_step_device_params: 'x' has shape {shape}, expected (n_chains, P)"
+        )
+    where = "fused_step_device_params"
+    for name in ChainArrays.__dataclass_fields__:
+        _check_array(cupy, name, getattr(arrays, name), shape, False, where=where)
+    _check_array(cupy, "grad", grad, shape, False, where=where)
+    size = FUSED_PARAMS_DTYPE.itemsize
+    ok = (
+        isinstance(params, cupy.ndarray)
+        and params.dtype == np.uint8
+        and params.size == size
+        and params.flags.c_contiguous
+        and int(params.data.ptr) % FUSED_PARAMS_DTYPE.alignment == 0
+    )
+    if not ok:
+        raise ConfigError(
+            f"cuda {where}: params is a {_describe(params)} of shape "
+            f"{getattr(params, 'shape', None)} and dtype {getattr(params, 'dtype', None)}, "
+            f"expected a contiguous cupy uint8 array of {size} bytes (one struct FusedParams) "
+            f"aligned to {FUSED_PARAMS_DTYPE.alignment} bytes"
+        )
+    n_chains, n_params = shape
+    if not (n_chains and n_params):
+        return
+    values = {name: getattr(arrays, name) for name in ChainArrays.__dataclass_fields__}
+    values.update(
+        kind=int(kind),
+        grad=grad,
+        noise=None,
+        n_chains=n_chains,
+        n_params=n_params,
+        p=params,
+        fired_out=_state(cupy).fired,
+    )
+    fn = load_module().get_function("fused_step_dparams_float32")
+    blocks, threads = grid_for(n_chains, n_params, max_blocks=max_blocks)
+    fn((blocks,), (threads,), build_args(FUSED_STEP_DPARAMS_ARGS, values))
 
 
 def take_fired() -> int:
