@@ -48,6 +48,7 @@ _FLAG_KEYS: dict[str, tuple[str, str]] = {
     "eval_every": ("train", "eval_every"),
     "backend": ("train", "backend"),
     "threads": ("train", "threads"),
+    "cuda_graph": ("train", "cuda_graph"),
     "sharding": ("train", "sharding"),
     "dirichlet_alpha": ("train", "dirichlet_alpha"),
     "validation": ("train", "validation"),
@@ -167,6 +168,12 @@ def _add_train(sub: Any) -> None:
         "--sharding",
         metavar="{iid,dirichlet}",
         help=f"how the training data are split over workers (default {d.train.sharding})",
+    )
+    g.add_argument(
+        "--cuda-graph",
+        action="store_true",
+        default=None,
+        help="capture each worker iteration in a CUDA graph and replay it (backend cuda)",
     )
     g.add_argument(
         "--dirichlet-alpha",

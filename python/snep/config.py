@@ -42,6 +42,8 @@ METHODS = ("snep", "ep", "adam", "asgd", "easgd")
 SCHEDULES = ("constant", "robbins_monro", "piecewise")
 SHARDINGS = ("iid", "dirichlet")
 BACKENDS = ("auto", "numpy", "cpu", "cuda")
+#: backends whose arrays live in host memory
+HOST_BACKENDS = ("numpy", "cpu")
 
 
 def _fail(key: str, value: Any, expected: str) -> None:
@@ -227,6 +229,9 @@ class TrainConfig:
     ``validation``: when > 0, hold out this stratified fraction of the *training*
     data (seeded by ``seed``) and evaluate on it instead of the test set, so that
     settings are chosen without looking at the test set.
+    ``cuda_graph``: capture each worker iteration in a CUDA graph and replay it (a GPU
+    backend only; :mod:`snep.backends.cuda_graph`); the numbers are those of the
+    uncaptured iteration.
     """
 
     method: str = "snep"
@@ -247,6 +252,7 @@ class TrainConfig:
     checkpoint_every: int = 1
     synchronous: bool = False
     validation: float = 0.0
+    cuda_graph: bool = False
 
     def __post_init__(self) -> None:
         _one_of("train.method", self.method, METHODS)
@@ -282,6 +288,16 @@ class TrainConfig:
                 "train.validation",
                 self.validation,
                 "a fraction in [0, 1) of the training data to hold out (0: off)",
+            )
+        if not isinstance(self.cuda_graph, bool):
+            _fail("train.cuda_graph", self.cuda_graph, "true or false")
+        if self.cuda_graph and (self.method not in ("snep", "ep") or self.backend in HOST_BACKENDS):
+            _fail(
+                "train.cuda_graph",
+                self.cuda_graph,
+                "false unless train.method is 'snep' or 'ep' and train.backend is 'cuda' or "
+                f"'auto' (got method {self.method!r}, backend {self.backend!r}): CUDA graphs "
+                "capture a worker iteration on a GPU",
             )
 
     @property

@@ -6,6 +6,13 @@ implicit host/device mixing in the code under test raises ``TypeError`` (as CuPy
 :class:`DeviceBackend` runs the ``cpu`` backend's kernels on the memory of such arrays
 and exposes the device-backend interface of :mod:`snep.backends.base` (``xp``,
 ``to_host``, ``to_device``, ``take_fired``), like :class:`snep.backends.cuda.CudaBackend`.
+
+It also stands in for CUDA-graph capture (``step_inputs``, ``capture``,
+``fused_step_device_params``; :mod:`snep.backends.cuda_graph`).  A "graph" here replays by
+calling the body again, so the double enforces what makes that equal to a real replay:
+while a body runs, every host/device transfer, every host read of the device and the
+by-value ``fused_step`` raise :class:`GraphRuleError` (the body may only launch work whose
+inputs are device buffers), and the step record is only read from device memory.
 """
 
 from __future__ import annotations
@@ -15,7 +22,15 @@ from typing import Any
 import numpy as np
 
 from snep.backends import get_backend
+from snep.backends.cuda_fused import FUSED_PARAMS_DTYPE
+from snep.backends.cuda_graph import step_record_dtype
 from snep.samplers.reference import ChainArrays
+from snep.samplers.scalars import PassScalars
+
+
+class GraphRuleError(RuntimeError):
+    """The code under test did something inside a captured body that a CUDA graph cannot
+    replay (a transfer, a host read, scalars passed by value)."""
 
 
 def _is_host(x: Any) -> bool:
@@ -93,6 +108,44 @@ class _DeviceMLP:
         raise TypeError("predict on the host: the evaluator must not use the device backend")
 
 
+class _StepInputs:
+    """The double's :class:`snep.backends.cuda_graph.CudaStepInputs`: one host record, one
+    device copy of its bytes."""
+
+    def __init__(self, backend: DeviceBackend, n_samples: int, batch_size: int) -> None:
+        self.backend = backend
+        self.dtype = step_record_dtype(n_samples, batch_size)
+        self._host = np.zeros((), self.dtype)
+        self.device = np.zeros(self.dtype.itemsize, np.uint8).view(DeviceArray)
+        n_idx = self.dtype.fields["idx"][0].itemsize
+        self.idx = self.device[:n_idx].view(np.int64).reshape(n_samples, batch_size)
+        self._params_off = self.dtype.fields["params"][1]
+        self.uploads = 0
+
+    def params(self, k: int) -> DeviceArray:
+        size = FUSED_PARAMS_DTYPE.itemsize
+        off = self._params_off + k * size
+        return self.device[off : off + size]
+
+    def host(self) -> np.ndarray:
+        self.backend.outside_graph("step_inputs.host")
+        return self._host
+
+    def upload(self) -> None:
+        self.backend.outside_graph("step_inputs.upload")
+        self.device.view(np.ndarray)[...] = self._host.reshape(1).view(np.uint8)
+        self.uploads += 1
+
+
+class _ReplayGraph:
+    def __init__(self, backend: DeviceBackend, body: Any) -> None:
+        self.backend, self.body = backend, body
+
+    def launch(self) -> None:
+        self.backend.launches += 1
+        self.backend.run_body(self.body)
+
+
 class DeviceBackend:
     """The ``cpu`` backend's kernels behind a device backend's interface."""
 
@@ -104,18 +157,53 @@ class DeviceBackend:
         self.cpu = get_backend("cpu")
         self.fired = 0
         self.fired_reads = 0
+        self.in_body = False
+        self.captures = 0
+        self.launches = 0
 
-    @staticmethod
-    def to_host(a: Any) -> np.ndarray:
+    # -- graphs ------------------------------------------------------------------------------
+    def outside_graph(self, what: str) -> None:
+        if self.in_body:
+            raise GraphRuleError(f"{what} inside a captured body: a graph cannot replay it")
+
+    def run_body(self, body: Any) -> None:
+        self.outside_graph("a nested capture")
+        self.in_body = True
+        try:
+            body()
+        finally:
+            self.in_body = False
+
+    def step_inputs(self, n_samples: int, batch_size: int) -> _StepInputs:
+        return _StepInputs(self, n_samples, batch_size)
+
+    def capture(self, body: Any) -> _ReplayGraph:
+        self.captures += 1
+        self.run_body(body)  # this iteration, as CudaGraphs.capture runs it
+        return _ReplayGraph(self, body)
+
+    def fused_step_device_params(self, kind, arrays, grad, params) -> None:
+        if not isinstance(grad, DeviceArray) or not isinstance(params, DeviceArray):
+            raise TypeError("fused_step_device_params: grad and params must be device arrays")
+        if params.dtype != np.uint8 or params.size != FUSED_PARAMS_DTYPE.itemsize:
+            raise TypeError(f"fused_step_device_params: params is {params.dtype} {params.shape}")
+        record = params.view(np.ndarray).view(FUSED_PARAMS_DTYPE)[0]  # read when it runs
+        scalars = PassScalars(**{name: record[name].item() for name in FUSED_PARAMS_DTYPE.names})
+        self.fired += self.cpu.fused_step(kind, self._bare_arrays(arrays), _bare(grad), scalars)
+
+    # -- host/device ---------------------------------------------------------------------------
+    def to_host(self, a: Any) -> np.ndarray:
+        self.outside_graph("to_host")
         if not isinstance(a, DeviceArray):
             raise TypeError(f"to_host of a {type(a).__name__}, expected a device array")
         return np.array(a.view(np.ndarray))
 
-    @staticmethod
-    def to_device(a: Any, dtype: Any = None) -> DeviceArray:
+    def to_device(self, a: Any, dtype: Any = None) -> DeviceArray:
+        self.outside_graph("to_device")
         return np.array(_bare(a), dtype=dtype).view(DeviceArray)
 
     def take_fired(self) -> int:
+        self.outside_graph("take_fired")
         self.fired_reads += 1
         n, self.fired = self.fired, 0
         return n
@@ -131,6 +219,7 @@ class DeviceBackend:
         return ChainArrays(*(None if a is None else _bare(a) for a in arrays.arrays()))
 
     def fused_step(self, kind, arrays, grad, scalars, noise=None, *, return_fired=False):
+        self.outside_graph("fused_step with scalars by value")
         if not isinstance(grad, DeviceArray):
             raise TypeError("fused_step: grad must be a device array")
         self.fired += self.cpu.fused_step(

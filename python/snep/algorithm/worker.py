@@ -29,8 +29,10 @@ import numpy as np
 from snep.algorithm.messages import Push, Reply
 from snep.backends import Backend, MLPKernels
 from snep.backends.base import array_module, to_device, to_host
+from snep.backends.cuda_fused import pack_params
 from snep.config import Config
 from snep.data.minibatch import MinibatchStream, gather_batch
+from snep.errors import ConfigError
 from snep.family import DiagGaussian
 from snep.samplers.noise import NOISE_STREAM_SAMPLER
 from snep.samplers.reference import ChainArrays
@@ -161,6 +163,24 @@ class SnepWorker:
         self.replies = 0
         self._last_loglik: object = float("nan")  # per example; device scalar until read
         self._window = 0  # samples accumulated (EP variant)
+        self._graphed = bool(train.cuda_graph)
+        if self._graphed:
+            self._init_graphs()
+
+    def _init_graphs(self) -> None:
+        """State of ``train.cuda_graph``: each iteration's inputs go through a device
+        record, and the iteration is captured once per variant (with or without the
+        anchor refresh) and replayed (:mod:`snep.backends.cuda_graph`)."""
+        backend = self.backend
+        if not self._on_device or not hasattr(backend, "capture"):
+            raise ConfigError(
+                f"train.cuda_graph = true needs a device backend that captures CUDA graphs "
+                f"(cuda); the backend is {getattr(backend, 'name', type(backend).__name__)!r}. "
+                "Use --backend cuda, or set train.cuda_graph = false"
+            )
+        self._inputs = backend.step_inputs(self._samples_per_iteration(), self.batch_size)
+        self._graphs: dict[bool, object] = {}
+        self._loglik_buf = self.xp.zeros((), np.float64)
 
     # ------------------------------------------------------------------ state
     def _host64(self, a: object) -> np.ndarray:
@@ -231,42 +251,94 @@ class SnepWorker:
         xp.add(a.cavity_pm, a.site_pm, out=a.anchor_pm)
 
     # ------------------------------------------------------------- iteration
+    def _samples_per_iteration(self) -> int:
+        return self.config.snep.n_samples if self.method == "snep" else 1
+
+    def _set_sample_scalars(self, k: int, k_samples: int) -> None:
+        """The pass scalars of sample ``k`` of ``k_samples`` of this iteration (after the
+        sampler step counter has advanced)."""
+        s = self.scalars
+        s.set_step(self.kind, self.sampler_steps)
+        if self.method == "snep":
+            last = k == k_samples - 1
+            s.accumulate = int(k_samples > 1)
+            s.update_site = int(last)
+            s.inv_n_acc = 1.0 / k_samples if (k_samples > 1 and last) else 0.0
+        else:  # EP / SMS: accumulate the window's samples, no site step
+            s.accumulate, s.update_site, s.inv_n_acc = 1, 0, 0.0
+
     def step(self) -> Push | None:
         """One SNEP iteration; returns a :class:`Push` when a sync is due."""
         snep = self.config.snep
-        s = self.scalars
-        s.site_step = snep.site_step(self.iteration)
-        k_samples = snep.n_samples if self.method == "snep" else 1
-        for k in range(k_samples):
-            idx = self.stream.next_indices()
-            self._gather(idx)
-            loglik = self.model.loglik_and_grad(
-                self.arrays.x, self.batch_x, self.batch_y, self.grad
-            )
-            self._last_loglik = loglik[0] / self.batch_size  # not read here: no GPU sync
-            self.sampler_steps += 1
-            s.set_step(self.kind, self.sampler_steps)
-            if self.method == "snep":
-                last = k == k_samples - 1
-                s.accumulate = int(k_samples > 1)
-                s.update_site = int(last)
-                s.inv_n_acc = 1.0 / k_samples if (k_samples > 1 and last) else 0.0
-            else:  # EP / SMS: accumulate the window's samples, no site step
-                s.accumulate, s.update_site, s.inv_n_acc = 1, 0, 0.0
-            if self._defer_fired:  # counted on the device, read at syncs: no host sync here
-                self.backend.fused_step(self.kind, self.arrays, self.grad, s, return_fired=False)
-            else:
-                self.guard_fired += self.backend.fused_step(self.kind, self.arrays, self.grad, s)
+        self.scalars.site_step = snep.site_step(self.iteration)
+        k_samples = self._samples_per_iteration()
+        refresh = (self.iteration + 1) % snep.n_inner == 0
+        refresh_in_graph = refresh and self.method == "snep"
+        if self._graphed:
+            self._step_graphed(k_samples, refresh_in_graph)
+        else:
+            for k in range(k_samples):
+                self._gather(self.stream.next_indices())
+                loglik = self.model.loglik_and_grad(
+                    self.arrays.x, self.batch_x, self.batch_y, self.grad
+                )
+                self._last_loglik = loglik[0] / self.batch_size  # not read here: no GPU sync
+                self.sampler_steps += 1
+                self._set_sample_scalars(k, k_samples)
+                s = self.scalars
+                if self._defer_fired:  # counted on the device, read at syncs: no host sync
+                    self.backend.fused_step(
+                        self.kind, self.arrays, self.grad, s, return_fired=False
+                    )
+                else:
+                    self.guard_fired += self.backend.fused_step(
+                        self.kind, self.arrays, self.grad, s
+                    )
         self.iteration += 1
         if self.method == "ep":
             self._window += 1
-        if self.iteration % snep.n_inner == 0:
+        if refresh:
             if self.method == "ep":
                 self._ep_update()
-            self._refresh_anchor()
+            if not (self._graphed and refresh_in_graph):
+                self._refresh_anchor()
         if not self.in_flight and self.iteration - self.last_push >= snep.n_sync:
             return self.make_push()
         return None
+
+    def _step_graphed(self, k_samples: int, refresh: bool) -> None:
+        """One iteration as a CUDA graph: this iteration's indices and pass scalars go into
+        a host record, one asynchronous copy takes it to the device, and the graph (captured
+        at the first iteration of each variant) runs every sample's launches."""
+        record = self._inputs.host()
+        for k in range(k_samples):
+            record["idx"][k] = self.stream.next_indices()
+            self.sampler_steps += 1
+            self._set_sample_scalars(k, k_samples)
+            pack_params(self.scalars, record["params"][k : k + 1].reshape(()))
+        self._inputs.upload()
+        graph = self._graphs.get(refresh)
+        if graph is None:
+            self._graphs[refresh] = self.backend.capture(
+                lambda: self._graph_body(k_samples, refresh)
+            )
+        else:
+            graph.launch()
+        self._last_loglik = self._loglik_buf
+
+    def _graph_body(self, k_samples: int, refresh: bool) -> None:
+        """The launches of one iteration, reading its inputs from the device record only
+        (what a CUDA graph replays)."""
+        xp, inputs, a = self.xp, self._inputs, self.arrays
+        loglik = None
+        for k in range(k_samples):
+            xp.take(self._x_dev, inputs.idx[k], axis=0, out=self.batch_x[0])
+            xp.take(self._y_dev, inputs.idx[k], axis=0, out=self.batch_y[0])
+            loglik = self.model.loglik_and_grad(a.x, self.batch_x, self.batch_y, self.grad)
+            self.backend.fused_step_device_params(self.kind, a, self.grad, inputs.params(k))
+        self._loglik_buf[...] = loglik[0] / self.batch_size
+        if refresh:
+            self._refresh_anchor()
 
     def _ep_update(self) -> None:
         """Damped EP site update from the window's sample moments (Xu et al. 2014)."""

@@ -130,6 +130,32 @@ class CudaBackend:
         if device is not None:
             cupy.cuda.Device(int(device)).use()
         self.device = int(cupy.cuda.Device().id)
+        self._graphs: Any = None
+
+    # -- CUDA graphs (snep.backends.cuda_graph) ----------------------------------------------
+    def _graph_state(self) -> Any:
+        if self._graphs is None:
+            from snep.backends.cuda_graph import CudaGraphs
+
+            self._graphs = CudaGraphs()
+        return self._graphs
+
+    def step_inputs(self, n_samples: int, batch_size: int) -> Any:
+        """A device record of one iteration's minibatch indices and pass scalars, filled from
+        pinned host records (:class:`~snep.backends.cuda_graph.CudaStepInputs`)."""
+        return self._graph_state().step_inputs(n_samples, batch_size)
+
+    def capture(self, body: Any) -> Any:
+        """Run ``body`` (one iteration's launches) now and return a
+        :class:`~snep.backends.cuda_graph.CudaGraph` that replays it; ``body`` must read
+        everything that changes between iterations from device memory."""
+        return self._graph_state().capture(body)
+
+    @staticmethod
+    def fused_step_device_params(kind: SamplerKind, arrays: ChainArrays, grad: Any, params: Any):
+        """The fused pass with its scalars read from device memory (capturable); see
+        :func:`cuda_fused.fused_step_device_params`."""
+        cuda_fused.fused_step_device_params(kind, arrays, grad, params)
 
     # -- host/device ------------------------------------------------------------------------
     @staticmethod
