@@ -19,13 +19,18 @@ installs what is missing and runs this script.  Two parts:
      float64 with a per-entry bound (the measured TF32 error is printed);
    * :class:`snep.backends.cuda.CudaMLP` ``loglik_and_grad`` and ``predict_proba`` vs
      :mod:`snep.model.mlp_numpy`, with cuBLAS GEMMs + epilogues and with each tiled GEMM;
-   * ``CudaBackend.apply_reply`` vs :func:`snep.samplers.reference.reply_update_reference`.
+   * ``CudaBackend.apply_reply`` vs :func:`snep.samplers.reference.reply_update_reference`;
+   * CUDA graphs (:mod:`snep.backends.cuda_graph`): ``fused_step_dparams_float32`` (scalars
+     read from device memory) = ``fused_step_float32`` bitwise, and a SNEP run on digits
+     with ``train.cuda_graph = true`` = the same run uncaptured.
 
 2. **Timings** (DESIGN §3: warm-up, CUDA events, synchronised; median of rounds) of the
    CUDA worker pieces on the paper's 784-500-300-10 MLP (Hasenclever et al., JMLR 18
    (2017), §6), float32, 8 chains: fwd+bwd at batch 100 and 1024 (cuBLAS and the tiled
    GEMMs: numba, C++ fp32, C++ TF32; with GFLOP/s), and the fused
-   sampler/site pass over 8 × 545,810 parameters with in-kernel noise; each against PyTorch
+   sampler/site pass over 8 × 545,810 parameters with in-kernel noise, and the whole worker
+   iteration (minibatch gather from a device shard, fwd+bwd, fused pass) for 8 chains at
+   batch 100 and 1024, uncaptured and replayed as a CUDA graph; each against PyTorch
    eager (``bench/torch_reference.py``: autograd, a per-tensor update with ``torch.randn``)
    and ``torch.compile`` of the same functions, when torch with CUDA is importable.
 
@@ -662,6 +667,71 @@ def check_reply(rep: Report, cupy: Any, backend: Any) -> None:
         rep.check(f"apply_reply (scale_momentum={momentum})", run)
 
 
+def check_graph(rep: Report, cupy: Any, backend: Any) -> None:
+    from snep.backends import cuda_fused
+    from snep.backends.cuda import chain_arrays_to_device
+    from snep.backends.cuda_fused import FUSED_PARAMS_DTYPE, pack_params
+
+    def device_params(kind: SamplerKind) -> tuple[float, float, str]:
+        rng = np.random.default_rng(40 + int(kind))
+        c, p = 3, 20_001
+        a32 = random_state(rng, c, p)
+        grad = cupy.asarray(rng.normal(0, 1, (c, p)).astype(np.float32))
+        s = scalars_for(kind)
+        a, b = chain_arrays_to_device(a32), chain_arrays_to_device(a32)
+        cuda_fused.take_fired()
+        cuda_fused.fused_step(kind, a, grad, s, return_fired=False)
+        fired_a = cuda_fused.take_fired()
+        dparams = cupy.full(FUSED_PARAMS_DTYPE.itemsize, 0xFF, np.uint8)  # poisoned
+        dparams.set(pack_params(s).reshape(1).view(np.uint8))
+        backend.fused_step_device_params(kind, b, grad, dparams)
+        fired_b = cuda_fused.take_fired()
+        pairs = list(zip(a.arrays(), b.arrays(), strict=True))
+        err = max(rel_err(y.get(), x.get().astype(np.float64)) for x, y in pairs)
+        exact = all(np.array_equal(x.get(), y.get()) for x, y in pairs)
+        if fired_a != fired_b:
+            err = float("inf")
+        return err, 0.0, f"bitwise equal: {exact}; fired {fired_b} (by value {fired_a})"
+
+    for kind in KINDS:
+        rep.check(
+            f"fused {kind.name} scalars from device memory = by value",
+            lambda kind=kind: device_params(kind),
+        )
+
+    def graphed_run(method: str, n_samples: int) -> tuple[float, float, str]:
+        from snep.algorithm.runner import fit
+        from snep.config import Config
+        from snep.data.loaders import load_digits
+
+        config = Config().replace(
+            train={"method": method, "workers": 2, "iterations": 40, "eval_every": 20},
+            model={"hidden": (32,)},
+            snep={"n_samples": n_samples},
+        )
+        data = load_digits()
+        plain = fit(config, data, backend)
+        graphed = fit(config.replace(train={"cuda_graph": True}), data, backend)
+        pairs = [
+            (graphed.posterior.mean, plain.posterior.mean),
+            (graphed.posterior.var, plain.posterior.var),
+        ]
+        err = max(rel_err(g, w) for g, w in pairs)
+        exact = all(np.array_equal(g, w) for g, w in pairs)
+
+        def metrics(run: Any) -> list[dict[str, Any]]:
+            return [{k: v for k, v in h.items() if "seconds" not in k} for h in run.history]
+
+        same = metrics(graphed) == metrics(plain)
+        return err, 1e-5, f"bitwise equal: {exact}; same metrics: {same}"
+
+    for method, n_samples in (("snep", 1), ("snep", 3), ("ep", 1)):
+        rep.check(
+            f"cuda_graph run = uncaptured run ({method}, {n_samples} sample(s)/iteration)",
+            lambda method=method, n_samples=n_samples: graphed_run(method, n_samples),
+        )
+
+
 # ---------------------------------------------------------------------------------------
 # 2. timings
 # ---------------------------------------------------------------------------------------
@@ -829,6 +899,10 @@ def run_timings(rep: Report, cupy: Any, backend: Any, args: argparse.Namespace) 
 
         safe_time(rep, group, "torch.compile (autograd)", torch_compiled)
 
+    time_worker_iteration(
+        rep, cupy, backend, c, reps, rounds, ct, torch, tr, tt if torch else None, budget_left
+    )
+
     # -- fused pass ---------------------------------------------------------------------------
     group = f"fused pass C={c} P={P_MNIST}"
     rng = np.random.default_rng(0)
@@ -901,6 +975,143 @@ def run_timings(rep: Report, cupy: Any, backend: Any, args: argparse.Namespace) 
     safe_time(rep, group, "torch.compile (flat, randn)", torch_compiled_update)
 
 
+#: examples in the shard of the worker-iteration timing (MNIST over 8 workers)
+WORKER_SHARD = 60_000 // 8
+
+
+def time_worker_iteration(
+    rep: Report,
+    cupy: Any,
+    backend: Any,
+    c: int,
+    reps: int,
+    rounds: int,
+    ct: dict[str, Any],
+    torch: Any,
+    tr: Any,
+    tt: dict[str, Any] | None,
+    budget_left: Callable[[], float],
+) -> None:
+    """One worker iteration for ``c`` chains: draw the minibatch indices on the host, gather
+    the minibatch from the shard on the device, fwd+bwd, fused pass (Adam-SGLD, in-kernel
+    noise); uncaptured (the worker's launches one by one) and as a CUDA graph replay (the
+    indices and scalars staged through the pinned ring).  Wall time includes the host work."""
+    from snep.backends.cuda import chain_arrays_to_device
+    from snep.backends.cuda_fused import pack_params
+
+    spec = ParamSpec(LAYERS)
+    kind = SamplerKind.ADAM_SGLD
+    n_shard = WORKER_SHARD
+    s = scalars_for(kind, step_size=1e-4, lik_scale=1.0, seed=5)
+    dev = torch.device("cuda") if torch is not None else None
+    for b in (100, 1024):
+        group = f"worker iteration C={c} B={b}"
+        r = max(2, reps // (4 if b > 100 else 1))
+        rng = np.random.default_rng(b + 1)
+        _, params, _, _ = mlp_problem(LAYERS, c, 1, seed=b + 2)
+        xs = cupy.asarray(rng.random((n_shard, spec.n_inputs), dtype=np.float32))
+        ys = cupy.asarray(rng.integers(0, spec.n_outputs, n_shard), np.int32)
+        a32 = random_state(rng, c, P_MNIST)
+        a32.x[...] = params
+
+        def make(graphed: bool, b=b, xs=xs, ys=ys, a32=a32):
+            mlp = backend.mlp(spec, c, b)
+            ad = chain_arrays_to_device(a32)
+            grad = cupy.empty((c, P_MNIST), np.float32)
+            bx = cupy.empty((c, b, spec.n_inputs), np.float32)
+            by = cupy.empty((c, b), np.int32)
+            host_rng = np.random.default_rng(0)
+            if not graphed:
+
+                def run():
+                    s.step += 1
+                    idx = cupy.asarray(host_rng.integers(0, n_shard, c * b))
+                    cupy.take(xs, idx, axis=0, out=bx.reshape(c * b, -1))
+                    cupy.take(ys, idx, axis=0, out=by.reshape(c * b))
+                    mlp.loglik_and_grad(ad.x, bx, by, grad)
+                    backend.fused_step(kind, ad, grad, s)
+
+                return run
+            inputs = backend.step_inputs(1, c * b)
+
+            def body():
+                cupy.take(xs, inputs.idx[0], axis=0, out=bx.reshape(c * b, -1))
+                cupy.take(ys, inputs.idx[0], axis=0, out=by.reshape(c * b))
+                mlp.loglik_and_grad(ad.x, bx, by, grad)
+                backend.fused_step_device_params(kind, ad, grad, inputs.params(0))
+
+            graph = []
+
+            def run():
+                s.step += 1
+                rec = inputs.host()
+                rec["idx"][0] = host_rng.integers(0, n_shard, c * b)
+                pack_params(s, rec["params"][0:1].reshape(()))
+                inputs.upload()
+                if graph:
+                    graph[0].launch()
+                else:
+                    graph.append(backend.capture(body))
+
+            return run
+
+        for graphed, label in ((False, "snep cuda (launch by launch)"), (True, "snep cuda graph")):
+            safe_time(
+                rep,
+                group,
+                label,
+                lambda graphed=graphed, r=r: time_gpu(
+                    make(graphed), **ct, reps=r, rounds=rounds, warmup=3
+                ),
+            )
+        if torch is None or tt is None:
+            continue
+        txs = torch.as_tensor(cupy.asnumpy(xs), device=dev)
+        tys = torch.as_tensor(cupy.asnumpy(ys), dtype=torch.int64, device=dev)
+        state = {n: torch.as_tensor(getattr(a32, n), device=dev).clone() for n in tr.STATE_FIELDS}
+        views = {n: tr.layer_views(spec, t) for n, t in state.items()}
+        n_t = len(views["x"])
+        layers = [{n: views[n][i] for n in tr.STATE_FIELDS} for i in range(n_t)]
+
+        def torch_iteration(b=b, txs=txs, tys=tys, views=views, layers=layers):
+            idx = torch.randint(0, n_shard, (c * b,), device=dev)
+            tx = txs[idx].view(c, b, -1)
+            ty = tys[idx].view(c, b)
+            _, grads = tr.fwd_bwd(views["x"], tx, ty)
+            for g, st in zip(grads, layers, strict=True):
+                tr.update_tensor_(kind, g, st, s, torch.randn(g.shape, device=dev))
+
+        safe_time(
+            rep,
+            group,
+            "torch eager (gather, autograd, per-tensor update)",
+            lambda f=torch_iteration, r=r: time_gpu(f, **tt, reps=r, rounds=rounds, warmup=3),
+        )
+        if budget_left() < 150:
+            rep.timing(group, "torch.compile", {"error": "skipped: time budget"})
+            continue
+
+        def fwd_bwd_update(txs, tys, idx, state, b=b):
+            tx = txs[idx].view(c, b, -1)
+            ty = tys[idx].view(c, b)
+            leaves = [p.detach().requires_grad_() for p in tr.layer_views(spec, state["x"])]
+            ll = tr.mlp_loglik(leaves, tx, ty)
+            grads = torch.autograd.grad(ll.sum(), leaves)
+            g = torch.cat([t.reshape(c, -1) for t in grads], dim=1)
+            with torch.no_grad():
+                tr.update_tensor_(kind, g, state, s, torch.randn_like(g))
+
+        compiled = torch.compile(fwd_bwd_update)
+
+        def torch_compiled(b=b, txs=txs, tys=tys, state=state, compiled=compiled, r=r):
+            def run():
+                compiled(txs, tys, torch.randint(0, n_shard, (c * b,), device=dev), state)
+
+            return time_gpu(run, **tt, reps=r, rounds=rounds, warmup=3)
+
+        safe_time(rep, group, "torch.compile (gather, autograd, flat update)", torch_compiled)
+
+
 # ---------------------------------------------------------------------------------------
 # main
 # ---------------------------------------------------------------------------------------
@@ -968,6 +1179,7 @@ def main(argv: list[str] | None = None) -> int:
     check_gemms(rep, cupy)
     check_mlp(rep, cupy, backend)
     check_reply(rep, cupy, backend)
+    check_graph(rep, cupy, backend)
     n_fail = len(rep.failed)
     print(f"{len(rep.checks) - n_fail} passed, {n_fail} failed ({rep.elapsed():.0f} s)")
 

@@ -81,6 +81,7 @@ def test_evaluate_reproduces_the_final_metrics(run_dir, capsys):
         (["--site-step", "-1"], "'snep.site_step.value'"),
         (["--data", "no-such-data"], "no-such-data"),
         (["--backend", "tpu"], "'train.backend' = 'tpu'"),
+        (["--cuda-graph", "--backend", "cpu"], "'train.cuda_graph' = True"),
     ],
 )
 def test_bad_values_exit_2_naming_the_key(tmp_path, capsys, argv, fragment):

@@ -609,11 +609,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return _cmd_train_mpi(args, config)
 
     # heavy imports only now, after the thread variables are set
-    from snep.algorithm.runner import fit
+    from snep.algorithm.runner import check_backend, fit
     from snep.backends import get_backend
 
     dataset = load_run_data(config)
     backend = get_backend(config.train.backend, config.train.threads)
+    check_backend(config, backend)  # before the run directory exists
     t = config.train
     banner = (
         f"snep: {t.method} with {t.workers} worker(s), {t.iterations} iterations, "

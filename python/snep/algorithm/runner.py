@@ -25,7 +25,7 @@ from snep.algorithm.messages import Push, Reply
 from snep.algorithm.server import PosteriorServer
 from snep.algorithm.worker import SnepWorker, worker_seed
 from snep.backends import Backend, MLPKernels, get_backend
-from snep.backends.base import is_host
+from snep.backends.base import is_host, require_graph_capture
 from snep.config import Config
 from snep.data.dataset import Dataset
 from snep.data.minibatch import MinibatchStream, gather_batch
@@ -476,7 +476,7 @@ def fit(
     """
     if isinstance(backend, str) or backend is None:
         backend = get_backend(backend or config.train.backend, config.train.threads)
-    require_host_for_baselines(config, backend)
+    check_backend(config, backend)
     with blas_threads(config, build_spec(config, dataset).size):
         if config.train.method == "adam":
             if resume is not None:
@@ -485,15 +485,22 @@ def fit(
         return run_in_process(config, dataset, backend, callback, checkpoint, resume)
 
 
-def require_host_for_baselines(config: Config, backend: Backend) -> None:
-    """A device backend (``cuda``) runs the SNEP and EP workers; the baselines (Adam,
-    A-SGD, EASGD) are written for host arrays: a clear error instead of a crash."""
+def check_backend(config: Config, backend: Backend) -> None:
+    """Whether ``backend`` can run ``config``, as a clear :class:`ConfigError` before
+    anything starts.
+
+    A device backend (``cuda``) runs the SNEP and EP workers; the baselines (Adam, A-SGD,
+    EASGD) are written for host arrays.  ``train.cuda_graph`` needs a backend that
+    captures CUDA graphs.
+    """
     if not is_host(backend) and config.train.method not in ("snep", "ep"):
         raise ConfigError(
             f"train.method = {config.train.method!r} runs on the host backends ('cpu', "
             f"'numpy'), not on {backend.name!r}; use --backend cpu for the baselines "
             "(the cuda backend runs the snep and ep methods)"
         )
+    if config.train.cuda_graph:
+        require_graph_capture(backend)
 
 
 #: below this many parameters the GEMMs are too small to gain from BLAS threads

@@ -28,11 +28,10 @@ import numpy as np
 
 from snep.algorithm.messages import Push, Reply
 from snep.backends import Backend, MLPKernels
-from snep.backends.base import array_module, to_device, to_host
+from snep.backends.base import array_module, require_graph_capture, to_device, to_host
 from snep.backends.cuda_fused import pack_params
 from snep.config import Config
 from snep.data.minibatch import MinibatchStream, gather_batch
-from snep.errors import ConfigError
 from snep.family import DiagGaussian
 from snep.samplers.noise import NOISE_STREAM_SAMPLER
 from snep.samplers.reference import ChainArrays
@@ -172,12 +171,7 @@ class SnepWorker:
         record, and the iteration is captured once per variant (with or without the
         anchor refresh) and replayed (:mod:`snep.backends.cuda_graph`)."""
         backend = self.backend
-        if not self._on_device or not hasattr(backend, "capture"):
-            raise ConfigError(
-                f"train.cuda_graph = true needs a device backend that captures CUDA graphs "
-                f"(cuda); the backend is {getattr(backend, 'name', type(backend).__name__)!r}. "
-                "Use --backend cuda, or set train.cuda_graph = false"
-            )
+        require_graph_capture(backend)
         self._inputs = backend.step_inputs(self._samples_per_iteration(), self.batch_size)
         self._graphs: dict[bool, object] = {}
         self._loglik_buf = self.xp.zeros((), np.float64)

@@ -13,11 +13,20 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from snep.errors import ConfigError
 from snep.model.spec import ParamSpec
 from snep.samplers.reference import ChainArrays
 from snep.samplers.scalars import PassScalars, SamplerKind
 
-__all__ = ["Backend", "MLPKernels", "array_module", "is_host", "to_device", "to_host"]
+__all__ = [
+    "Backend",
+    "MLPKernels",
+    "array_module",
+    "is_host",
+    "require_graph_capture",
+    "to_device",
+    "to_host",
+]
 
 
 class MLPKernels(Protocol):
@@ -82,3 +91,15 @@ def to_device(backend: Any, a: Any, dtype: Any = None) -> Any:
     """``a`` (host or device) as an array of ``backend`` (of ``dtype`` when given)."""
     f = getattr(backend, "to_device", None)
     return np.asarray(a, dtype) if f is None else f(a, dtype)
+
+
+def require_graph_capture(backend: Any) -> None:
+    """Raise :class:`ConfigError` unless ``backend`` captures CUDA graphs (``train.cuda_graph``;
+    it then has ``step_inputs``, ``capture`` and ``fused_step_device_params``)."""
+    if is_host(backend) or not hasattr(backend, "capture"):
+        name = getattr(backend, "name", type(backend).__name__)
+        raise ConfigError(
+            "train.cuda_graph = true needs a device backend that captures CUDA graphs "
+            f"(cuda); the backend is {name!r}. Use --backend cuda, or set "
+            "train.cuda_graph = false"
+        )

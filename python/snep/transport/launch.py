@@ -27,8 +27,8 @@ from snep.algorithm.runner import (
     _prior,
     blas_threads,
     build_spec,
+    check_backend,
     make_server,
-    require_host_for_baselines,
 )
 from snep.algorithm.server import PosteriorServer
 from snep.backends import Backend, get_backend
@@ -126,7 +126,7 @@ def run_mpi(
             )
         backend = backend or rank_backend(config, comm)
         if rank != 0:
-            require_host_for_baselines(config, backend)
+            check_backend(config, backend)
         spec = build_spec(config, dataset)
         if checkpoint_dir is not None and train.method in ("asgd", "easgd"):
             checkpoint_dir = None  # the baselines keep no checkpoints
