@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from snep.algorithm.server import PosteriorServer
-from snep.algorithm.worker import SAMPLER_KINDS, SnepWorker
+from snep.algorithm.worker import SAMPLER_KINDS, SnepWorker, pass_scalars
 from snep.backends import get_backend
 from snep.config import Config, ModelConfig, SamplerConfig, SNEPConfig, TrainConfig
 from snep.data.minibatch import MinibatchStream, gather_batch
@@ -22,7 +22,7 @@ from snep.family import DiagGaussian
 from snep.model.mlp_cpu import CpuMLP
 from snep.model.spec import ParamSpec, init_params
 from snep.samplers.reference import ChainArrays
-from snep.samplers.scalars import PassScalars, SamplerKind
+from snep.samplers.scalars import SamplerKind
 
 __all__ = [
     "HIDDEN",
@@ -136,7 +136,7 @@ class BatchedSnepIteration:
         threads: int,
     ) -> None:
         config = make_config(sampler, batch, threads)
-        snep, sc = config.snep, config.sampler
+        snep = config.snep
         self.spec, self.config = spec, config
         self.backend = get_backend("cpu", threads)
         self.kind = SAMPLER_KINDS[sampler]
@@ -156,20 +156,7 @@ class BatchedSnepIteration:
         a.cavity_prec[...] = 1.0 / snep.prior_var
         np.add(a.cavity_prec, a.site_prec, out=a.anchor_prec)
         np.add(a.cavity_pm, a.site_pm, out=a.anchor_pm)
-        self.scalars = PassScalars(
-            lik_scale=len(self.y_data) / batch,
-            step_size=sc.step_size,
-            beta1=sc.beta1,
-            beta2=sc.beta2,
-            adam_eps=sc.adam_eps,
-            kappa=sc.kappa,
-            prec_floor=snep.prec_floor,
-            m_lo=snep.m_lo,
-            m_hi=snep.m_hi,
-            v_lo=snep.v_lo,
-            v_hi=snep.v_hi,
-            seed=12345,
-        )
+        self.scalars = pass_scalars(config, 1.0, len(self.y_data), batch, seed=12345)
         self.iteration = 0
         self.guard_fired = 0
 

@@ -37,7 +37,7 @@ from snep.samplers.noise import NOISE_STREAM_SAMPLER
 from snep.samplers.reference import ChainArrays
 from snep.samplers.scalars import PassScalars, SamplerKind
 
-__all__ = ["SnepWorker", "worker_seed"]
+__all__ = ["SnepWorker", "pass_scalars", "worker_seed"]
 
 SAMPLER_KINDS = {
     "sgld": SamplerKind.SGLD,
@@ -51,6 +51,41 @@ def worker_seed(seed: int, worker: int) -> int:
     """A 64-bit seed for worker ``worker`` of a run seeded with ``seed``."""
     words = np.random.SeedSequence([seed, worker, 0x534E4550]).generate_state(2, np.uint32)
     return int(words[0]) | (int(words[1]) << 32)
+
+
+def pass_scalars(
+    config: Config, beta: float, n_local: int, batch_size: int, seed: int
+) -> PassScalars:
+    """The fixed scalars of a worker's fused pass from the run's configuration.
+
+    ``beta`` is the worker's (power-)EP beta, ``n_local`` its shard size and ``seed`` its
+    noise seed; the minibatch log-likelihood is scaled by ``n_local / (beta B T)``
+    (the tilted distribution of Hasenclever et al. 2017 at temperature T).  The per-step
+    fields (step counter, bias corrections, site step, accumulate flags) are set by
+    the worker each iteration.
+    """
+    snep, sampler = config.snep, config.sampler
+    return PassScalars(
+        lik_scale=n_local / (beta * batch_size * sampler.temperature),
+        inv_beta=1.0 / beta,
+        prec_floor=snep.prec_floor,
+        step_size=sampler.step_size,
+        noise_scale=1.0,
+        rms_decay=sampler.rms_decay,
+        rms_eps=sampler.rms_eps,
+        friction=sampler.friction,
+        beta1=sampler.beta1,
+        beta2=sampler.beta2,
+        adam_eps=sampler.adam_eps,
+        kappa=sampler.kappa,
+        gamma_term=int(sampler.gamma_term),
+        m_lo=snep.m_lo,
+        m_hi=snep.m_hi,
+        v_lo=snep.v_lo,
+        v_hi=snep.v_hi,
+        seed=seed,
+        stream=NOISE_STREAM_SAMPLER,
+    )
 
 
 class SnepWorker:
@@ -130,27 +165,7 @@ class SnepWorker:
         self._scratch = self._site64()
         self._delta = self._site64()  # a push's arrays: valid until the next push
 
-        self.scalars = PassScalars(
-            lik_scale=n_local / (self.beta * self.batch_size * sampler.temperature),
-            inv_beta=1.0 / self.beta,
-            prec_floor=snep.prec_floor,
-            step_size=sampler.step_size,
-            noise_scale=1.0,
-            rms_decay=sampler.rms_decay,
-            rms_eps=sampler.rms_eps,
-            friction=sampler.friction,
-            beta1=sampler.beta1,
-            beta2=sampler.beta2,
-            adam_eps=sampler.adam_eps,
-            kappa=sampler.kappa,
-            gamma_term=int(sampler.gamma_term),
-            m_lo=snep.m_lo,
-            m_hi=snep.m_hi,
-            v_lo=snep.v_lo,
-            v_hi=snep.v_hi,
-            seed=self.seed,
-            stream=NOISE_STREAM_SAMPLER,
-        )
+        self.scalars = pass_scalars(config, self.beta, n_local, self.batch_size, self.seed)
         self.iteration = 0  # completed iterations
         self.sampler_steps = 0
         self.in_flight = False

@@ -12,8 +12,8 @@ epilogues also under Numba's CUDA simulator in ``tests/backends``):
   ``kernels/mlp_gemm.cu`` (CUDA C++, :mod:`snep.backends.cuda_gemm_raw`);
 * the fused sampler/site/moment pass and the Philox noise: :mod:`snep.backends.cuda_fused`
   (CuPy ``RawModule``: the AOT fatbin when built, NVRTC otherwise);
-* the server reply (cavity, anchor, chain shift): CuPy elementwise ops mirroring
-  :func:`snep.samplers.reference.reply_update_reference`.
+* the server reply (cavity, anchor, chain shift): the oracle
+  :func:`snep.samplers.reference.reply_update_reference` itself, run with CuPy.
 
 All arrays of this backend are CuPy arrays; numpy inputs of the MLP (minibatches) are
 copied to the device.  Work is queued on CuPy's current stream (the numba.cuda kernels
@@ -30,7 +30,7 @@ import numpy as np
 from snep.backends import cuda_fused
 from snep.backends.cuda_fused import _cupy
 from snep.model.spec import ParamSpec
-from snep.samplers.reference import ChainArrays
+from snep.samplers.reference import ChainArrays, reply_update_reference
 from snep.samplers.scalars import PassScalars, SamplerKind
 
 cupy = _cupy()  # BackendUnavailableError (naming the pip package) when CuPy is missing
@@ -213,28 +213,20 @@ class CudaBackend:
         sent: tuple[Any, Any],
         scale_momentum: bool,
     ) -> None:
-        """A server reply, in place (``reply_update`` of ``kernels/snep_fused.cuh``).
+        """A server reply, in place: :func:`snep.samplers.reference.reply_update_reference`
+        (the oracle of ``reply_update`` in ``kernels/snep_fused.cuh``) run on the device
+        with CuPy.
 
-        The cavity becomes ``theta - sent`` (differences in float64, then float32), the
-        anchor moves with the cavity, and the chain is shifted to keep its standardised
-        position under ``cavity + site``: ``x <- m_new + sqrt(v_new / v_old) (x - m_old)``
-        (DESIGN §1.3); with ``scale_momentum`` (SGHMC) the momentum ``s1`` is scaled too.
-        ``theta``/``sent`` are (precision, precision_mean) pairs of shape (P,) or (C, P),
-        host or device, any float dtype.
+        The cavity becomes ``theta - sent`` (the difference in float64), the anchor moves
+        with the cavity, and the chain is shifted to keep its standardised position under
+        ``cavity + site``: ``x <- m_new + sqrt(v_new / v_old) (x - m_old)`` (DESIGN §1.3);
+        with ``scale_momentum`` (SGHMC) the momentum ``s1`` is scaled too.  ``theta``/``sent``
+        are (precision, precision_mean) pairs of shape (P,) or (C, P), host or device, any
+        float dtype.
         """
-        a = arrays
         f64 = np.float64
-        new_cp = (cupy.asarray(theta[0], f64) - cupy.asarray(sent[0], f64)).astype(np.float32)
-        new_cpm = (cupy.asarray(theta[1], f64) - cupy.asarray(sent[1], f64)).astype(np.float32)
-        old_prec = a.cavity_prec + a.site_prec
-        old_mean = (a.cavity_pm + a.site_pm) / old_prec
-        a.anchor_prec[...] = (a.anchor_prec - a.cavity_prec) + new_cp
-        a.anchor_pm[...] = (a.anchor_pm - a.cavity_pm) + new_cpm
-        a.cavity_prec[...] = new_cp
-        a.cavity_pm[...] = new_cpm
-        new_prec = a.cavity_prec + a.site_prec
-        new_mean = (a.cavity_pm + a.site_pm) / new_prec
-        ratio = cupy.sqrt(old_prec / new_prec)
-        a.x[...] = new_mean + ratio * (a.x - old_mean)
-        if scale_momentum:
-            a.s1 *= ratio
+        theta_prec, theta_pm = (cupy.asarray(t, f64) for t in theta)
+        sent_prec, sent_pm = (cupy.asarray(t, f64) for t in sent)
+        reply_update_reference(
+            arrays, theta_prec, theta_pm, sent_prec, sent_pm, scale_momentum, xp=cupy
+        )

@@ -170,6 +170,7 @@ def reply_update_reference(
     sent_prec: np.ndarray,
     sent_pm: np.ndarray,
     scale_momentum: bool,
+    xp: Any = np,
 ) -> None:
     """A server reply, in place (oracle of ``reply_update`` in kernels/snep_fused.cuh).
 
@@ -177,6 +178,8 @@ def reply_update_reference(
     chain is shifted to keep its standardised position under the local posterior
     ``cavity + site``: ``x <- m_new + sqrt(v_new / v_old) (x - m_old)`` (DESIGN §1.3);
     with ``scale_momentum`` (SGHMC) the momentum is scaled by the same factor.
+    ``xp`` is the array module of the arrays (numpy; CuPy for the ``cuda`` backend, which
+    runs this same code on the device).
     """
     old_prec = a.cavity_prec + a.site_prec
     old_mean = (a.cavity_pm + a.site_pm) / old_prec
@@ -188,7 +191,7 @@ def reply_update_reference(
     a.cavity_pm[...] = new_cpm
     new_prec = a.cavity_prec + a.site_prec
     new_mean = (a.cavity_pm + a.site_pm) / new_prec
-    ratio = np.sqrt(old_prec / new_prec)
+    ratio = xp.sqrt(old_prec / new_prec)
     a.x[...] = new_mean + ratio * (a.x - old_mean)
     if scale_momentum:
         a.s1[...] *= ratio
