@@ -386,3 +386,78 @@ extern "C" __global__ void __launch_bounds__(GEMM_TF32_BOUNDS) gemm_tf32_relu_gr
     long long x_sm, long long x_sn) {
     snep_gemm::gemm_tf32<snep_gemm::EPI_RELU_GRAD>(SNEP_GEMM_ARGS_STRUCT);
 }
+
+// ---------------------------------------------------------------------------------------
+// The elementwise passes between the GEMMs of the C++ path (gemm="tiled-cpp"/"tiled-tf32"),
+// the same maths and thread mapping as the numba.cuda kernels of
+// python/snep/backends/cuda_epilogues.py (scalar maths: python/snep/model/epilogues.py).
+// Grid-stride loops; launch with any grid of EPILOGUE_THREADS-thread blocks.
+// ---------------------------------------------------------------------------------------
+namespace snep_epi {
+
+__device__ __forceinline__ float nan_f() { return __int_as_float(0x7fc00000); }
+__device__ __forceinline__ double nan_d() { return __longlong_as_double(0x7ff8000000000000LL); }
+
+}  // namespace snep_epi
+
+// softmax_xent_float32: one thread per row r of the (rows, k) logits (rows = chains x batch):
+// row_ll[r] = log p(label | z) = z[label] - logsumexp(z) (max-shifted), and
+// dlogits[r] = onehot(label) - softmax(z) (epilogues.softmax_xent_row).  A label outside
+// [0, k) cannot raise on the device: its row gets NaN in row_ll and dlogits.
+extern "C" __global__ void softmax_xent_float32(const float* logits, const int* labels,
+                                                float* dlogits, double* row_ll,
+                                                long long n_rows, long long k) {
+    for (long long r = blockIdx.x * (long long)blockDim.x + threadIdx.x; r < n_rows;
+         r += (long long)gridDim.x * blockDim.x) {
+        const float* z = logits + r * k;
+        float* dz = dlogits + r * k;
+        const int label = labels[r];
+        if (label < 0 || label >= k) {
+            row_ll[r] = snep_epi::nan_d();
+            for (long long kk = 0; kk < k; ++kk) dz[kk] = snep_epi::nan_f();
+            continue;
+        }
+        float m = z[0];
+        for (long long kk = 1; kk < k; ++kk)
+            if (z[kk] > m) m = z[kk];
+        float s = 0.0f;
+        for (long long kk = 0; kk < k; ++kk) {
+            const float e = expf(z[kk] - m);
+            dz[kk] = e;
+            s += e;
+        }
+        for (long long kk = 0; kk < k; ++kk) dz[kk] = -(dz[kk] / s);
+        dz[label] += 1.0f;
+        row_ll[r] = (double)(z[label] - m - logf(s));
+    }
+}
+
+// loglik_sum_float64: out[c] = sum over the n_rows rows of chain c of row_ll, in float64 and
+// in row order (reproducible); one thread per chain.
+extern "C" __global__ void loglik_sum_float64(const double* row_ll, double* out,
+                                              long long n_chains, long long n_rows) {
+    for (long long c = blockIdx.x * (long long)blockDim.x + threadIdx.x; c < n_chains;
+         c += (long long)gridDim.x * blockDim.x) {
+        double acc = 0.0;
+        for (long long i = 0; i < n_rows; ++i) acc += row_ll[c * n_rows + i];
+        out[c] = acc;
+    }
+}
+
+// bias_grad_float32: g[c * g_sc + off + j] = sum_i dz[c, i, j] over the rows of the
+// contiguous (n_chains, n_rows, n) dz, in float32 and row order; one thread per (c, j), so
+// neighbouring threads read neighbouring addresses.  g is the flat (C, P) gradient.
+extern "C" __global__ void bias_grad_float32(const float* dz, float* g, long long n_chains,
+                                             long long n_rows, long long n, long long g_sc,
+                                             long long off) {
+    const long long total = n_chains * n;
+    for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < total;
+         t += (long long)gridDim.x * blockDim.x) {
+        const long long c = t / n;
+        const long long j = t - c * n;
+        const float* col = dz + c * n_rows * n + j;
+        float acc = 0.0f;
+        for (long long i = 0; i < n_rows; ++i) acc += col[i * n];
+        g[c * g_sc + off + j] = acc;
+    }
+}

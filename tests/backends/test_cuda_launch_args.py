@@ -185,12 +185,19 @@ def test_gemm_launcher_arguments_match_every_entry_point(kernel):
     assert kernel_params(GEMM_SOURCE.read_text(), kernel) == list(cuda_gemm_raw.GEMM_ARGS)
 
 
+@pytest.mark.parametrize("kernel", sorted(cuda_gemm_raw.EPILOGUE_KERNELS))
+def test_epilogue_launcher_arguments_match_the_kernel(kernel):
+    want = list(cuda_gemm_raw.EPILOGUE_KERNELS[kernel])
+    assert kernel_params(GEMM_SOURCE.read_text(), kernel) == want
+
+
 def test_gemm_entry_points_are_all_the_kernels_of_the_source():
     names = re.findall(
         r'extern\s+"C"\s+__global__\s+void\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?(\w+)\s*\(',
         _strip_comments(GEMM_SOURCE.read_text()),
     )
-    assert sorted(names) == sorted(cuda_gemm_raw.ENTRY_POINTS.values())
+    known = [*cuda_gemm_raw.ENTRY_POINTS.values(), *cuda_gemm_raw.EPILOGUE_KERNELS]
+    assert sorted(names) == sorted(known)
     assert cuda_gemm_raw.entry_point("bias_relu") == "gemm_bias_relu_float32"
     assert cuda_gemm_raw.entry_point("none", tf32=True) == "gemm_tf32_float32"
     with pytest.raises(ConfigError, match="epilogue='gelu'"):
@@ -509,7 +516,18 @@ def test_gemm_launcher_errors(fake_cupy):
 # defined away (a block's threads are std::threads meeting at a std::barrier for
 # __syncthreads, __shared__ arrays are statics shared by them), fed the launcher's arguments
 # ---------------------------------------------------------------------------------------
-_EMULATOR = r"""
+#: the CUDA names the kernels of mlp_gemm.cu use, for g++ (a block's threads are set by
+#: the emulator's main)
+CUDA_SHIM = r"""
+#include <cmath>
+#include <cstring>
+inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, 4); return f; }
+inline double __longlong_as_double(long long i) { double d; std::memcpy(&d, &i, 8); return d; }
+"""
+
+_EMULATOR = (
+    CUDA_SHIM
+    + r"""
 #include <barrier>
 #include <cstdint>
 #include <cstdio>
@@ -578,6 +596,7 @@ int main(int argc, char** argv) {
     return 0;
 }
 """
+)
 _EMULATED = sorted(cuda_gemm_raw.ENTRY_POINTS.values())
 _POINTERS = ("a", "b", "out", "bias", "aux")
 

@@ -493,7 +493,9 @@ class EpilogueMLP:
       simulator on numpy arrays too;
     * ``"tiled-cpp"`` / ``"tiled-tf32"``: the same GEMMs as CUDA C++
       (:mod:`snep.backends.cuda_gemm_raw`; fp32, or TF32 tensor cores with fp32
-      accumulation); CuPy arrays only.
+      accumulation), with the softmax-cross-entropy, log-likelihood sum and bias
+      gradients as CUDA C++ kernels of the same module: the whole fwd+bwd is C++ (no
+      numba launches); CuPy arrays only.
 
     Parameters
     ----------
@@ -807,14 +809,28 @@ class EpilogueMLP:
         else:
             mm(h, w[last], out=self._logits)
             bias_(dv(self._logits), params_k, layers[last].b_offset, **kw)
-        softmax_xent(dv(self._logits), dv(y), dv(self._dlogits), dv(self._row_ll), **kw)
-        loglik_sum(dv(self._row_ll), dv(self._loglik), **kw)
+        raw = self._raw
+        if raw is not None:  # the C++ path: the elementwise passes of mlp_gemm.cu too
+            if y.dtype != np.int32:
+                self._y_work[...] = y
+                y = self._y_work
+            mb = self._launch["max_blocks"]
+            raw.softmax_xent(
+                self._logits, y, self._dlogits, self._row_ll, max_blocks=mb, check=False
+            )
+            raw.loglik_sum(self._row_ll, self._loglik, max_blocks=mb, check=False)
+        else:
+            softmax_xent(dv(self._logits), dv(y), dv(self._dlogits), dv(self._row_ll), **kw)
+            loglik_sum(dv(self._row_ll), dv(self._loglik), **kw)
         loglik = self._loglik.copy()
 
         # backward: dW_l = h_l^T dz_l (into grad_out), db_l = Σ_rows dz_l,
         # dz_{l-1} = (dz_l @ W_l^T) * (h_l > 0)
         dz = self._dlogits
-        bias_grad(dv(dz), grad_k, layers[last].b_offset, **kw)
+        if raw is not None:
+            raw.bias_grad(dz, grad_out, layers[last].b_offset, max_blocks=mb, check=False)
+        else:
+            bias_grad(dv(dz), grad_k, layers[last].b_offset, **kw)
         for i in range(last, -1, -1):
             h_in = x if i == 0 else self._acts[i - 1]
             if tiled:
@@ -826,7 +842,10 @@ class EpilogueMLP:
                 off = layers[i - 1].b_offset
                 if tiled:  # dh = (dz @ W^T) * (h > 0) in the GEMM, then the bias gradient
                     g(dz, w[i], dh, trans_b=True, epilogue="relu_grad", aux=self._acts[i - 1])
-                    bias_grad(dv(dh), grad_k, off, **kw)
+                    if raw is not None:
+                        raw.bias_grad(dh, grad_out, off, max_blocks=mb, check=False)
+                    else:
+                        bias_grad(dv(dh), grad_k, off, **kw)
                 else:
                     mm(dz, w[i].transpose(0, 2, 1), out=dh)
                     relu_backward_bias_grad(dv(dh), dv(self._acts[i - 1]), grad_k, off, **kw)

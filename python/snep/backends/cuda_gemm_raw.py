@@ -7,7 +7,13 @@ same tiling and indexing (:mod:`snep.backends.gemm_common`), in CUDA C++:
 
 * ``gemm[_<epilogue>]_float32``: fp32 shared-memory tiles, fp32 accumulation;
 * ``gemm_tf32[_<epilogue>]_float32``: the opt-in tensor-core variant (TF32 inputs rounded
-  to nearest, fp32 accumulation, ``nvcuda::wmma``), on compute capability >= 8.0.
+  to nearest, fp32 accumulation, ``nvcuda::wmma``), on compute capability >= 8.0;
+* the elementwise passes between the GEMMs (:data:`EPILOGUE_KERNELS`): the fused
+  softmax-cross-entropy forward/backward (:func:`softmax_xent`), the per-chain sum of the
+  row log-likelihoods (:func:`loglik_sum`) and the bias gradient (:func:`bias_grad`), the
+  maths and thread mapping of the numba.cuda kernels of
+  :mod:`snep.backends.cuda_epilogues`, so that ``gemm="tiled-cpp"`` runs the MLP in C++
+  end to end.
 
 Every entry point takes the parameters :data:`GEMM_ARGS` (pointer and element strides of
 each operand, the sizes, the bias and ReLU-output arrays of the epilogues); :func:`gemm`
@@ -47,14 +53,19 @@ from snep.errors import BackendUnavailableError, ConfigError
 
 __all__ = [
     "ENTRY_POINTS",
+    "EPILOGUE_KERNELS",
+    "EPILOGUE_THREADS",
     "GEMM_ARGS",
     "GEMM_CONSTANTS",
     "GEMM_THREADS",
+    "bias_grad",
     "compile_nvrtc",
     "entry_point",
     "gemm",
     "load_module",
+    "loglik_sum",
     "module_origin",
+    "softmax_xent",
     "tf32_enabled",
 ]
 
@@ -106,6 +117,36 @@ ENTRY_POINTS: dict[tuple[str, bool], str] = {
     + "_float32"
     for epi in EPILOGUES
     for tf32 in (False, True)
+}
+
+#: threads per block of the elementwise kernels
+EPILOGUE_THREADS = 256
+
+#: parameters of the elementwise kernels of mlp_gemm.cu: entry point -> ((name, C type), ...)
+EPILOGUE_KERNELS: dict[str, tuple[tuple[str, str], ...]] = {
+    "softmax_xent_float32": (
+        ("logits", "const float*"),
+        ("labels", "const int*"),
+        ("dlogits", "float*"),
+        ("row_ll", "double*"),
+        ("n_rows", "long long"),
+        ("k", "long long"),
+    ),
+    "loglik_sum_float64": (
+        ("row_ll", "const double*"),
+        ("out", "double*"),
+        ("n_chains", "long long"),
+        ("n_rows", "long long"),
+    ),
+    "bias_grad_float32": (
+        ("dz", "const float*"),
+        ("g", "float*"),
+        ("n_chains", "long long"),
+        ("n_rows", "long long"),
+        ("n", "long long"),
+        ("g_sc", "long long"),
+        ("off", "long long"),
+    ),
 }
 
 _SOURCE = "mlp_gemm.cu"
@@ -332,3 +373,138 @@ def gemm(
         values.update(aux=aux, x_sc=sx[0], x_sm=sx[1], x_sn=sx[2])
     fn = mod.get_function(entry_point(epilogue, tf32))
     fn((grid_blocks(n_tiles, max_blocks),), (GEMM_THREADS,), build_args(GEMM_ARGS, values))
+
+
+# ---------------------------------------------------------------------------------------
+# the elementwise passes
+# ---------------------------------------------------------------------------------------
+def _require(
+    where: str, name: str, a: Any, dtype: Any, ndim: int, shape: tuple[int, ...] | None = None
+) -> tuple[int, ...]:
+    """The shape of ``a`` after checking it is a C-contiguous ``ndim``-d cupy array of
+    ``dtype`` (and of ``shape`` when given); ConfigError naming what is wrong otherwise."""
+    cupy = _cupy()
+    ok = (
+        isinstance(a, cupy.ndarray)
+        and a.dtype == np.dtype(dtype)
+        and a.ndim == ndim
+        and a.flags.c_contiguous
+        and (shape is None or tuple(a.shape) == tuple(shape))
+    )
+    if not ok:
+        want = f"shape {tuple(shape)}" if shape is not None else f"{ndim} dimensions"
+        raise ConfigError(
+            f"cuda_gemm_raw.{where}: {name} is a {type(a).__name__} of shape "
+            f"{getattr(a, 'shape', None)} and dtype {getattr(a, 'dtype', None)}, expected a "
+            f"C-contiguous cupy array of {want} and dtype {np.dtype(dtype)}"
+        )
+    return tuple(int(d) for d in a.shape)
+
+
+def _launch_epilogue(
+    entry: str, total: int, values: dict[str, Any], max_blocks: int, module: Any
+) -> None:
+    if total <= 0:
+        return
+    mod = load_module() if module is None else module
+    blocks = max(1, min(int(max_blocks), -(-int(total) // EPILOGUE_THREADS)))
+    args = build_args(EPILOGUE_KERNELS[entry], values)
+    mod.get_function(entry)((blocks,), (EPILOGUE_THREADS,), args)
+
+
+def softmax_xent(
+    logits: Any,
+    labels: Any,
+    dlogits: Any,
+    row_ll: Any,
+    *,
+    max_blocks: int = DEFAULT_MAX_BLOCKS,
+    check: bool = True,
+    module: Any = None,
+) -> None:
+    """Softmax log-likelihood of every row, forward and backward (``softmax_xent_float32``).
+
+    ``row_ll[c * B + i] = log p(labels[c, i] | logits[c, i])`` and
+    ``dlogits[c, i] = onehot(label) - softmax(logits[c, i])``; a label outside ``[0, K)``
+    makes its row NaN (it cannot raise on the device).
+
+    Parameters
+    ----------
+    logits, dlogits : cupy float32, shape (C, B, K), C-contiguous
+    labels : cupy int32, shape (C, B), C-contiguous
+    row_ll : cupy float64, shape (C * B,)
+    """
+    where = "softmax_xent"
+    if check:
+        c, b, k = _require(where, "logits", logits, np.float32, 3)
+        _require(where, "dlogits", dlogits, np.float32, 3, (c, b, k))
+        _require(where, "labels", labels, np.int32, 2, (c, b))
+        _require(where, "row_ll", row_ll, np.float64, 1, (c * b,))
+    else:
+        c, b, k = (int(d) for d in logits.shape)
+    values = {
+        "logits": logits,
+        "labels": labels,
+        "dlogits": dlogits,
+        "row_ll": row_ll,
+        "n_rows": c * b,
+        "k": k,
+    }
+    _launch_epilogue("softmax_xent_float32", c * b, values, max_blocks, module)
+
+
+def loglik_sum(
+    row_ll: Any,
+    out: Any,
+    *,
+    max_blocks: int = DEFAULT_MAX_BLOCKS,
+    check: bool = True,
+    module: Any = None,
+) -> None:
+    """``out[c] = Σ_i row_ll[c * B + i]`` in float64, in row order (``loglik_sum_float64``).
+
+    ``row_ll`` cupy float64 (C * B,), ``out`` cupy float64 (C,), both contiguous.
+    """
+    where = "loglik_sum"
+    if check:
+        (n_rows_total,) = _require(where, "row_ll", row_ll, np.float64, 1)
+        (c,) = _require(where, "out", out, np.float64, 1)
+    else:
+        n_rows_total, c = int(row_ll.shape[0]), int(out.shape[0])
+    if c == 0 or n_rows_total % c:
+        raise ConfigError(
+            f"cuda_gemm_raw.{where}: {n_rows_total} rows cannot be split evenly over {c} chains"
+        )
+    values = {"row_ll": row_ll, "out": out, "n_chains": c, "n_rows": n_rows_total // c}
+    _launch_epilogue("loglik_sum_float64", c, values, max_blocks, module)
+
+
+def bias_grad(
+    dz: Any,
+    g: Any,
+    off: int,
+    *,
+    max_blocks: int = DEFAULT_MAX_BLOCKS,
+    check: bool = True,
+    module: Any = None,
+) -> None:
+    """``g[c, off + j] = Σ_i dz[c, i, j]`` (``bias_grad_float32``), in float32 and row order.
+
+    ``dz`` cupy float32 (C, B, n) C-contiguous; ``g`` the flat (C, P) cupy float32
+    gradient (C-contiguous), of which the ``n`` entries from ``off`` of every chain are
+    written.
+    """
+    where = "bias_grad"
+    if check:
+        c, b, n = _require(where, "dz", dz, np.float32, 3)
+        cg, p = _require(where, "g", g, np.float32, 2)
+        if cg != c or off < 0 or off + n > p:
+            raise ConfigError(
+                f"cuda_gemm_raw.{where}: a flat gradient of shape {(cg, p)} with offset {off} "
+                f"cannot hold a bias of {n} entries for each of {c} chains; pass the whole "
+                "(C, P) gradient and the layer's b_offset"
+            )
+    else:
+        (c, b, n), p = (int(d) for d in dz.shape), int(g.shape[1])
+    values = {"dz": dz, "g": g, "n_chains": c, "n_rows": b, "n": n, "g_sc": p, "off": int(off)}
+    _launch_epilogue("bias_grad_float32", c * n, values, max_blocks, module)
