@@ -18,7 +18,9 @@ installs what is missing and runs this script.  Two parts:
      the three GEMM shapes of an MLP layer on weight views of the flat parameters, vs numpy
      float64 with a per-entry bound (the measured TF32 error is printed);
    * :class:`snep.backends.cuda.CudaMLP` ``loglik_and_grad`` and ``predict_proba`` vs
-     :mod:`snep.model.mlp_numpy`, with cuBLAS GEMMs + epilogues and with each tiled GEMM;
+     :mod:`snep.model.mlp_numpy`, with cuBLAS GEMMs + epilogues and with each tiled GEMM
+     (``tiled-cpp``/``tiled-tf32`` run the C++ softmax-cross-entropy, log-likelihood sum
+     and bias-gradient kernels of ``kernels/mlp_gemm.cu`` too);
    * ``CudaBackend.apply_reply`` vs :func:`snep.samplers.reference.reply_update_reference`;
    * CUDA graphs (:mod:`snep.backends.cuda_graph`): ``fused_step_dparams_float32`` (scalars
      read from device memory) = ``fused_step_float32`` bitwise, and a SNEP run on digits
