@@ -994,10 +994,10 @@ def time_worker_iteration(
     tt: dict[str, Any] | None,
     budget_left: Callable[[], float],
 ) -> None:
-    """One worker iteration for ``c`` chains: draw the minibatch indices on the host, gather
-    the minibatch from the shard on the device, fwd+bwd, fused pass (Adam-SGLD, in-kernel
-    noise); uncaptured (the worker's launches one by one) and as a CUDA graph replay (the
-    indices and scalars staged through the pinned ring).  Wall time includes the host work."""
+    """One worker iteration for ``c`` chains: draw the minibatch indices on the host and
+    stage them with the pass scalars through the pinned ring, gather the minibatch from the
+    shard on the device, fwd+bwd, fused pass (Adam-SGLD, in-kernel noise); uncaptured (the
+    launches one by one) and as a CUDA graph replay.  Wall time includes the host work."""
     from snep.backends.cuda import chain_arrays_to_device
     from snep.backends.cuda_fused import pack_params
 
@@ -1017,23 +1017,14 @@ def time_worker_iteration(
         a32.x[...] = params
 
         def make(graphed: bool, b=b, xs=xs, ys=ys, a32=a32):
+            # what SnepWorker does on the cuda backend, for C chains: the step record staged
+            # through the pinned ring, then the launches run uncaptured or as a graph replay
             mlp = backend.mlp(spec, c, b)
             ad = chain_arrays_to_device(a32)
             grad = cupy.empty((c, P_MNIST), np.float32)
             bx = cupy.empty((c, b, spec.n_inputs), np.float32)
             by = cupy.empty((c, b), np.int32)
             host_rng = np.random.default_rng(0)
-            if not graphed:
-
-                def run():
-                    s.step += 1
-                    idx = cupy.asarray(host_rng.integers(0, n_shard, c * b))
-                    cupy.take(xs, idx, axis=0, out=bx.reshape(c * b, -1))
-                    cupy.take(ys, idx, axis=0, out=by.reshape(c * b))
-                    mlp.loglik_and_grad(ad.x, bx, by, grad)
-                    backend.fused_step(kind, ad, grad, s)
-
-                return run
             inputs = backend.step_inputs(1, c * b)
 
             def body():
@@ -1050,7 +1041,9 @@ def time_worker_iteration(
                 rec["idx"][0] = host_rng.integers(0, n_shard, c * b)
                 pack_params(s, rec["params"][0:1].reshape(()))
                 inputs.upload()
-                if graph:
+                if not graphed:
+                    backend.run_eager(body)
+                elif graph:
                     graph[0].launch()
                 else:
                     graph.append(backend.capture(body))

@@ -160,6 +160,7 @@ class DeviceBackend:
         self.in_body = False
         self.captures = 0
         self.launches = 0
+        self.eager_runs = 0
 
     # -- graphs ------------------------------------------------------------------------------
     def outside_graph(self, what: str) -> None:
@@ -176,6 +177,10 @@ class DeviceBackend:
 
     def step_inputs(self, n_samples: int, batch_size: int) -> _StepInputs:
         return _StepInputs(self, n_samples, batch_size)
+
+    def run_eager(self, body: Any) -> None:
+        self.eager_runs += 1
+        self.run_body(body)
 
     def capture(self, body: Any) -> _ReplayGraph:
         self.captures += 1

@@ -66,7 +66,10 @@ def test_a_device_run_equals_the_cpu_run(digits, method, tmp_path):
     on_cpu = fit(config, digits, get_backend("cpu"))
     _same_runs(on_device, on_cpu)
     # the guard count stays on the device between syncs and evaluations
-    assert backend.fired_reads < config.train.iterations * config.train.workers
+    iterations = config.train.iterations * config.train.workers
+    assert backend.fired_reads < iterations
+    # every iteration ran its launches from the staged step record, uncaptured
+    assert backend.eager_runs == iterations and backend.captures == 0
 
 
 def test_a_device_run_resumes_bitwise_from_a_checkpoint(digits):

@@ -224,3 +224,16 @@ def test_a_body_that_fails_under_capture_ends_the_capture_and_raises(fake_cupy):
     with pytest.raises(RuntimeError, match="not capturable"):
         graphs.capture(body)
     assert ("end_capture", "graph0") in fake_cupy and not graphs.stream.capturing
+
+
+def test_an_uncaptured_iteration_runs_on_the_graph_stream_in_order(fake_cupy):
+    from snep.backends.cuda_graph import CudaGraphs
+
+    graphs = CudaGraphs()
+    calls = []
+    graphs.run_eager(lambda: calls.append("body"))
+    assert calls == ["body"]
+    kinds = [e[0] for e in fake_cupy]
+    assert kinds == ["record", "wait", "enter", "exit", "record", "wait"]
+    assert fake_cupy[1][1] == "graph0" and fake_cupy[-1][1] == "current"
+    assert not any(e[0] == "begin_capture" for e in fake_cupy)

@@ -189,7 +189,6 @@ class _PointWorker(SnepWorker):
         self.version = reply.version
 
     def _minibatch_grad(self) -> None:
-
         idx = self.stream.next_indices()
         self._gather(idx)
         loglik = self.model.loglik_and_grad(self.arrays.x, self.batch_x, self.batch_y, self.grad)

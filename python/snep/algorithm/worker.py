@@ -32,6 +32,7 @@ from snep.backends.base import array_module, require_graph_capture, to_device, t
 from snep.backends.cuda_fused import pack_params
 from snep.config import Config
 from snep.data.minibatch import MinibatchStream, gather_batch
+from snep.errors import ConfigError
 from snep.family import DiagGaussian
 from snep.samplers.noise import NOISE_STREAM_SAMPLER
 from snep.samplers.reference import ChainArrays
@@ -179,16 +180,30 @@ class SnepWorker:
         self._window = 0  # samples accumulated (EP variant)
         self._graphed = bool(train.cuda_graph)
         if self._graphed:
-            self._init_graphs()
+            require_graph_capture(backend)
+        if self._on_device:
+            self._init_staging()
 
-    def _init_graphs(self) -> None:
-        """State of ``train.cuda_graph``: each iteration's inputs go through a device
-        record, and the iteration is captured once per variant (with or without the
-        anchor refresh) and replayed (:mod:`snep.backends.cuda_graph`)."""
+    def _init_staging(self) -> None:
+        """A device backend's per-iteration inputs: the minibatch indices and the pass
+        scalars of each sample go into a host record that one asynchronous copy takes to
+        the device, where the iteration's launches read them (no synchronous copy inside
+        an iteration; and the launches can be captured in a CUDA graph and replayed,
+        :mod:`snep.backends.cuda_graph`)."""
         backend = self.backend
-        require_graph_capture(backend)
+        missing = [
+            m for m in ("step_inputs", "run_eager", "fused_step_device_params")
+            if not hasattr(backend, m)
+        ]  # fmt: skip
+        if missing:
+            raise ConfigError(
+                f"backend {getattr(backend, 'name', type(backend).__name__)!r} keeps its arrays "
+                f"on a device but lacks {missing}: a device backend stages each iteration's "
+                "inputs (see snep.backends.cuda.CudaBackend)"
+            )
         self._inputs = backend.step_inputs(self._samples_per_iteration(), self.batch_size)
         self._graphs: dict[bool, object] = {}
+        self._bodies: dict[bool, object] = {}
         self._loglik_buf = self.xp.zeros((), np.float64)
 
     # ------------------------------------------------------------------ state
@@ -200,15 +215,9 @@ class SnepWorker:
         return DiagGaussian(self._host64(a.site_prec[0]), self._host64(a.site_pm[0]))
 
     def _gather(self, idx: np.ndarray) -> None:
-        """The minibatch ``idx`` of the shard into ``batch_x``/``batch_y`` (on the device
-        for a device backend: only the B indices cross over)."""
-        if not self._on_device:
-            gather_batch(self.x_data, self.y_data, idx, self.batch_x[0], self.batch_y[0])
-            return
-        xp = self.xp
-        idx_dev = to_device(self.backend, idx, np.int64)
-        xp.take(self._x_dev, idx_dev, axis=0, out=self.batch_x[0])
-        xp.take(self._y_dev, idx_dev, axis=0, out=self.batch_y[0])
+        """The minibatch ``idx`` of the shard into ``batch_x``/``batch_y`` (host backends;
+        a device backend gathers in :meth:`_device_body`)."""
+        gather_batch(self.x_data, self.y_data, idx, self.batch_x[0], self.batch_y[0])
 
     def _collect_fired(self) -> None:
         """Add the guard firings a device backend counted since the last read (a sync)."""
@@ -282,43 +291,38 @@ class SnepWorker:
         self.scalars.site_step = snep.site_step(self.iteration)
         k_samples = self._samples_per_iteration()
         refresh = (self.iteration + 1) % snep.n_inner == 0
-        refresh_in_graph = refresh and self.method == "snep"
-        if self._graphed:
-            self._step_graphed(k_samples, refresh_in_graph)
+        refresh_on_device = refresh and self.method == "snep" and self._on_device
+        if self._on_device:
+            self._step_device(k_samples, refresh_on_device)
         else:
             for k in range(k_samples):
                 self._gather(self.stream.next_indices())
                 loglik = self.model.loglik_and_grad(
                     self.arrays.x, self.batch_x, self.batch_y, self.grad
                 )
-                self._last_loglik = loglik[0] / self.batch_size  # not read here: no GPU sync
+                self._last_loglik = loglik[0] / self.batch_size
                 self.sampler_steps += 1
                 self._set_sample_scalars(k, k_samples)
-                s = self.scalars
-                if self._defer_fired:  # counted on the device, read at syncs: no host sync
-                    self.backend.fused_step(
-                        self.kind, self.arrays, self.grad, s, return_fired=False
-                    )
-                else:
-                    self.guard_fired += self.backend.fused_step(
-                        self.kind, self.arrays, self.grad, s
-                    )
+                a, g, s = self.arrays, self.grad, self.scalars
+                self.guard_fired += self.backend.fused_step(self.kind, a, g, s)
         self.iteration += 1
         if self.method == "ep":
             self._window += 1
         if refresh:
             if self.method == "ep":
                 self._ep_update()
-            if not (self._graphed and refresh_in_graph):
+            if not refresh_on_device:
                 self._refresh_anchor()
         if not self.in_flight and self.iteration - self.last_push >= snep.n_sync:
             return self.make_push()
         return None
 
-    def _step_graphed(self, k_samples: int, refresh: bool) -> None:
-        """One iteration as a CUDA graph: this iteration's indices and pass scalars go into
-        a host record, one asynchronous copy takes it to the device, and the graph (captured
-        at the first iteration of each variant) runs every sample's launches."""
+    def _step_device(self, k_samples: int, refresh: bool) -> None:
+        """One iteration on a device backend: this iteration's indices and pass scalars go
+        into a host record, one asynchronous copy takes it to the device, then the
+        iteration's launches run (:meth:`_device_body`), either now or, with
+        ``train.cuda_graph``, as the replay of a CUDA graph captured at the first iteration
+        of each variant (with or without the anchor refresh)."""
         record = self._inputs.host()
         for k in range(k_samples):
             record["idx"][k] = self.stream.next_indices()
@@ -326,18 +330,21 @@ class SnepWorker:
             self._set_sample_scalars(k, k_samples)
             pack_params(self.scalars, record["params"][k : k + 1].reshape(()))
         self._inputs.upload()
-        graph = self._graphs.get(refresh)
-        if graph is None:
-            self._graphs[refresh] = self.backend.capture(
-                lambda: self._graph_body(k_samples, refresh)
-            )
+        body = self._bodies.get(refresh)
+        if body is None:
+            body = self._bodies[refresh] = lambda: self._device_body(k_samples, refresh)
+        if not self._graphed:
+            self.backend.run_eager(body)
+        elif refresh in self._graphs:
+            self._graphs[refresh].launch()
         else:
-            graph.launch()
+            self._graphs[refresh] = self.backend.capture(body)
         self._last_loglik = self._loglik_buf
 
-    def _graph_body(self, k_samples: int, refresh: bool) -> None:
-        """The launches of one iteration, reading its inputs from the device record only
-        (what a CUDA graph replays)."""
+    def _device_body(self, k_samples: int, refresh: bool) -> None:
+        """The launches of one iteration on a device backend, reading its inputs from the
+        device record only (what a CUDA graph replays): per sample the minibatch gather,
+        the MLP fwd+bwd and the fused pass; then the anchor refresh when due."""
         xp, inputs, a = self.xp, self._inputs, self.arrays
         loglik = None
         for k in range(k_samples):

@@ -145,6 +145,10 @@ class CudaBackend:
         pinned host records (:class:`~snep.backends.cuda_graph.CudaStepInputs`)."""
         return self._graph_state().step_inputs(n_samples, batch_size)
 
+    def run_eager(self, body: Any) -> None:
+        """Queue ``body`` (one iteration's launches, reading the step record) now, uncaptured."""
+        self._graph_state().run_eager(body)
+
     def capture(self, body: Any) -> Any:
         """Run ``body`` (one iteration's launches) now and return a
         :class:`~snep.backends.cuda_graph.CudaGraph` that replays it; ``body`` must read

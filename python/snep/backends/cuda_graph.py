@@ -4,7 +4,8 @@ A SNEP iteration (Hasenclever et al., JMLR 18 (2017): minibatch gather, MLP
 forward/backward, fused sampler/site/moment pass, per sample) is a fixed sequence of
 small kernels; launching them one by one costs more host time than the GPU spends
 on them at small batch sizes.  Captured once into a CUDA graph, an iteration is one
-``cudaGraphLaunch``.
+``cudaGraphLaunch``.  Without ``train.cuda_graph`` the worker runs the same launches
+uncaptured (:meth:`CudaGraphs.run_eager`), from the same step record.
 
 A graph replays the kernels with the arguments of the capture, so everything that
 changes from one iteration to the next must be read from device memory when the kernels
@@ -153,6 +154,14 @@ class CudaGraphs:
 
     def step_inputs(self, n_samples: int, batch_size: int) -> CudaStepInputs:
         return CudaStepInputs(n_samples, batch_size, self.stream)
+
+    def run_eager(self, body: Callable[[], None]) -> None:
+        """Queue ``body``'s launches now on the graph stream (after the step record's copy),
+        ordered against the current stream, without capturing them."""
+        self.enter()
+        with self.stream:
+            body()
+        self.leave()
 
     def capture(self, body: Callable[[], None]) -> CudaGraph:
         cupy = _cupy()
