@@ -82,6 +82,8 @@ def test_evaluate_reproduces_the_final_metrics(run_dir, capsys):
         (["--data", "no-such-data"], "no-such-data"),
         (["--backend", "tpu"], "'train.backend' = 'tpu'"),
         (["--cuda-graph", "--backend", "cpu"], "'train.cuda_graph' = True"),
+        (["--gemm", "cublas"], "'train.gemm' = 'cublas'"),
+        (["--gemm", "tiled", "--backend", "cpu"], "'train.gemm' = 'tiled'"),
     ],
 )
 def test_bad_values_exit_2_naming_the_key(tmp_path, capsys, argv, fragment):

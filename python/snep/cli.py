@@ -49,6 +49,7 @@ _FLAG_KEYS: dict[str, tuple[str, str]] = {
     "backend": ("train", "backend"),
     "threads": ("train", "threads"),
     "cuda_graph": ("train", "cuda_graph"),
+    "gemm": ("train", "gemm"),
     "sharding": ("train", "sharding"),
     "dirichlet_alpha": ("train", "dirichlet_alpha"),
     "validation": ("train", "validation"),
@@ -168,6 +169,12 @@ def _add_train(sub: Any) -> None:
         "--sharding",
         metavar="{iid,dirichlet}",
         help=f"how the training data are split over workers (default {d.train.sharding})",
+    )
+    g.add_argument(
+        "--gemm",
+        metavar="NAME",
+        help="GEMMs of the cuda backend's MLP: matmul (cuBLAS, default), tiled (numba.cuda), "
+        "tiled-cpp (CUDA C++) or tiled-tf32 (C++ on TF32 tensor cores)",
     )
     g.add_argument(
         "--cuda-graph",

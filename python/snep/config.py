@@ -44,6 +44,8 @@ SHARDINGS = ("iid", "dirichlet")
 BACKENDS = ("auto", "numpy", "cpu", "cuda")
 #: backends whose arrays live in host memory
 HOST_BACKENDS = ("numpy", "cpu")
+#: GEMM implementations of the cuda backend's MLP (snep.backends.cuda_epilogues.EpilogueMLP)
+GEMMS = ("matmul", "tiled", "tiled-cpp", "tiled-tf32")
 
 
 def _fail(key: str, value: Any, expected: str) -> None:
@@ -232,6 +234,9 @@ class TrainConfig:
     ``cuda_graph``: capture each worker iteration in a CUDA graph and replay it (a GPU
     backend only; :mod:`snep.backends.cuda_graph`); the numbers are those of the
     uncaptured iteration.
+    ``gemm``: the GEMMs of the cuda backend's MLP: ``"matmul"`` (cuBLAS), or the
+    hand-written ``"tiled"`` (numba.cuda), ``"tiled-cpp"`` (CUDA C++) or ``"tiled-tf32"``
+    (CUDA C++ on TF32 tensor cores); host backends use BLAS (``"matmul"``).
     """
 
     method: str = "snep"
@@ -253,6 +258,7 @@ class TrainConfig:
     synchronous: bool = False
     validation: float = 0.0
     cuda_graph: bool = False
+    gemm: str = "matmul"
 
     def __post_init__(self) -> None:
         _one_of("train.method", self.method, METHODS)
@@ -288,6 +294,14 @@ class TrainConfig:
                 "train.validation",
                 self.validation,
                 "a fraction in [0, 1) of the training data to hold out (0: off)",
+            )
+        _one_of("train.gemm", self.gemm, GEMMS)
+        if self.gemm != "matmul" and self.backend in HOST_BACKENDS:
+            _fail(
+                "train.gemm",
+                self.gemm,
+                f"'matmul' with backend {self.backend!r} (the hand-written GEMMs are the cuda "
+                "backend's; use --backend cuda)",
             )
         if not isinstance(self.cuda_graph, bool):
             _fail("train.cuda_graph", self.cuda_graph, "true or false")

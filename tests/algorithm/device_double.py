@@ -161,6 +161,7 @@ class DeviceBackend:
         self.captures = 0
         self.launches = 0
         self.eager_runs = 0
+        self.gemms: list[str] = []
 
     # -- graphs ------------------------------------------------------------------------------
     def outside_graph(self, what: str) -> None:
@@ -213,7 +214,8 @@ class DeviceBackend:
         n, self.fired = self.fired, 0
         return n
 
-    def mlp(self, spec, n_chains, batch_size):
+    def mlp(self, spec, n_chains, batch_size, gemm="matmul"):
+        self.gemms.append(gemm)  # the cpu kernels stand in for every GEMM choice
         return _DeviceMLP(self.cpu.mlp(spec, n_chains, batch_size))
 
     @staticmethod

@@ -158,3 +158,13 @@ def test_cuda_graph_needs_a_capturing_device_backend(digits):
     for bad in ({"backend": "cpu"}, {"method": "easgd"}):
         with pytest.raises(ConfigError, match=r"train\.cuda_graph"):
             _config(cuda_graph=True, **bad)
+
+
+def test_train_gemm_reaches_the_device_backend_and_is_refused_on_the_host(digits):
+    backend = DeviceBackend()
+    fit(_config(gemm="tiled-cpp", iterations=4, eval_every=2), digits, backend)
+    assert set(backend.gemms) == {"tiled-cpp"} and len(backend.gemms) == 3  # one per worker
+    with pytest.raises(ConfigError, match="selects a GEMM of the cuda backend"):
+        fit(_config(gemm="tiled"), digits, get_backend("cpu"))
+    with pytest.raises(ConfigError, match=r"train\.gemm"):
+        _config(gemm="tiled", backend="numpy")

@@ -356,7 +356,7 @@ def run_in_process(
     sim = simulate(
         config,
         [(dataset.x_train[idx], dataset.y_train[idx]) for idx in shards],
-        lambda batch: backend.mlp(spec, 1, batch),
+        model_factory(config, backend, spec),
         _initial_position(config, spec),
         _prior(config, spec),
         backend,
@@ -501,6 +501,20 @@ def check_backend(config: Config, backend: Backend) -> None:
         )
     if config.train.cuda_graph:
         require_graph_capture(backend)
+    if config.train.gemm != "matmul" and is_host(backend):
+        raise ConfigError(
+            f"train.gemm = {config.train.gemm!r} selects a GEMM of the cuda backend; the "
+            f"backend is {backend.name!r}. Use --backend cuda, or train.gemm = 'matmul'"
+        )
+
+
+def model_factory(config: Config, backend: Backend, spec: ParamSpec) -> Callable[[int], MLPKernels]:
+    """``batch -> MLP kernels`` for one chain of a worker, with ``train.gemm``'s GEMMs on a
+    device backend."""
+    gemm = config.train.gemm
+    if gemm == "matmul":
+        return lambda batch: backend.mlp(spec, 1, batch)
+    return lambda batch: backend.mlp(spec, 1, batch, gemm=gemm)
 
 
 #: below this many parameters the GEMMs are too small to gain from BLAS threads

@@ -56,6 +56,7 @@ from numba import cuda
 
 from snep.backends import cuda_gemm
 from snep.backends.gemm_common import TILES, GemmTiles
+from snep.config import GEMMS
 from snep.errors import ConfigError
 from snep.model import epilogues
 from snep.model.spec import LayerSpec, ParamSpec
@@ -465,7 +466,6 @@ def softmax_(
 # ---------------------------------------------------------------------------------------
 MatMul = Callable[..., Any]
 #: the GEMM implementations :class:`EpilogueMLP` can use
-GEMMS = ("matmul", "tiled", "tiled-cpp", "tiled-tf32")
 
 
 def _data_ptr(a: Any) -> int:

@@ -29,6 +29,7 @@ from snep.algorithm.runner import (
     build_spec,
     check_backend,
     make_server,
+    model_factory,
 )
 from snep.algorithm.server import PosteriorServer
 from snep.backends import Backend, get_backend
@@ -178,7 +179,7 @@ def _work(comm, config, dataset, spec, backend, worker_id, checkpoint_dir, resum
     worker = WORKER_CLASSES[config.train.method](
         worker_id,
         config.train.workers,
-        backend.mlp(spec, 1, min(config.train.batch_size, len(y))),
+        model_factory(config, backend, spec)(min(config.train.batch_size, len(y))),
         x,
         y,
         config,
