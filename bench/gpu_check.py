@@ -1016,10 +1016,10 @@ def time_worker_iteration(
         a32 = random_state(rng, c, P_MNIST)
         a32.x[...] = params
 
-        def make(graphed: bool, b=b, xs=xs, ys=ys, a32=a32):
+        def make(graphed: bool, gemm: str, b=b, xs=xs, ys=ys, a32=a32):
             # what SnepWorker does on the cuda backend, for C chains: the step record staged
             # through the pinned ring, then the launches run uncaptured or as a graph replay
-            mlp = backend.mlp(spec, c, b)
+            mlp = backend.mlp(spec, c, b, gemm=gemm)
             ad = chain_arrays_to_device(a32)
             grad = cupy.empty((c, P_MNIST), np.float32)
             bx = cupy.empty((c, b, spec.n_inputs), np.float32)
@@ -1050,13 +1050,18 @@ def time_worker_iteration(
 
             return run
 
-        for graphed, label in ((False, "snep cuda (launch by launch)"), (True, "snep cuda graph")):
+        variants = (
+            (False, "matmul", "snep cuda (launch by launch)"),
+            (True, "matmul", "snep cuda graph"),
+            (True, "tiled-cpp", "snep cuda graph, C++ GEMMs + epilogues"),
+        )
+        for graphed, gemm, label in variants:
             safe_time(
                 rep,
                 group,
                 label,
-                lambda graphed=graphed, r=r: time_gpu(
-                    make(graphed), **ct, reps=r, rounds=rounds, warmup=3
+                lambda graphed=graphed, gemm=gemm, r=r: time_gpu(
+                    make(graphed, gemm), **ct, reps=r, rounds=rounds, warmup=3
                 ),
             )
         if torch is None or tt is None:
