@@ -156,7 +156,9 @@ class CudaBackend:
         return self._graph_state().capture(body)
 
     @staticmethod
-    def fused_step_device_params(kind: SamplerKind, arrays: ChainArrays, grad: Any, params: Any):
+    def fused_step_device_params(
+        kind: SamplerKind, arrays: ChainArrays, grad: Any, params: Any
+    ) -> None:
         """The fused pass with its scalars read from device memory (capturable); see
         :func:`cuda_fused.fused_step_device_params`."""
         cuda_fused.fused_step_device_params(kind, arrays, grad, params)
