@@ -10,7 +10,10 @@ installs what is missing and runs this script.  Two parts:
    * ``fused_step_float32`` for every sampler kind and pass variant, noise passed in, vs
      :func:`snep.samplers.reference.fused_step_reference` (guard count equal, arrays
      within 5e-5 relative, read-only arrays untouched), a grid-stride launch, null
-     accumulators, the deferred guard count, and in-kernel noise = passed-in noise;
+     accumulators, the deferred guard count, and in-kernel noise = passed-in noise; and
+     the GPU pass against the ``cpu`` backend's pass (the same header compiled for the
+     host) on the same state and seed, in-kernel noise on both (same guard count, arrays
+     within 5e-5 relative; the fraction of bitwise-equal entries is printed);
    * the numba.cuda epilogue kernels on CuPy arrays vs numpy float64;
    * the hand-written batched GEMMs with fused epilogues, numba.cuda
      (:mod:`snep.backends.cuda_gemm`) and CUDA C++ fp32 / TF32 (``kernels/mlp_gemm.cu``,
@@ -358,6 +361,36 @@ def check_fused(rep: Report, cupy: Any, backend: Any) -> None:
         rep.check(
             f"fused {kind.name} in-kernel noise = passed noise",
             lambda kind=kind: in_kernel_noise(kind),
+        )
+
+    def same_as_cpu(kind: SamplerKind) -> tuple[float, float, str]:
+        # the cpu backend's pass (kernels/snep_fused.cuh compiled for the host) and the CUDA
+        # pass on the same float32 state with the same seed: in-kernel noise on both
+        from snep.backends import get_backend
+
+        cpu = get_backend("cpu", 1)
+        rng = np.random.default_rng(60 + int(kind))
+        c, p = 2, 30_001
+        a32 = random_state(rng, c, p)
+        grad = rng.normal(0, 1, (c, p)).astype(np.float32)
+        s = scalars_for(kind, seed=2**40 + 3, step=17)
+        host = a32.astype(np.float32)
+        fired_cpu = cpu.fused_step(kind, host, grad, s)
+        dev = chain_arrays_to_device(a32)
+        fired_gpu = backend.fused_step(kind, dev, cupy.asarray(grad), s, return_fired=True)
+        pairs = list(zip(dev.arrays(), host.arrays(), strict=True))
+        err = max(rel_err(g.get(), h.astype(np.float64)) for g, h in pairs)
+        same = sum(int(np.sum(g.get() == h)) for g, h in pairs)
+        total = sum(h.size for _, h in pairs)
+        if fired_cpu != fired_gpu:
+            err = float("inf")
+        detail = f"{same / total:.4%} of the entries bitwise equal; fired {fired_gpu}/{fired_cpu}"
+        return err, FUSED_TOL, detail
+
+    for kind in KINDS:
+        rep.check(
+            f"fused {kind.name} GPU = cpu backend, same seed (in-kernel noise)",
+            lambda kind=kind: same_as_cpu(kind),
         )
 
 
