@@ -746,7 +746,7 @@ def check_graph(rep: Report, cupy: Any, backend: Any) -> None:
         )
         data = load_digits()
         plain = fit(config, data, backend)
-        graphed = fit(config.replace(train={"cuda_graph": True}), data, backend)
+        graphed = fit(config.replace(train={"cuda_graph": True, "backend": "cuda"}), data, backend)
         pairs = [
             (graphed.posterior.mean, plain.posterior.mean),
             (graphed.posterior.var, plain.posterior.var),

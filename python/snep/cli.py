@@ -824,6 +824,43 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cuda_info() -> list[str]:
+    """What the cuda backend would use here: CuPy and its devices, and where the kernels
+    come from (the AOT fatbins CMake built with nvcc, or NVRTC at first use)."""
+    import importlib.util
+    import shutil
+
+    from snep.backends import cuda_fused
+
+    lines = []
+    if importlib.util.find_spec("cupy") is None:
+        lines.append("cuda: CuPy is not installed (pip install -e '.[cuda]')")
+    else:
+        try:
+            import cupy
+
+            n = cupy.cuda.runtime.getDeviceCount()
+            names = []
+            for i in range(n):
+                props = cupy.cuda.runtime.getDeviceProperties(i)
+                name = props["name"]
+                name = name.decode() if isinstance(name, bytes) else str(name)
+                names.append(f"{i}: {name} (sm_{props['major']}{props['minor']})")
+            devices = "; ".join(names) if names else "no device visible"
+            lines.append(f"cuda: CuPy {cupy.__version__}, {devices}")
+        except Exception as e:  # no driver, or the driver refused
+            lines.append(f"cuda: CuPy is installed but no device is usable ({type(e).__name__})")
+    try:
+        kdir = cuda_fused.kernel_dir()
+        fatbins = sorted(f.name for f in kdir.glob("*.fatbin"))
+        where = ", ".join(fatbins) if fatbins else "none (NVRTC compiles the .cu at first use)"
+        lines.append(f"cuda kernels: {kdir}; AOT fatbins: {where}")
+    except Exception as e:
+        lines.append(f"cuda kernels: {e}")
+    lines.append(f"nvcc: {shutil.which('nvcc') or 'not found'}")
+    return lines
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     import platform
 
@@ -838,6 +875,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
     print(f"numpy {np.__version__}")
     print(f"numba {numba.__version__}")
     print(f"backends available: {', '.join(available_backends())}")
+    for line in _cuda_info():
+        print(line)
     print(f"cpu cores: {os.cpu_count()}")
     print("threads:")
     for var in THREAD_ENV_VARS:

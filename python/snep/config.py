@@ -42,8 +42,6 @@ METHODS = ("snep", "ep", "adam", "asgd", "easgd")
 SCHEDULES = ("constant", "robbins_monro", "piecewise")
 SHARDINGS = ("iid", "dirichlet")
 BACKENDS = ("auto", "numpy", "cpu", "cuda")
-#: backends whose arrays live in host memory
-HOST_BACKENDS = ("numpy", "cpu")
 #: GEMM implementations of the cuda backend's MLP (snep.backends.cuda_epilogues.EpilogueMLP)
 GEMMS = ("matmul", "tiled", "tiled-cpp", "tiled-tf32")
 
@@ -296,21 +294,21 @@ class TrainConfig:
                 "a fraction in [0, 1) of the training data to hold out (0: off)",
             )
         _one_of("train.gemm", self.gemm, GEMMS)
-        if self.gemm != "matmul" and self.backend in HOST_BACKENDS:
+        if self.gemm != "matmul" and self.backend != "cuda":
             _fail(
                 "train.gemm",
                 self.gemm,
                 f"'matmul' with backend {self.backend!r} (the hand-written GEMMs are the cuda "
-                "backend's; use --backend cuda)",
+                "backend's, and 'auto' picks cpu; use --backend cuda)",
             )
         if not isinstance(self.cuda_graph, bool):
             _fail("train.cuda_graph", self.cuda_graph, "true or false")
-        if self.cuda_graph and (self.method not in ("snep", "ep") or self.backend in HOST_BACKENDS):
+        if self.cuda_graph and (self.method not in ("snep", "ep") or self.backend != "cuda"):
             _fail(
                 "train.cuda_graph",
                 self.cuda_graph,
-                "false unless train.method is 'snep' or 'ep' and train.backend is 'cuda' or "
-                f"'auto' (got method {self.method!r}, backend {self.backend!r}): CUDA graphs "
+                "false unless train.method is 'snep' or 'ep' and train.backend is 'cuda' "
+                f"(got method {self.method!r}, backend {self.backend!r}): CUDA graphs "
                 "capture a worker iteration on a GPU",
             )
 

@@ -114,7 +114,7 @@ def test_a_graphed_run_equals_the_uncaptured_cpu_run(digits, method, snep):
     # iteration's inputs (indices, step, bias corrections, flags) from the device record
     config = _config(method, snep)
     backend = DeviceBackend()
-    graphed = fit(config.replace(train={"cuda_graph": True}), digits, backend)
+    graphed = fit(config.replace(train={"cuda_graph": True, "backend": "cuda"}), digits, backend)
     _same_runs(graphed, fit(config, digits, get_backend("cpu")))
     t = config.train
     # one capture per variant and worker (snep: with and without the anchor refresh)
@@ -124,7 +124,7 @@ def test_a_graphed_run_equals_the_uncaptured_cpu_run(digits, method, snep):
 
 
 def test_a_graphed_run_resumes_bitwise_from_a_checkpoint(digits):
-    cfg = _config(cuda_graph=True)
+    cfg = _config(cuda_graph=True, backend="cuda")
     backend = DeviceBackend()
     args = simulate_args(cfg, digits, backend)
     states: list[dict[str, np.ndarray]] = []
@@ -154,17 +154,19 @@ def test_the_double_refuses_what_a_graph_cannot_replay():
 
 def test_cuda_graph_needs_a_capturing_device_backend(digits):
     with pytest.raises(ConfigError, match="needs a device backend that captures CUDA graphs"):
-        fit(_config(cuda_graph=True), digits, get_backend("cpu"))
-    for bad in ({"backend": "cpu"}, {"method": "easgd"}):
+        fit(_config(cuda_graph=True, backend="cuda"), digits, get_backend("cpu"))
+    # 'auto' picks cpu, so the flag needs backend 'cuda' by name
+    for bad in ({"backend": "cpu"}, {"backend": "auto"}, {"method": "easgd", "backend": "cuda"}):
         with pytest.raises(ConfigError, match=r"train\.cuda_graph"):
             _config(cuda_graph=True, **bad)
 
 
 def test_train_gemm_reaches_the_device_backend_and_is_refused_on_the_host(digits):
     backend = DeviceBackend()
-    fit(_config(gemm="tiled-cpp", iterations=4, eval_every=2), digits, backend)
+    fit(_config(gemm="tiled-cpp", backend="cuda", iterations=4, eval_every=2), digits, backend)
     assert set(backend.gemms) == {"tiled-cpp"} and len(backend.gemms) == 3  # one per worker
     with pytest.raises(ConfigError, match="selects a GEMM of the cuda backend"):
-        fit(_config(gemm="tiled"), digits, get_backend("cpu"))
-    with pytest.raises(ConfigError, match=r"train\.gemm"):
-        _config(gemm="tiled", backend="numpy")
+        fit(_config(gemm="tiled", backend="cuda"), digits, get_backend("cpu"))
+    for other in ("numpy", "auto"):
+        with pytest.raises(ConfigError, match=r"train\.gemm"):
+            _config(gemm="tiled", backend=other)

@@ -185,6 +185,13 @@ def test_gemm_launcher_arguments_match_every_entry_point(kernel):
     assert kernel_params(GEMM_SOURCE.read_text(), kernel) == list(cuda_gemm_raw.GEMM_ARGS)
 
 
+def test_fused_entry_points_are_all_the_kernels_of_the_source():
+    names = re.findall(
+        r'extern\s+"C"\s+__global__\s+void\s+(\w+)\s*\(', _strip_comments(SOURCE.read_text())
+    )
+    assert sorted(names) == sorted(cuda_fused.ENTRY_POINTS)
+
+
 @pytest.mark.parametrize("kernel", sorted(cuda_gemm_raw.EPILOGUE_KERNELS))
 def test_epilogue_launcher_arguments_match_the_kernel(kernel):
     want = list(cuda_gemm_raw.EPILOGUE_KERNELS[kernel])

@@ -36,6 +36,7 @@ from snep.samplers.scalars import PassScalars, SamplerKind
 
 __all__ = [
     "BLOCK_THREADS",
+    "ENTRY_POINTS",
     "FILL_NORMAL_ARGS",
     "FUSED_PARAMS_DTYPE",
     "FUSED_STEP_ARGS",
@@ -218,6 +219,8 @@ def grid_for(
 # ---------------------------------------------------------------------------------------
 _SOURCE = "fused_step.cu"
 _FATBIN = "fused_step.fatbin"
+#: the kernels of fused_step.cu that the launchers look up (all must be in the module)
+ENTRY_POINTS = ("fused_step_float32", "fused_step_dparams_float32", "fill_normal_float32")
 _NVRTC_OPTIONS_BASE = ("-std=c++17",)
 _lock = threading.Lock()
 _module: Any = None
@@ -287,7 +290,8 @@ def load_module() -> Any:
         if fatbin.is_file():
             try:
                 mod = cupy.RawModule(path=str(fatbin))
-                mod.get_function("fused_step_float32")  # loads the image on this device
+                for name in ENTRY_POINTS:  # loads the image here; a stale one lacks some
+                    mod.get_function(name)
                 _module_origin = f"fatbin {fatbin}"
             except Exception as e:  # e.g. no image for this architecture
                 mod = None
@@ -311,7 +315,8 @@ def compile_nvrtc(kdir: Path | None = None, note: str = "") -> Any:
     options = (*_NVRTC_OPTIONS_BASE, f"-I{kdir}")
     try:
         mod = cupy.RawModule(code=src.read_text(), options=options)
-        mod.get_function("fused_step_float32")  # compiles now, not at the first launch
+        for name in ENTRY_POINTS:  # compiles now, not at the first launch
+            mod.get_function(name)
     except Exception as e:
         get_message = getattr(e, "get_message", None)
         log = get_message() if callable(get_message) else str(e)

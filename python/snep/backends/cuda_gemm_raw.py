@@ -238,7 +238,8 @@ def load_module() -> Any:
         if fatbin.is_file():
             try:
                 mod = cupy.RawModule(path=str(fatbin))
-                mod.get_function(ENTRY_POINTS[("none", False)])  # loads the image here
+                for name in (*ENTRY_POINTS.values(), *EPILOGUE_KERNELS):
+                    mod.get_function(name)  # loads the image here; a stale one lacks some
                 _module_origin = f"fatbin {fatbin}"
             except Exception as e:  # e.g. no image for this architecture
                 mod = None
