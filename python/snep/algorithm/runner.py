@@ -491,7 +491,7 @@ def check_backend(config: Config, backend: Backend) -> None:
 
     A device backend (``cuda``) runs the SNEP and EP workers; the baselines (Adam, A-SGD,
     EASGD) are written for host arrays.  ``train.cuda_graph`` needs a backend that
-    captures CUDA graphs.
+    captures CUDA graphs, and a ``train.gemm`` other than ``"matmul"`` a device backend.
     """
     if not is_host(backend) and config.train.method not in ("snep", "ep"):
         raise ConfigError(

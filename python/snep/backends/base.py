@@ -95,7 +95,8 @@ def to_device(backend: Any, a: Any, dtype: Any = None) -> Any:
 
 def require_graph_capture(backend: Any) -> None:
     """Raise :class:`ConfigError` unless ``backend`` captures CUDA graphs (``train.cuda_graph``;
-    it then has ``step_inputs``, ``capture`` and ``fused_step_device_params``)."""
+    such a backend has ``step_inputs``, ``run_eager``, ``capture`` and
+    ``fused_step_device_params``, see :mod:`snep.backends.cuda_graph`)."""
     if is_host(backend) or not hasattr(backend, "capture"):
         name = getattr(backend, "name", type(backend).__name__)
         raise ConfigError(
