@@ -39,6 +39,10 @@ installs what is missing and runs this script.  Two parts:
    eager (``bench/torch_reference.py``: autograd, a per-tensor update with ``torch.randn``)
    and ``torch.compile`` of the same functions, when torch with CUDA is importable.
 
+The card's own GEMM rate (a square fp32 ``cupy.matmul``, TF32 through ``torch.mm``) is
+measured first, and the DESIGN §4 GPU targets are printed from this run's timings
+(:func:`target_ratios`).
+
 Prints a table and writes JSON (device name, versions, checks, timings) to ``$OUT`` when set,
 else ``bench/results/gpu_check-<time>.json``.  Exit status 1 when any check fails.
 """
@@ -850,6 +854,8 @@ def run_timings(rep: Report, cupy: Any, backend: Any, args: argparse.Namespace) 
     def budget_left() -> float:
         return args.budget_s - rep.elapsed()
 
+    time_card_gemm(rep, cupy, torch, tt if torch else None, ct, quick=args.quick)
+
     # -- fwd+bwd ----------------------------------------------------------------------------
     # GEMM flops of one fwd+bwd: forward and weight gradient of every layer, input gradient
     # of all but the first
@@ -1008,6 +1014,95 @@ def run_timings(rep: Report, cupy: Any, backend: Any, args: argparse.Namespace) 
         return time_gpu(run, **tt, reps=reps, rounds=rounds, warmup=3)
 
     safe_time(rep, group, "torch.compile (flat, randn)", torch_compiled_update)
+
+
+#: the square GEMM that measures the card's rate (2 n^3 flops)
+CARD_GEMM_N = 8192
+
+
+def time_card_gemm(
+    rep: Report,
+    cupy: Any,
+    torch: Any,
+    tt: dict[str, Any] | None,
+    ct: dict[str, Any],
+    quick: bool = False,
+) -> None:
+    """The card's measured GEMM rate (DESIGN §4's reference for fwd+bwd at batch >= 1024):
+    a square fp32 ``cupy.matmul`` of size :data:`CARD_GEMM_N`, and the same in TF32 through
+    PyTorch (``allow_tf32``) when torch with CUDA is importable."""
+    n = CARD_GEMM_N
+    flops = 2.0 * n**3
+    group = f"card GEMM rate {n}^3"
+    reps, rounds = (2, 2) if quick else (5, 3)
+
+    def fp32():
+        a = cupy.random.random((n, n), dtype=np.float32)
+        b = cupy.random.random((n, n), dtype=np.float32)
+        out = cupy.empty((n, n), np.float32)
+        res = time_gpu(lambda: cupy.matmul(a, b, out=out), **ct, reps=reps, rounds=rounds, warmup=2)
+        return {**res, "gflops": flops / res["gpu_ms"] * 1e-6}
+
+    safe_time(rep, group, "cupy.matmul fp32", fp32)
+    if torch is None or tt is None:
+        return
+
+    def tf32():
+        old = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = True
+        try:
+            a = torch.rand((n, n), device="cuda")
+            b = torch.rand((n, n), device="cuda")
+            out = torch.empty((n, n), device="cuda")
+            res = time_gpu(
+                lambda: torch.mm(a, b, out=out), **tt, reps=reps, rounds=rounds, warmup=2
+            )
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = old
+        return {**res, "gflops": flops / res["gpu_ms"] * 1e-6}
+
+    safe_time(rep, group, "torch.mm tf32", tf32)
+
+
+def target_ratios(timings: list[dict[str, Any]]) -> dict[str, Any]:
+    """DESIGN §4's GPU targets from the timings of this run (median GPU times):
+
+    * worker iteration, 8 chains x batch 100: PyTorch eager / snep >= 2 and
+      ``torch.compile`` / snep >= 1.2, snep being its fastest variant;
+    * fwd+bwd at batch 1024: snep's best rate / the card's fp32 GEMM rate >= 0.5 (and the
+      TF32 GEMMs' rate / the card's TF32 rate).
+    """
+
+    def rows(group: str) -> dict[str, dict[str, Any]]:
+        return {r["impl"]: r for r in timings if r["group"] == group and "error" not in r}
+
+    out: dict[str, Any] = {}
+    it = rows("worker iteration C=8 B=100")
+    snep = {k: v["gpu_ms"] for k, v in it.items() if k.startswith("snep")}
+    if snep:
+        best = min(snep, key=snep.get)
+        out["iteration_snep_best"] = {"impl": best, "gpu_ms": snep[best]}
+        for key, impl in (("eager", "torch eager"), ("compile", "torch.compile")):
+            match = [v["gpu_ms"] for k, v in it.items() if k.startswith(impl)]
+            if match:
+                out[f"iteration_torch_{key}_over_snep"] = match[0] / snep[best]
+    card = rows(f"card GEMM rate {CARD_GEMM_N}^3")
+    fb = rows("fwd+bwd C=8 B=1024")
+    fp32 = {k: v["gflops"] for k, v in fb.items() if k.startswith("snep") and "tf32" not in k}
+    if fp32 and "cupy.matmul fp32" in card:
+        best = max(fp32, key=fp32.get)
+        out["fwd_bwd_1024_fp32_fraction_of_card"] = {
+            "impl": best,
+            "fraction": fp32[best] / card["cupy.matmul fp32"]["gflops"],
+        }
+    tf32 = {k: v["gflops"] for k, v in fb.items() if "tf32" in k}
+    if tf32 and "torch.mm tf32" in card:
+        best = max(tf32, key=tf32.get)
+        out["fwd_bwd_1024_tf32_fraction_of_card"] = {
+            "impl": best,
+            "fraction": tf32[best] / card["torch.mm tf32"]["gflops"],
+        }
+    return out
 
 
 #: examples in the shard of the worker-iteration timing (MNIST over 8 workers)
@@ -1220,6 +1315,11 @@ def main(argv: list[str] | None = None) -> int:
         print("\n== timings (float32, median per call; gpu = CUDA events, wall = host clock) ==")
         run_timings(rep, cupy, backend, args)
 
+    targets = target_ratios(rep.timings)
+    if targets:
+        print("\n== DESIGN §4 GPU targets (from this run) ==")
+        for key, value in targets.items():
+            print(f"  {key}: {value}")
     result = {
         "suite": "gpu_check",
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -1228,6 +1328,7 @@ def main(argv: list[str] | None = None) -> int:
         "kernels": cuda_fused.module_origin(),
         "checks": [dataclasses.asdict(c) for c in rep.checks],
         "timings": rep.timings,
+        "targets": targets,
         "passed": n_fail == 0,
         "seconds": round(rep.elapsed(), 1),
     }
