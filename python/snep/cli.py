@@ -50,6 +50,7 @@ _FLAG_KEYS: dict[str, tuple[str, str]] = {
     "threads": ("train", "threads"),
     "cuda_graph": ("train", "cuda_graph"),
     "gemm": ("train", "gemm"),
+    "cuda_aware_mpi": ("train", "cuda_aware_mpi"),
     "sharding": ("train", "sharding"),
     "dirichlet_alpha": ("train", "dirichlet_alpha"),
     "validation": ("train", "validation"),
@@ -181,6 +182,13 @@ def _add_train(sub: Any) -> None:
         action="store_true",
         default=None,
         help="capture each worker iteration in a CUDA graph and replay it (backend cuda)",
+    )
+    g.add_argument(
+        "--cuda-aware-mpi",
+        action="store_true",
+        default=None,
+        help="under mpiexec with backend cuda: the MPI library is CUDA-aware, so workers hand "
+        "it device buffers instead of staging messages through host memory",
     )
     g.add_argument(
         "--dirichlet-alpha",

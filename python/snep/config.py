@@ -235,6 +235,9 @@ class TrainConfig:
     ``gemm``: the GEMMs of the cuda backend's MLP: ``"matmul"`` (cuBLAS), or the
     hand-written ``"tiled"`` (numba.cuda), ``"tiled-cpp"`` (CUDA C++) or ``"tiled-tf32"``
     (CUDA C++ on TF32 tensor cores); host backends use BLAS (``"matmul"``).
+    ``cuda_aware_mpi`` (runs under mpiexec, backend cuda): the MPI library is CUDA-aware,
+    so each worker computes its push in device memory and hands MPI device buffers;
+    otherwise messages are staged through host memory.
     """
 
     method: str = "snep"
@@ -257,6 +260,7 @@ class TrainConfig:
     validation: float = 0.0
     cuda_graph: bool = False
     gemm: str = "matmul"
+    cuda_aware_mpi: bool = False
 
     def __post_init__(self) -> None:
         _one_of("train.method", self.method, METHODS)
@@ -300,6 +304,16 @@ class TrainConfig:
                 self.gemm,
                 f"'matmul' with backend {self.backend!r} (the hand-written GEMMs are the cuda "
                 "backend's, and 'auto' picks cpu; use --backend cuda)",
+            )
+        if not isinstance(self.cuda_aware_mpi, bool):
+            _fail("train.cuda_aware_mpi", self.cuda_aware_mpi, "true or false")
+        if self.cuda_aware_mpi and (self.method not in ("snep", "ep") or self.backend != "cuda"):
+            _fail(
+                "train.cuda_aware_mpi",
+                self.cuda_aware_mpi,
+                "false unless train.method is 'snep' or 'ep' and train.backend is 'cuda' "
+                f"(got method {self.method!r}, backend {self.backend!r}): it hands MPI the "
+                "GPU workers' device buffers",
             )
         if not isinstance(self.cuda_graph, bool):
             _fail("train.cuda_graph", self.cuda_graph, "true or false")

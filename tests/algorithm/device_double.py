@@ -162,6 +162,7 @@ class DeviceBackend:
         self.launches = 0
         self.eager_runs = 0
         self.gemms: list[str] = []
+        self.syncs = 0
 
     # -- graphs ------------------------------------------------------------------------------
     def outside_graph(self, what: str) -> None:
@@ -207,6 +208,10 @@ class DeviceBackend:
     def to_device(self, a: Any, dtype: Any = None) -> DeviceArray:
         self.outside_graph("to_device")
         return np.array(_bare(a), dtype=dtype).view(DeviceArray)
+
+    def synchronize(self) -> None:
+        self.outside_graph("synchronize")
+        self.syncs += 1
 
     def take_fired(self) -> int:
         self.outside_graph("take_fired")

@@ -170,3 +170,84 @@ def test_train_gemm_reaches_the_device_backend_and_is_refused_on_the_host(digits
     for other in ("numpy", "auto"):
         with pytest.raises(ConfigError, match=r"train\.gemm"):
             _config(gemm="tiled", backend=other)
+
+
+# ---------------------------------------------------------------------------------------
+# train.cuda_aware_mpi: the protocol's float64 sites, pushes and replies in device memory
+# ---------------------------------------------------------------------------------------
+def _protocol_pair(digits, backend):
+    """Two workers on the device double with one shard, one with host messages and one with
+    device messages, and a host server for each."""
+    from snep.algorithm.runner import _initial_position, _prior, build_spec, make_server
+    from snep.algorithm.worker import SnepWorker
+
+    cfg = _config(backend="cuda", workers=1)
+    spec = build_spec(cfg, digits)
+    x, y = digits.x_train, digits.y_train
+    make = lambda: SnepWorker(  # noqa: E731
+        0, 1, backend.mlp(spec, 1, 100), x, y, cfg, backend, _initial_position(cfg, spec)
+    )
+    host, dev = make(), make()
+    dev.enable_device_messages()
+    servers = [make_server(cfg, _prior(cfg, spec), _initial_position(cfg, spec), 1) for _ in "ab"]
+    return host, dev, servers
+
+
+def test_device_messages_equal_host_messages_bitwise(digits):
+    backend = DeviceBackend()
+    host, dev, (srv_h, srv_d) = _protocol_pair(digits, backend)
+    assert dev.device_messages and not host.device_messages
+    assert isinstance(dev.sent.precision, DeviceArray)
+    srv_h.register(0, host.initial_site())
+    srv_d.register(0, dev.initial_site())
+    to_dev = lambda r: type(r)(  # noqa: E731  the reply a CUDA-aware MPI leaves on the device
+        backend.to_device(r.precision), backend.to_device(r.precision_mean), r.version, r.accepted
+    )
+    host.start(srv_h.theta())
+    dev.start(to_dev(srv_d.theta()))
+    pushes = 0
+    for _ in range(45):
+        ph, pd = host.step(), dev.step()
+        assert (ph is None) == (pd is None)
+        if ph is None:
+            continue
+        pushes += 1
+        assert isinstance(pd.delta_precision, DeviceArray)  # computed on the device
+        got = backend.to_host(pd.delta_precision), backend.to_host(pd.delta_precision_mean)
+        np.testing.assert_array_equal(got[0], ph.delta_precision)
+        np.testing.assert_array_equal(got[1], ph.delta_precision_mean)
+        host.receive(srv_h.push(ph))
+        pd_host = type(pd)(pd.worker, pd.iteration, *got, pd.version_seen)  # what MPI delivers
+        dev.receive(to_dev(srv_d.push(pd_host)))
+    assert pushes >= 4
+    np.testing.assert_array_equal(backend.to_host(dev.arrays.x), backend.to_host(host.arrays.x))
+    # the checkpoint holds host arrays, equal to the host-message worker's, and reloads
+    sh, sd = host.state_dict(), dev.state_dict()
+    assert set(sh) == set(sd) and not any(isinstance(v, DeviceArray) for v in sd.values())
+    for key in sh:
+        np.testing.assert_array_equal(sd[key], sh[key])
+    _, again, _ = _protocol_pair(digits, backend)
+    again.load_state_dict(sd)
+    assert isinstance(again.sent.precision, DeviceArray)
+    np.testing.assert_array_equal(backend.to_host(again.sent.precision), sh["sent_precision"])
+
+
+def test_device_messages_are_for_device_backends_under_mpi(digits):
+    from snep.algorithm.worker import SnepWorker
+
+    with pytest.raises(ConfigError, match="applies to runs under mpiexec"):
+        fit(_config(cuda_aware_mpi=True, backend="cuda"), digits, DeviceBackend())
+    for bad in ({"backend": "cpu"}, {"backend": "auto"}, {"method": "asgd", "backend": "cuda"}):
+        with pytest.raises(ConfigError, match=r"train\.cuda_aware_mpi"):
+            _config(cuda_aware_mpi=True, **bad)
+    cpu = get_backend("cpu")
+    cfg = _config()
+    from snep.algorithm.runner import _initial_position, build_spec
+
+    spec = build_spec(cfg, digits)
+    worker = SnepWorker(
+        0, 1, cpu.mlp(spec, 1, 100), digits.x_train, digits.y_train, cfg, cpu,
+        _initial_position(cfg, spec),
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match="device messages need a device backend"):
+        worker.enable_device_messages()

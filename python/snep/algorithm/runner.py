@@ -485,14 +485,20 @@ def fit(
         return run_in_process(config, dataset, backend, callback, checkpoint, resume)
 
 
-def check_backend(config: Config, backend: Backend) -> None:
-    """Whether ``backend`` can run ``config``, as a clear :class:`ConfigError` before
-    anything starts.
+def check_backend(config: Config, backend: Backend, mpi: bool = False) -> None:
+    """Whether ``backend`` can run ``config`` (in process, or a rank of an MPI run with
+    ``mpi``), as a clear :class:`ConfigError` before anything starts.
 
     A device backend (``cuda``) runs the SNEP and EP workers; the baselines (Adam, A-SGD,
     EASGD) are written for host arrays.  ``train.cuda_graph`` needs a backend that
     captures CUDA graphs, and a ``train.gemm`` other than ``"matmul"`` a device backend.
+    ``train.cuda_aware_mpi`` applies to MPI runs only.
     """
+    if config.train.cuda_aware_mpi and not mpi:
+        raise ConfigError(
+            "train.cuda_aware_mpi = true applies to runs under mpiexec (it hands MPI device "
+            "buffers); an in-process run sends no messages: set it to false"
+        )
     if not is_host(backend) and config.train.method not in ("snep", "ep"):
         raise ConfigError(
             f"train.method = {config.train.method!r} runs on the host backends ('cpu', "

@@ -165,6 +165,9 @@ class SnepWorker:
         self._sent_before_push = self._site64()
         self._scratch = self._site64()
         self._delta = self._site64()  # a push's arrays: valid until the next push
+        # array module of those float64 sites, and so of pushes and replies: numpy (host
+        # messages), or the backend's with CUDA-aware MPI (enable_device_messages)
+        self._mx = np
 
         self.scalars = pass_scalars(config, self.beta, n_local, self.batch_size, self.seed)
         self.iteration = 0  # completed iterations
@@ -205,6 +208,46 @@ class SnepWorker:
         self._graphs: dict[bool, object] = {}
         self._bodies: dict[bool, object] = {}
         self._loglik_buf = self.xp.zeros((), np.float64)
+
+    @property
+    def device_messages(self) -> bool:
+        """Whether pushes and replies are device arrays (:meth:`enable_device_messages`)."""
+        return self._mx is not np
+
+    def enable_device_messages(self) -> None:
+        """Keep the protocol's float64 sites (the last pushed, the one before, the push's
+        Δ) in device memory, so that a push is computed on the device and handed to a
+        CUDA-aware MPI as a device buffer, and a reply is received into one
+        (``train.cuda_aware_mpi``).  Call before the first message (and before
+        :meth:`load_state_dict` on a resume)."""
+        if not self._on_device:
+            raise ConfigError(
+                f"device messages need a device backend; worker {self.worker} runs on "
+                f"{getattr(self.backend, 'name', type(self.backend).__name__)!r}"
+            )
+        if self.device_messages:
+            return
+        backend, f64 = self.backend, np.float64
+
+        def on_device(g: DiagGaussian) -> DiagGaussian:
+            return DiagGaussian(
+                to_device(backend, g.precision, f64), to_device(backend, g.precision_mean, f64)
+            )
+
+        self.sent, self._sent_before_push = on_device(self.sent), on_device(self._sent_before_push)
+        self._scratch, self._delta = on_device(self._scratch), on_device(self._delta)
+        self._mx = self.xp
+
+    def _protocol_host(self, a: object) -> np.ndarray:
+        """A host copy of a protocol array (``a`` itself for host messages)."""
+        return a if self._mx is np else to_host(self.backend, a)
+
+    def _protocol_set(self, dst: object, src: np.ndarray) -> None:
+        """``dst[...] = src`` for a protocol array from a host array."""
+        if self._mx is np:
+            dst[...] = src
+        else:
+            dst[...] = to_device(self.backend, src, np.float64)
 
     # ------------------------------------------------------------------ state
     def _host64(self, a: object) -> np.ndarray:
@@ -253,10 +296,13 @@ class SnepWorker:
         self.version = reply.version
 
     def _set_cavity(self, reply: Reply) -> None:
-        a, tmp = self.arrays, self._delta  # the last push's arrays are no longer needed
-        np.subtract(reply.precision, self.sent.precision, out=tmp.precision)
-        np.subtract(reply.precision_mean, self.sent.precision_mean, out=tmp.precision_mean)
-        if self.xp is np:
+        a, tmp, mx = self.arrays, self._delta, self._mx  # the last push's Δ is not needed
+        mx.subtract(reply.precision, self.sent.precision, out=tmp.precision)
+        mx.subtract(reply.precision_mean, self.sent.precision_mean, out=tmp.precision_mean)
+        if mx is not np:  # device messages: float64 -> float32 on the device
+            a.cavity_prec[0] = tmp.precision
+            a.cavity_pm[0] = tmp.precision_mean
+        elif self.xp is np:
             np.copyto(a.cavity_prec[0], tmp.precision, casting="same_kind")
             np.copyto(a.cavity_pm[0], tmp.precision_mean, casting="same_kind")
         else:  # float64 -> float32 on the host, then one copy to the device
@@ -391,12 +437,16 @@ class SnepWorker:
 
         The push's arrays are the worker's buffers: valid until its next push.
         """
-        a, site, delta = self.arrays, self._scratch, self._delta
-        np.copyto(site.precision, to_host(self.backend, a.site_prec[0]))
-        np.copyto(site.precision_mean, to_host(self.backend, a.site_pm[0]))
+        a, site, delta, mx = self.arrays, self._scratch, self._delta, self._mx
+        if mx is np:
+            np.copyto(site.precision, to_host(self.backend, a.site_prec[0]))
+            np.copyto(site.precision_mean, to_host(self.backend, a.site_pm[0]))
+        else:  # device messages: float32 -> float64 on the device
+            site.precision[...] = a.site_prec[0]
+            site.precision_mean[...] = a.site_pm[0]
         self._collect_fired()
-        np.subtract(site.precision, self.sent.precision, out=delta.precision)
-        np.subtract(site.precision_mean, self.sent.precision_mean, out=delta.precision_mean)
+        mx.subtract(site.precision, self.sent.precision, out=delta.precision)
+        mx.subtract(site.precision_mean, self.sent.precision_mean, out=delta.precision_mean)
         push = Push(
             self.worker, self.iteration, delta.precision, delta.precision_mean, self.version
         )
@@ -444,10 +494,11 @@ class SnepWorker:
             f"chain_{name}": to_host(self.backend, arr)
             for name, arr in zip(names, self.arrays.arrays(), strict=True)
         }
-        state["sent_precision"] = self.sent.precision
-        state["sent_precision_mean"] = self.sent.precision_mean
-        state["previous_sent_precision"] = self._sent_before_push.precision
-        state["previous_sent_precision_mean"] = self._sent_before_push.precision_mean
+        host = self._protocol_host
+        state["sent_precision"] = host(self.sent.precision)
+        state["sent_precision_mean"] = host(self.sent.precision_mean)
+        state["previous_sent_precision"] = host(self._sent_before_push.precision)
+        state["previous_sent_precision_mean"] = host(self._sent_before_push.precision_mean)
         state["counters"] = np.array([getattr(self, c) for c in self._COUNTERS], np.int64)
         stream = self.stream.state_dict()
         state["stream"] = np.array(
@@ -467,10 +518,11 @@ class SnepWorker:
                     f"has {arr.shape}: the checkpoint belongs to another model or config"
                 )
             arr[...] = to_device(self.backend, saved, arr.dtype)
-        self.sent.precision[...] = state["sent_precision"]
-        self.sent.precision_mean[...] = state["sent_precision_mean"]
-        self._sent_before_push.precision[...] = state["previous_sent_precision"]
-        self._sent_before_push.precision_mean[...] = state["previous_sent_precision_mean"]
+        put = self._protocol_set
+        put(self.sent.precision, state["sent_precision"])
+        put(self.sent.precision_mean, state["sent_precision_mean"])
+        put(self._sent_before_push.precision, state["previous_sent_precision"])
+        put(self._sent_before_push.precision_mean, state["previous_sent_precision_mean"])
         for name, value in zip(self._COUNTERS, state["counters"], strict=True):
             setattr(self, name, int(value))
         self.in_flight = bool(self.in_flight)

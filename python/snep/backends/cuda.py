@@ -175,6 +175,12 @@ class CudaBackend:
         return cupy.asarray(a, dtype=dtype)
 
     @staticmethod
+    def synchronize() -> None:
+        """Wait for the work queued on the current stream (before MPI reads device memory:
+        it does not follow CUDA streams)."""
+        cupy.cuda.get_current_stream().synchronize()
+
+    @staticmethod
     def take_fired() -> int:
         """Guard firings counted on the device since the last read (a host sync)."""
         return cuda_fused.take_fired()

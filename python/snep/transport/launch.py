@@ -127,7 +127,7 @@ def run_mpi(
             )
         backend = backend or rank_backend(config, comm)
         if rank != 0:
-            check_backend(config, backend)
+            check_backend(config, backend, mpi=True)
         spec = build_spec(config, dataset)
         if checkpoint_dir is not None and train.method in ("asgd", "easgd"):
             checkpoint_dir = None  # the baselines keep no checkpoints
@@ -186,6 +186,8 @@ def _work(comm, config, dataset, spec, backend, worker_id, checkpoint_dir, resum
         backend,
         _initial_position(config, spec),
     )
+    if config.train.cuda_aware_mpi:  # pushes and replies in device memory
+        worker.enable_device_messages()
     speeds = config.train.speeds
     slowdown = speeds[worker_id] / min(speeds) if speeds else 1.0
     save, every = None, 0

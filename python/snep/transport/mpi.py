@@ -320,13 +320,40 @@ class WorkerLoop:
         self.n_params = worker.arrays.x.shape[1]
         self.comm_seconds = 0.0
         self.versions_behind: list[int] = []
+        # CUDA-aware MPI (train.cuda_aware_mpi): the message buffers live on the device
+        self.device = bool(getattr(worker, "device_messages", False))
 
-    def _buffer(self) -> np.ndarray:
+    def _buffer(self) -> Any:
+        if self.device:
+            return self.worker.xp.zeros(HEADER + 2 * self.n_params, np.float64)
         return np.empty(HEADER + 2 * self.n_params)
 
-    def _reply(self, buf: np.ndarray) -> Reply:
+    def _pack(self, buf: Any, kind: int, *header: Any, precision=None, precision_mean=None):
+        """:func:`pack` into a host buffer, or into a device buffer (header copied from the
+        host, payload copied on the device), ready to send: the device's queued work is
+        waited for, since MPI does not follow CUDA streams."""
+        if not self.device:
+            return pack(buf, kind, *header, precision=precision, precision_mean=precision_mean)
+        from snep.backends.base import to_device
+
+        backend, n = self.worker.backend, self.n_params
+        host = pack(np.zeros(HEADER), kind, *header)  # the header alone (n reads as 0)
+        host[3] = n
+        buf[:HEADER] = to_device(backend, host, np.float64)
+        if precision is not None:
+            buf[HEADER : HEADER + n] = to_device(backend, precision, np.float64)
+            buf[HEADER + n :] = to_device(backend, precision_mean, np.float64)
+        backend.synchronize()
+        return buf
+
+    def _reply(self, buf: Any) -> Reply:
+        header = buf[:HEADER]
+        if self.device:  # the header to the host (a few bytes); the payload stays
+            from snep.backends.base import to_host
+
+            header = to_host(self.worker.backend, header)
         _, _, version, _, _, accepted = unpack_header(
-            buf, (KIND_REPLY,), self.n_params, f"worker {self.worker.worker}"
+            header, (KIND_REPLY,), self.n_params, f"worker {self.worker.worker}"
         )
         prec, pm = _payload(buf, self.n_params)
         return Reply(prec, pm, version, accepted)
@@ -338,7 +365,7 @@ class WorkerLoop:
         w = self.worker
         send_buf, recv_buf = self._buffer(), self._buffer()
         site = w.sent if self.resumed else w.initial_site()
-        pack(
+        self._pack(
             send_buf,
             KIND_REGISTER,
             w.worker,
@@ -399,7 +426,7 @@ class WorkerLoop:
         w.receive(self._reply(recv_buf))
         if self.checkpoint is not None:
             self.checkpoint(w.state_dict())
-        pack(send_buf, KIND_DONE, w.worker, w.version)
+        self._pack(send_buf, KIND_DONE, w.worker, w.version)
         self.comm.Send([send_buf, MPI.DOUBLE], dest=0, tag=TAG)
         self.comm_seconds += time.perf_counter() - t0
         return {
@@ -408,10 +435,10 @@ class WorkerLoop:
             "wall_seconds": time.perf_counter() - t_start,
         }
 
-    def _send_push(self, push: Push, buf: np.ndarray) -> None:
+    def _send_push(self, push: Push, buf: Any) -> None:
         from mpi4py import MPI
 
-        pack(
+        self._pack(
             buf,
             KIND_PUSH,
             push.worker,
