@@ -27,7 +27,9 @@ installs what is missing and runs this script.  Two parts:
    * ``CudaBackend.apply_reply`` vs :func:`snep.samplers.reference.reply_update_reference`;
    * CUDA graphs (:mod:`snep.backends.cuda_graph`): ``fused_step_dparams_float32`` (scalars
      read from device memory) = ``fused_step_float32`` bitwise, and a SNEP run on digits
-     with ``train.cuda_graph = true`` = the same run uncaptured.
+     with ``train.cuda_graph = true`` = the same run uncaptured;
+   * ``train.cuda_aware_mpi``'s worker side: pushes computed in device memory equal the
+     host-message worker's (bitwise).
 
 2. **Timings** (DESIGN §3: warm-up, CUDA events, synchronised; median of rounds) of the
    CUDA worker pieces on the paper's 784-500-300-10 MLP (Hasenclever et al., JMLR 18
@@ -771,6 +773,57 @@ def check_graph(rep: Report, cupy: Any, backend: Any) -> None:
         )
 
 
+def check_device_messages(rep: Report, cupy: Any, backend: Any) -> None:
+    """``train.cuda_aware_mpi``'s worker side on the GPU: a worker whose pushes and replies
+    are device arrays pushes what a host-message worker pushes (no MPI needed here)."""
+
+    def run() -> tuple[float, float, str]:
+        from snep.algorithm.messages import Reply
+        from snep.algorithm.runner import _initial_position, _prior, build_spec, make_server
+        from snep.algorithm.worker import SnepWorker
+        from snep.config import Config
+        from snep.data.loaders import load_digits
+
+        data = load_digits()
+        cfg = Config().replace(train={"workers": 1, "backend": "cuda"}, model={"hidden": (32,)})
+        spec = build_spec(cfg, data)
+        x0 = _initial_position(cfg, spec)
+
+        def make() -> SnepWorker:
+            mlp = backend.mlp(spec, 1, 100)
+            return SnepWorker(0, 1, mlp, data.x_train, data.y_train, cfg, backend, x0)
+
+        host, dev = make(), make()
+        dev.enable_device_messages()
+        servers = [make_server(cfg, _prior(cfg, spec), x0, 1) for _ in range(2)]
+        for srv, w in zip(servers, (host, dev), strict=True):
+            srv.register(0, w.initial_site())
+
+        def on_device(r: Reply) -> Reply:
+            return Reply(cupy.asarray(r.precision), cupy.asarray(r.precision_mean), r.version)
+
+        host.start(servers[0].theta())
+        dev.start(on_device(servers[1].theta()))
+        worst, pushes = 0.0, 0
+        for _ in range(45):
+            ph, pd = host.step(), dev.step()
+            if ph is None or pd is None:
+                if (ph is None) != (pd is None):
+                    return float("inf"), 0.0, "the two workers pushed at different iterations"
+                continue
+            pushes += 1
+            got = [cupy.asnumpy(pd.delta_precision), cupy.asnumpy(pd.delta_precision_mean)]
+            worst = max(worst, abs_err(got[0], ph.delta_precision))
+            worst = max(worst, abs_err(got[1], ph.delta_precision_mean))
+            host.receive(servers[0].push(ph))
+            pd.delta_precision, pd.delta_precision_mean = got
+            dev.receive(on_device(servers[1].push(pd)))
+        x_err = abs_err(cupy.asnumpy(dev.arrays.x), cupy.asnumpy(host.arrays.x).astype(np.float64))
+        return max(worst, x_err), 0.0, f"{pushes} pushes compared"
+
+    rep.check("device messages = host messages (4 pushes, chain after)", run)
+
+
 # ---------------------------------------------------------------------------------------
 # 2. timings
 # ---------------------------------------------------------------------------------------
@@ -1308,6 +1361,7 @@ def main(argv: list[str] | None = None) -> int:
     check_mlp(rep, cupy, backend)
     check_reply(rep, cupy, backend)
     check_graph(rep, cupy, backend)
+    check_device_messages(rep, cupy, backend)
     n_fail = len(rep.failed)
     print(f"{len(rep.checks) - n_fail} passed, {n_fail} failed ({rep.elapsed():.0f} s)")
 
