@@ -331,7 +331,9 @@ class WorkerLoop:
     def _pack(self, buf: Any, kind: int, *header: Any, precision=None, precision_mean=None):
         """:func:`pack` into a host buffer, or into a device buffer (header copied from the
         host, payload copied on the device), ready to send: the device's queued work is
-        waited for, since MPI does not follow CUDA streams."""
+        waited for, since MPI does not follow CUDA streams.  Every receive into the reply
+        buffer is posted after such a send, so this wait also lets the kernels that read
+        the previous reply in that buffer finish before MPI overwrites it."""
         if not self.device:
             return pack(buf, kind, *header, precision=precision, precision_mean=precision_mean)
         from snep.backends.base import to_device
