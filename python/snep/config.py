@@ -305,26 +305,21 @@ class TrainConfig:
                 f"'matmul' with backend {self.backend!r} (the hand-written GEMMs are the cuda "
                 "backend's, and 'auto' picks cpu; use --backend cuda)",
             )
-        if not isinstance(self.cuda_aware_mpi, bool):
-            _fail("train.cuda_aware_mpi", self.cuda_aware_mpi, "true or false")
-        if self.cuda_aware_mpi and (self.method not in ("snep", "ep") or self.backend != "cuda"):
-            _fail(
-                "train.cuda_aware_mpi",
-                self.cuda_aware_mpi,
-                "false unless train.method is 'snep' or 'ep' and train.backend is 'cuda' "
-                f"(got method {self.method!r}, backend {self.backend!r}): it hands MPI the "
-                "GPU workers' device buffers",
-            )
-        if not isinstance(self.cuda_graph, bool):
-            _fail("train.cuda_graph", self.cuda_graph, "true or false")
-        if self.cuda_graph and (self.method not in ("snep", "ep") or self.backend != "cuda"):
-            _fail(
-                "train.cuda_graph",
-                self.cuda_graph,
-                "false unless train.method is 'snep' or 'ep' and train.backend is 'cuda' "
-                f"(got method {self.method!r}, backend {self.backend!r}): CUDA graphs "
-                "capture a worker iteration on a GPU",
-            )
+        # flags of the GPU workers, each with why it needs them
+        for key, why in (
+            ("cuda_aware_mpi", "it hands MPI the GPU workers' device buffers"),
+            ("cuda_graph", "CUDA graphs capture a worker iteration on a GPU"),
+        ):
+            value = getattr(self, key)
+            if not isinstance(value, bool):
+                _fail(f"train.{key}", value, "true or false")
+            if value and (self.method not in ("snep", "ep") or self.backend != "cuda"):
+                _fail(
+                    f"train.{key}",
+                    value,
+                    "false unless train.method is 'snep' or 'ep' and train.backend is 'cuda' "
+                    f"(got method {self.method!r}, backend {self.backend!r}): {why}",
+                )
 
     @property
     def averaging_start(self) -> int:
