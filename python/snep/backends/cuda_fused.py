@@ -49,8 +49,10 @@ __all__ = [
     "fused_step_device_params",
     "grid_for",
     "kernel_dir",
+    "load_fatbin_or_nvrtc",
     "load_module",
     "module_origin",
+    "nvrtc_log",
     "pack_params",
     "take_fired",
 ]
@@ -280,27 +282,50 @@ def load_module() -> Any:
     if _module is not None:
         return _module
     with _lock:
-        if _module is not None:
-            return _module
-        cupy = _cupy()
-        kdir = kernel_dir()
-        fatbin = kdir / _FATBIN
-        mod = None
-        fatbin_error = ""
-        if fatbin.is_file():
-            try:
-                mod = cupy.RawModule(path=str(fatbin))
-                for name in ENTRY_POINTS:  # loads the image here; a stale one lacks some
-                    mod.get_function(name)
-                _module_origin = f"fatbin {fatbin}"
-            except Exception as e:  # e.g. no image for this architecture
-                mod = None
-                fatbin_error = f" (the AOT image {fatbin} did not load: {e})"
-        if mod is None:
-            mod = compile_nvrtc(kdir, note=fatbin_error)
-            _module_origin = f"NVRTC {kdir / _SOURCE}{fatbin_error}"
-        _module = mod
-        return mod
+        if _module is None:
+            _cupy()  # CuPy's absence is the error to report first
+            _module, _module_origin = load_fatbin_or_nvrtc(
+                kernel_dir(),
+                _FATBIN,
+                _SOURCE,
+                ENTRY_POINTS,
+                lambda kdir, note: (compile_nvrtc(kdir, note=note), "NVRTC"),
+            )
+        return _module
+
+
+def load_fatbin_or_nvrtc(
+    kdir: Path,
+    fatbin_name: str,
+    source: str,
+    entry_points: Any,
+    compile_nvrtc: Any,
+) -> tuple[Any, str]:
+    """``(module, origin)``: the AOT fatbin ``kdir / fatbin_name`` when it loads on this device
+    with every one of ``entry_points`` (a stale image lacks some), else
+    ``compile_nvrtc(kdir, note) -> (module, how)`` of ``source``, ``note`` saying why the
+    fatbin was not used.  ``origin`` says which (``fatbin ...`` or ``<how> <source>...``).
+    Shared by the launchers of every ``kernels/*.cu``."""
+    cupy = _cupy()
+    fatbin = kdir / fatbin_name
+    note = ""
+    if fatbin.is_file():
+        try:
+            mod = cupy.RawModule(path=str(fatbin))
+            for name in entry_points:  # loads the image here
+                mod.get_function(name)
+            return mod, f"fatbin {fatbin}"
+        except Exception as e:  # e.g. no image for this architecture
+            note = f" (the AOT image {fatbin} did not load: {e})"
+    mod, how = compile_nvrtc(kdir, note)
+    return mod, f"{how} {kdir / source}{note}"
+
+
+def nvrtc_log(e: Exception) -> str:
+    """The compiler log of a failed NVRTC compile (CuPy's ``CompileException``), else the
+    exception's text."""
+    get_message = getattr(e, "get_message", None)
+    return get_message() if callable(get_message) else str(e)
 
 
 def compile_nvrtc(kdir: Path | None = None, note: str = "") -> Any:
@@ -318,10 +343,8 @@ def compile_nvrtc(kdir: Path | None = None, note: str = "") -> Any:
         for name in ENTRY_POINTS:  # compiles now, not at the first launch
             mod.get_function(name)
     except Exception as e:
-        get_message = getattr(e, "get_message", None)
-        log = get_message() if callable(get_message) else str(e)
         raise BackendUnavailableError(
-            f"NVRTC failed to compile {src} with options {options}{note}:\n{log}"
+            f"NVRTC failed to compile {src} with options {options}{note}:\n{nvrtc_log(e)}"
         ) from e
     return mod
 
@@ -378,6 +401,52 @@ def _check_array(
         )
 
 
+def _check_pass(
+    cupy: Any, where: str, arrays: ChainArrays, grad: Any, nullable_acc: bool
+) -> tuple[int, int]:
+    """``(n_chains, n_params)`` after checking the chain arrays and the gradient of a pass
+    (``acc_x``/``acc_x2`` may be None when ``nullable_acc``)."""
+    shape = tuple(getattr(arrays.x, "shape", ()))
+    if len(shape) != 2:
+        raise ConfigError(f"cuda {where}: 'x' has shape {shape}, expected (n_chains, P)")
+    for name in ChainArrays.__dataclass_fields__:
+        nullable = nullable_acc and name in ("acc_x", "acc_x2")
+        _check_array(cupy, name, getattr(arrays, name), shape, nullable, where=where)
+    _check_array(cupy, "grad", grad, shape, False, where=where)
+    return shape  # type: ignore[return-value]
+
+
+def _launch_pass(
+    cupy: Any,
+    entry: str,
+    signature: tuple[tuple[str, str], ...],
+    kind: SamplerKind,
+    arrays: ChainArrays,
+    grad: Any,
+    noise: Any,
+    p: Any,
+    shape: tuple[int, int],
+    max_blocks: int,
+) -> None:
+    """Launch the fused-pass entry point ``entry`` (scalars ``p`` by value or by pointer, as
+    ``signature`` says); the guard count goes to the device counter."""
+    n_chains, n_params = shape
+    if not (n_chains and n_params):
+        return
+    values = {name: getattr(arrays, name) for name in ChainArrays.__dataclass_fields__}
+    values.update(
+        kind=int(kind),
+        grad=grad,
+        noise=noise,
+        n_chains=n_chains,
+        n_params=n_params,
+        p=p,
+        fired_out=_state(cupy).fired,
+    )
+    blocks, threads = grid_for(n_chains, n_params, max_blocks=max_blocks)
+    load_module().get_function(entry)((blocks,), (threads,), build_args(signature, values))
+
+
 def fused_step(
     kind: SamplerKind,
     arrays: ChainArrays,
@@ -419,31 +488,13 @@ def fused_step(
     """
     cupy = _cupy()
     kind = SamplerKind(kind)
-    shape = tuple(getattr(arrays.x, "shape", ()))
-    if len(shape) != 2:
-        raise ConfigError(f"cuda fused_step: 'x' has shape {shape}, expected (n_chains, P)")
-    n_chains, n_params = shape
-    accumulate = bool(scalars.accumulate)
-    for name in ChainArrays.__dataclass_fields__:
-        nullable = name in ("acc_x", "acc_x2") and not accumulate
-        _check_array(cupy, name, getattr(arrays, name), shape, nullable)
-    _check_array(cupy, "grad", grad, shape, False)
+    shape = _check_pass(cupy, "fused_step", arrays, grad, not scalars.accumulate)
     _check_array(cupy, "noise", noise, shape, True)
-    st = _state(cupy)
-    values = {name: getattr(arrays, name) for name in ChainArrays.__dataclass_fields__}
-    values.update(
-        kind=int(kind),
-        grad=grad,
-        noise=noise,
-        n_chains=n_chains,
-        n_params=n_params,
-        p=pack_params(scalars, st.params),
-        fired_out=st.fired,
-    )
-    if n_chains and n_params:
-        fn = load_module().get_function("fused_step_float32")
-        blocks, threads = grid_for(n_chains, n_params, max_blocks=max_blocks)
-        fn((blocks,), (threads,), build_args(FUSED_STEP_ARGS, values))
+    p = pack_params(scalars, _state(cupy).params)
+    _launch_pass(
+        cupy, "fused_step_float32", FUSED_STEP_ARGS, kind, arrays, grad, noise, p, shape,
+        max_blocks,
+    )  # fmt: skip
     if not return_fired:
         return None
     return take_fired()
@@ -479,15 +530,8 @@ def fused_step_device_params(
     """
     cupy = _cupy()
     kind = SamplerKind(kind)
-    shape = tuple(getattr(arrays.x, "shape", ()))
-    if len(shape) != 2:
-        raise ConfigError(
-            f"cuda fused_step_device_params: 'x' has shape {shape}, expected (n_chains, P)"
-        )
     where = "fused_step_device_params"
-    for name in ChainArrays.__dataclass_fields__:
-        _check_array(cupy, name, getattr(arrays, name), shape, False, where=where)
-    _check_array(cupy, "grad", grad, shape, False, where=where)
+    shape = _check_pass(cupy, where, arrays, grad, False)
     size = FUSED_PARAMS_DTYPE.itemsize
     ok = (
         isinstance(params, cupy.ndarray)
@@ -503,22 +547,10 @@ def fused_step_device_params(
             f"expected a contiguous cupy uint8 array of {size} bytes (one struct FusedParams) "
             f"aligned to {FUSED_PARAMS_DTYPE.alignment} bytes"
         )
-    n_chains, n_params = shape
-    if not (n_chains and n_params):
-        return
-    values = {name: getattr(arrays, name) for name in ChainArrays.__dataclass_fields__}
-    values.update(
-        kind=int(kind),
-        grad=grad,
-        noise=None,
-        n_chains=n_chains,
-        n_params=n_params,
-        p=params,
-        fired_out=_state(cupy).fired,
-    )
-    fn = load_module().get_function("fused_step_dparams_float32")
-    blocks, threads = grid_for(n_chains, n_params, max_blocks=max_blocks)
-    fn((blocks,), (threads,), build_args(FUSED_STEP_DPARAMS_ARGS, values))
+    _launch_pass(
+        cupy, "fused_step_dparams_float32", FUSED_STEP_DPARAMS_ARGS, kind, arrays, grad, None,
+        params, shape, max_blocks,
+    )  # fmt: skip
 
 
 def take_fired() -> int:

@@ -36,7 +36,13 @@ from typing import Any
 
 import numpy as np
 
-from snep.backends.cuda_fused import _cupy, build_args, kernel_dir
+from snep.backends.cuda_fused import (
+    _cupy,
+    build_args,
+    kernel_dir,
+    load_fatbin_or_nvrtc,
+    nvrtc_log,
+)
 from snep.backends.gemm_common import (
     DEFAULT_MAX_BLOCKS,
     EPI_BIAS,
@@ -206,8 +212,7 @@ def compile_nvrtc(kdir: Path | None = None, note: str = "") -> tuple[Any, str]:
             how = "NVRTC" + (" without wmma (mma.h not found)" if extra else "")
             return mod, how
         except Exception as e:
-            get_message = getattr(e, "get_message", None)
-            log = get_message() if callable(get_message) else str(e)
+            log = nvrtc_log(e)
             errors.append(f"options {options}:\n{log}")
             if "mma.h" not in log:
                 break
@@ -230,23 +235,14 @@ def load_module() -> Any:
     with _lock:
         if _module is not None:
             return _module
-        cupy = _cupy()
-        kdir = _source_dir()
-        fatbin = kdir / _FATBIN
-        mod = None
-        fatbin_error = ""
-        if fatbin.is_file():
-            try:
-                mod = cupy.RawModule(path=str(fatbin))
-                for name in (*ENTRY_POINTS.values(), *EPILOGUE_KERNELS):
-                    mod.get_function(name)  # loads the image here; a stale one lacks some
-                _module_origin = f"fatbin {fatbin}"
-            except Exception as e:  # e.g. no image for this architecture
-                mod = None
-                fatbin_error = f" (the AOT image {fatbin} did not load: {e})"
-        if mod is None:
-            mod, how = compile_nvrtc(kdir, note=fatbin_error)
-            _module_origin = f"{how} {kdir / _SOURCE}{fatbin_error}"
+        _cupy()  # CuPy's absence is the error to report first
+        mod, _module_origin = load_fatbin_or_nvrtc(
+            _source_dir(),
+            _FATBIN,
+            _SOURCE,
+            (*ENTRY_POINTS.values(), *EPILOGUE_KERNELS),
+            lambda kdir, note: compile_nvrtc(kdir, note=note),
+        )
         _tf32 = None
         _module = mod
         return mod
