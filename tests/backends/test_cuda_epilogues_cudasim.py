@@ -14,20 +14,13 @@ shows up.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 
+from .cudasim import require_cudasim
+
 pytestmark = pytest.mark.cudasim
-
-if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
-    pytest.skip("run with NUMBA_ENABLE_CUDASIM=1 (see .ci/run)", allow_module_level=True)
-
-from numba import config as numba_config  # noqa: E402
-
-if not numba_config.ENABLE_CUDASIM:  # numba was configured before the variable was set
-    pytest.skip("run with NUMBA_ENABLE_CUDASIM=1 (see .ci/run)", allow_module_level=True)
+require_cudasim()
 
 from numba import cuda  # noqa: E402
 

@@ -30,20 +30,13 @@ Numerical Algorithms*, §3.1; the inputs are float32 numbers, so the float64 ora
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 
+from .cudasim import require_cudasim
+
 pytestmark = pytest.mark.cudasim
-
-if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
-    pytest.skip("run with NUMBA_ENABLE_CUDASIM=1 (see .ci/run)", allow_module_level=True)
-
-from numba import config as numba_config  # noqa: E402
-
-if not numba_config.ENABLE_CUDASIM:  # numba was configured before the variable was set
-    pytest.skip("run with NUMBA_ENABLE_CUDASIM=1 (see .ci/run)", allow_module_level=True)
+require_cudasim()
 
 from snep.backends import cuda_epilogues as ce  # noqa: E402
 from snep.backends import cuda_gemm as cg  # noqa: E402
