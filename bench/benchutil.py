@@ -70,8 +70,10 @@ def make_config(sampler: str, batch: int, threads: int) -> Config:
             threads=threads,
         ),
         model=ModelConfig(hidden=HIDDEN),
-        sampler=SamplerConfig(kind=sampler, step_size=STEP_SIZES[sampler]),
-        snep=SNEPConfig(),  # n_inner = n_sync = 10, prior variance 0.5, v_init 0.01
+        sampler=SamplerConfig(kind=sampler, step_size=STEP_SIZES[sampler], step_unit="absolute"),
+        # one chain (BatchedSnepIteration times several); n_inner = n_sync = 10, prior
+        # variance 0.5, v_init 0.01
+        snep=SNEPConfig(n_chains=1, v_init=0.01),
     )
 
 

@@ -170,12 +170,12 @@ def update_tensor_(
     cp, cpm = st["cavity_prec"], st["cavity_pm"]
     s1, s2 = st["s1"], st["s2"]
 
-    # tilted factor eta = anchor - site / beta, guarded to a weak proper factor
+    # tilted factor eta = anchor - site / beta, its precision guarded (GUARD_SLACK)
     lam_eta = ap - sp * s.inv_beta
     h_eta = apm - spm * s.inv_beta
-    fired = lam_eta < s.prec_floor
-    lam_eta = torch.where(fired, s.prec_floor, lam_eta)
-    h_eta = torch.where(fired, s.prec_floor * (apm / ap), h_eta)
+    lam_min = s.prec_floor - 0.5 * sp * s.inv_beta
+    fired = lam_eta < lam_min
+    lam_eta = torch.where(fired, lam_min, lam_eta)
     # gradient of the tilted log density
     g = s.lik_scale * grad + (h_eta - lam_eta * x)
 

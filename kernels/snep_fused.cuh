@@ -29,6 +29,11 @@ SNEP_HD float clampf(float v, float lo, float hi) {
 
 enum SamplerKind : int { SGLD = 0, PSGLD = 1, SGHMC = 2, ADAM_SGLD = 3 };
 
+// Share of the site's precision / beta (the likelihood's curvature, as the site
+// estimates it) by which the tilted factor's precision may fall below prec_floor
+// before the guard fires (python/snep/samplers/reference.py: GUARD_SLACK).
+constexpr float GUARD_SLACK = 0.5f;
+
 // Scalars of one pass.  Plain data so that host code can fill it and pass it
 // to a kernel by value.
 struct FusedParams {
@@ -98,14 +103,19 @@ template <int KIND, int FLAGS>
 SNEP_HD int fused_update(float& x, float grad, float ap, float apm, float& sp, float& spm,
                          float cp, float cpm, float& s1, float& s2, float& ax, float& ax2,
                          float xi, const FusedParams& p) {
-    // 1. Gaussian factor of the tilted distribution, with the precision guard:
-    // an improper factor is replaced by a weak one (precision prec_floor)
-    // centred on the anchor's mean.
+    // 1. Gaussian factor of the tilted distribution, with the precision guard.  The
+    // tilted density is eta * lik^(1/beta), and the site / beta stands for the
+    // likelihood's curvature, so its precision is about Lambda_eta + sp / beta: the
+    // factor may be improper as long as that stays clearly positive.  The guard
+    // raises Lambda_eta to at least prec_floor - GUARD_SLACK * sp / beta (the
+    // tilted precision stays >= about half the site's) and keeps the precision-mean
+    // h_eta, the cavity's coupling force: the method is kept, and the guard fires
+    // only where the site says the tilted distribution would be improper.
     float lam_eta = ap - sp * p.inv_beta;
-    float h_eta = apm - spm * p.inv_beta;
-    const int fired = lam_eta < p.prec_floor;
-    lam_eta = fired ? p.prec_floor : lam_eta;
-    h_eta = fired ? p.prec_floor * (apm / ap) : h_eta;
+    const float h_eta = apm - spm * p.inv_beta;
+    const float lam_min = p.prec_floor - GUARD_SLACK * sp * p.inv_beta;
+    const int fired = lam_eta < lam_min;
+    lam_eta = fired ? lam_min : lam_eta;
     const float g = p.lik_scale * grad + (h_eta - lam_eta * x);
 
     // 2. sampler step

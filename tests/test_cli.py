@@ -84,9 +84,18 @@ def test_evaluate_reproduces_the_final_metrics(run_dir, capsys):
         (["--cuda-graph", "--backend", "cpu"], "'train.cuda_graph' = True"),
         (["--gemm", "cublas"], "'train.gemm' = 'cublas'"),
         (["--gemm", "tiled", "--backend", "cpu"], "'train.gemm' = 'tiled'"),
+        (["--epochs", "0"], "'train.epochs' = 0.0 is invalid: expected a finite number > 0"),
+        (["--epochs", "2", "--iterations", "5"], "pass one of them"),
+        (["--preset", "nope"], "'train.preset' = 'nope' is invalid"),
+        (["--preset", "nope"], "['default', 'paper']"),
+        (["--config", "PAPER_TOML", "--preset", "nope"], "(set by --preset)"),
     ],
 )
 def test_bad_values_exit_2_naming_the_key(tmp_path, capsys, argv, fragment):
+    if "PAPER_TOML" in argv:
+        toml = tmp_path.parent / "paper.toml"
+        toml.write_text('[train]\npreset = "paper"\n')
+        argv = [str(toml) if a == "PAPER_TOML" else a for a in argv]
     assert main(["train", *argv, "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("snep: error: ") and fragment in err
@@ -281,3 +290,73 @@ def test_validation_split_and_set_keys(tmp_path, capsys):
 def test_validation_and_set_errors(tmp_path, capsys, argv, fragment):
     assert main(["train", *TINY, "--out", str(tmp_path), "-q", *argv]) == 2
     assert fragment in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- presets, epochs
+
+
+def _resolve(*argv: str):
+    from snep.cli import build_parser, resolve_config
+
+    return resolve_config(build_parser().parse_args(["train", *argv]))
+
+
+def test_epochs_resolve_before_config_toml_is_written(tmp_path):
+    # digits: 1437 training images, 2 workers: shard 719, batch 100
+    argv = ["train", "--preset", "paper", "--no-preset", "--epochs", "2", "--workers", "2"]
+    argv += ["--hidden", "8", "--eval-every", "5", "--out", str(tmp_path), "--name", "ep"]
+    assert main([*argv, "--no-plot", "-q"]) == 0
+    run = tmp_path / "ep"
+    cfg = load_config(run / "config.toml")
+    assert cfg.train.iterations == 15 and cfg.train.epochs == 2  # ceil(2 * 719 / 100)
+    assert cfg.train.preset == "paper"
+    assert [r["iteration"] for r in read_metrics(run)] == [5, 10, 15]
+    # --resume with --epochs extends the run to ceil(4 * 719 / 100) = 29 iterations
+    assert main(["train", "--resume", str(run), "--epochs", "4", "-q", "--no-plot"]) == 0
+    cfg = load_config(run / "config.toml")
+    assert cfg.train.iterations == 29 and cfg.train.epochs == 4
+    assert [r["iteration"] for r in read_metrics(run)] == [5, 10, 15, 20, 25, 29]
+
+
+def test_default_run_length_comes_from_epochs():
+    cfg = _resolve("--no-preset")
+    assert cfg.train.iterations == 0 and cfg.train.epochs == 20
+    assert cfg.with_data_size(1437).train.iterations == 72  # 20 * 360 / 100
+    assert _resolve("--no-preset", "--iterations", "9").with_data_size(1437).train.iterations == 9
+    # --epochs beats the iterations of the paper preset's digits preset and of a file
+    assert _resolve("--preset", "paper").train.iterations == 40_000
+    assert _resolve("--preset", "paper", "--epochs", "1").train.iterations == 0
+
+
+def test_preset_paper_flag_and_file_key():
+    from snep.config import Config, with_preset
+
+    want = Config.from_dict(with_preset({"train": {"preset": "paper", "data": "mnist"}}))
+    assert _resolve("--preset", "paper", "--data", "mnist") == want
+    assert want.sampler.kind == "adam_sgld" and want.snep.n_chains == 1
+    # flags still win over the preset
+    got = _resolve("--preset", "paper", "--data", "mnist", "--step-size", "3e-4")
+    assert got.sampler.step_size == 3e-4 and got.sampler.kappa == 1.0
+
+
+def test_cli_layers_each_override_the_one_below(tmp_path, monkeypatch):
+    from snep.config import DATA_PRESETS, METHOD_PRESETS, Config
+
+    monkeypatch.setitem(
+        METHOD_PRESETS, "t", {"snep": {"v_lo": 2e-3, "v_init": 2e-2, "prior_var": 2.0}}
+    )
+    monkeypatch.setitem(DATA_PRESETS, "t", {"digits": {"snep": {"v_lo": 3e-3, "v_init": 3e-2}}})
+    toml = tmp_path / "t.toml"
+    toml.write_text('[train]\npreset = "t"\n[snep]\nv_lo = 4e-3\n')
+    cfg = _resolve("--config", str(toml), "--v-lo", "5e-3").snep
+    assert (cfg.v_lo, cfg.v_init, cfg.prior_var) == (5e-3, 3e-2, 2.0)  # flag, data, method
+    cfg = _resolve("--config", str(toml)).snep
+    assert (cfg.v_lo, cfg.v_init, cfg.prior_var) == (4e-3, 3e-2, 2.0)  # file, data, method
+    cfg = _resolve("--preset", "t").snep
+    assert (cfg.v_lo, cfg.v_init, cfg.prior_var) == (3e-3, 3e-2, 2.0)  # data, data, method
+    cfg = _resolve("--preset", "t", "--no-preset").snep  # the method preset stays
+    assert (cfg.v_lo, cfg.v_init, cfg.prior_var) == (2e-3, 2e-2, 2.0)
+    assert _resolve("--no-preset").snep == Config().snep
+    # --preset beats the file's preset
+    got = _resolve("--config", str(toml), "--preset", "default", "--no-preset").snep
+    assert got.prior_var == Config().snep.prior_var and got.v_lo == 4e-3

@@ -4,8 +4,11 @@
 "Distributed Bayesian Learning with Stochastic Natural Gradient Expectation
 Propagation and the Posterior Server", JMLR 18 (2017)), its EP variant or the
 Adam baseline in this process, and writes a run directory
-(:mod:`snep.rundir`).  The configuration is resolved as defaults < ``--config``
-TOML file < flags, and validated by :class:`snep.config.Config`.
+(:mod:`snep.rundir`).  The configuration is layered as defaults < method preset
+(``--preset``) < the data set's preset for it (not with ``--no-preset``) < ``--config``
+TOML file < flags (:func:`snep.config.with_preset`), validated by
+:class:`snep.config.Config`, and its run length (``--epochs``) resolved once the data
+are loaded, before ``config.toml`` is written.
 
 Only light modules are imported at module level: ``--threads`` sets
 ``OPENBLAS_NUM_THREADS``, ``OMP_NUM_THREADS`` and ``NUMBA_NUM_THREADS`` before
@@ -39,8 +42,10 @@ THREAD_ENV_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "NUMBA_NUM_THREADS
 
 # flag destination -> (config section, key)
 _FLAG_KEYS: dict[str, tuple[str, str]] = {
+    "preset": ("train", "preset"),
     "workers": ("train", "workers"),
     "iterations": ("train", "iterations"),
+    "epochs": ("train", "epochs"),
     "batch_size": ("train", "batch_size"),
     "method": ("train", "method"),
     "data": ("train", "data"),
@@ -57,6 +62,8 @@ _FLAG_KEYS: dict[str, tuple[str, str]] = {
     "hidden": ("model", "hidden"),
     "sampler": ("sampler", "kind"),
     "step_size": ("sampler", "step_size"),
+    "step_unit": ("sampler", "step_unit"),
+    "n_chains": ("snep", "n_chains"),
     "beta": ("snep", "beta"),
     "p_snep": ("snep", "p_snep"),
     "n_sync": ("snep", "n_sync"),
@@ -96,7 +103,7 @@ def _positive_int(text: str) -> int:
 
 
 def _add_train(sub: Any) -> None:
-    from snep.config import Config
+    from snep.config import METHOD_PRESETS, Config
 
     d = Config()  # the defaults, for the help text
     p = sub.add_parser(
@@ -105,7 +112,8 @@ def _add_train(sub: Any) -> None:
         description=(
             "Train with SNEP + the posterior server (or EP, or the Adam baseline) in this "
             "process and write a run directory (config.toml, metrics.jsonl, posterior.npz, "
-            "summary.json, plot.png). Flags override the --config file, which overrides "
+            "summary.json, plot.png). Flags override the --config file, which overrides the "
+            "data set's preset, which overrides the method preset (--preset), which overrides "
             "the defaults."
         ),
     )
@@ -115,12 +123,22 @@ def _add_train(sub: Any) -> None:
         metavar="RUN_DIR",
         type=Path,
         help="continue an interrupted run from RUN_DIR/checkpoint.npz with RUN_DIR/config.toml "
-        "(--iterations may extend it); metrics are appended to its metrics.jsonl",
+        "(--iterations or --epochs may extend it); metrics are appended to its metrics.jsonl",
+    )
+    p.add_argument(
+        "--preset",
+        metavar="{" + ",".join(METHOD_PRESETS) + "}",
+        help="method preset under the data set's preset, the config file and the flags "
+        "(config key train.preset; snep.config.METHOD_PRESETS): 'paper' is the paper's "
+        "reference configuration (cold, noise-clipped Adam-SGLD: a MAP-like point with the "
+        f"variance at the floor v_lo), to replicate it (default {d.train.preset!r}: the "
+        "dataclass defaults)",
     )
     p.add_argument(
         "--no-preset",
         action="store_true",
-        help="ignore the data set's tuned preset (snep.config.PRESETS); use the plain defaults",
+        help="ignore the data set's tuned preset (snep.config.DATA_PRESETS); the method "
+        "preset still applies",
     )
     g = p.add_argument_group("run (config table [train])")
     g.add_argument(
@@ -138,7 +156,17 @@ def _add_train(sub: Any) -> None:
         "--iterations",
         type=int,
         metavar="N",
-        help=f"iterations per worker (default {d.train.iterations})",
+        help="iterations per worker; wins over the epochs of the layers below "
+        "(default: derived from --epochs)",
+    )
+    g.add_argument(
+        "--epochs",
+        type=float,
+        metavar="E",
+        help="passes of each worker over its own shard: iterations = ceil(E * "
+        "ceil(n_train / workers) / batch size), set once the data are loaded; wins over "
+        f"the iterations of the config file and presets (default {d.train.epochs:g}; "
+        "not with --iterations)",
     )
     g.add_argument(
         "--batch-size", type=int, metavar="N", help=f"minibatch size (default {d.train.batch_size})"
@@ -221,9 +249,23 @@ def _add_train(sub: Any) -> None:
         "--step-size",
         type=float,
         metavar="H",
-        help=f"sampler step size (default {d.sampler.step_size})",
+        help=f"sampler step size (default {d.sampler.step_size}, per datum for SGLD/SGHMC: "
+        "see --step-unit); the baselines' Adam learning rate (with --step-unit absolute)",
+    )
+    g.add_argument(
+        "--step-unit",
+        choices=("data", "absolute"),
+        help=f"'data': SGLD/SGHMC's step is per datum, divided by the data size "
+        f"(default {d.sampler.step_unit}); 'absolute': used as it is",
     )
     g = p.add_argument_group("SNEP (table [snep])")
+    g.add_argument(
+        "--chains",
+        dest="n_chains",
+        type=int,
+        metavar="C",
+        help=f"chains per worker, batched (default {d.snep.n_chains})",
+    )
     g.add_argument(
         "--site-step",
         type=float,
@@ -447,42 +489,46 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 def resolve_config(args: argparse.Namespace) -> Config:
-    """The run's :class:`~snep.config.Config`: defaults < ``--config`` file < flags.
+    """The run's :class:`~snep.config.Config`, layered (lowest first): defaults < method
+    preset (``--preset`` / ``train.preset``) < the data set's preset for it (skipped with
+    ``--no-preset``) < ``--config`` file < flags (``--set`` last); see
+    :func:`snep.config.with_preset`.
 
     ``--method adam`` implies ``--workers 1`` unless ``--workers`` is given (a
     config file with ``method = "adam"`` and no ``workers`` key likewise).
+    ``--epochs`` and ``--iterations`` together are an error.  With ``train.iterations
+    = 0`` the run length is still to be derived from the data set's size
+    (:meth:`~snep.config.Config.with_data_size`, which ``snep train`` calls once the
+    data are loaded).
     """
     from snep.config import Config, with_preset
 
+    if getattr(args, "epochs", None) is not None and getattr(args, "iterations", None) is not None:
+        raise ConfigError(
+            f"--epochs {args.epochs:g} and --iterations {args.iterations} both set the run "
+            "length; pass one of them"
+        )
     raw: dict[str, Any] = {}
     if args.config:
         raw = _read_toml(Path(args.config))
-    data: dict[str, Any] = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in raw.items()}
+    flags: dict[str, Any] = {}
     for dest, (section, key) in _FLAG_KEYS.items():
         value = getattr(args, dest, None)
         if value is not None:
-            table = data.setdefault(section, {})
-            if not isinstance(table, dict):
-                continue  # Config.from_dict reports the malformed section
-            table[key] = value
+            flags.setdefault(section, {})[key] = value
     if args.site_step is not None:
-        snep_table = data.setdefault("snep", {})
-        if isinstance(snep_table, dict):
-            site = snep_table.get("site_step", {})
-            site = dict(site) if isinstance(site, Mapping) else {}
-            site["value"] = args.site_step
-            snep_table["site_step"] = site
+        flags.setdefault("snep", {})["site_step"] = {"value": args.site_step}
     for assignment in getattr(args, "set_keys", None) or ():  # --set wins over every flag
-        _apply_set(data, assignment)
-    train = data.get("train")
-    if isinstance(train, dict) and train.get("method") == "adam" and args.workers is None:
-        file_train = raw.get("train", {})
+        _apply_set(flags, assignment)
+    flag_train = flags.get("train", {})
+    file_train = raw.get("train", {})
+    file_train = file_train if isinstance(file_train, Mapping) else {}
+    method = flag_train.get("method", file_train.get("method"))
+    if method == "adam" and "workers" not in flag_train:
         if args.method == "adam" or "workers" not in file_train:
-            train["workers"] = 1
-    if not args.no_preset:
-        data = with_preset(data)
+            flags.setdefault("train", {})["workers"] = 1
     try:
-        return Config.from_dict(data)
+        return Config.from_dict(with_preset(raw, flags, data_preset=not args.no_preset))
     except ConfigError as exc:
         raise ConfigError(f"{exc}{_where(exc, args)}") from None
 
@@ -628,6 +674,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from snep.backends import get_backend
 
     dataset = load_run_data(config)
+    config = config.with_data_size(dataset.n_train)  # config.toml records the iterations
     backend = get_backend(config.train.backend, config.train.threads)
     check_backend(config, backend)  # before the run directory exists
     t = config.train
@@ -713,6 +760,8 @@ def _cmd_train_mpi(args: argparse.Namespace, config: Any) -> int:
     rank = comm.Get_rank()
     config = broadcast_config(comm, config if rank == 0 else None)
     dataset = load_run_data(config)
+    # every rank loads the same training set, so every rank resolves the same run length
+    config = config.with_data_size(dataset.n_train)
     backend = rank_backend(config, comm)  # with cuda: one GPU per worker rank
     resume = args.resume is not None
     run_dir = None

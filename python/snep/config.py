@@ -4,14 +4,48 @@ One :class:`Config` holds everything a run needs.  It maps one to one onto a
 TOML file (tables ``[train]``, ``[model]``, ``[sampler]``, ``[snep]``,
 ``[snep.site_step]``) and onto the CLI flags of ``snep train``.  A bad value
 raises :class:`~snep.errors.ConfigError` naming the key, the value and what is
-allowed.  Defaults follow the reference configuration of Hasenclever et al.
-(2017) (DESIGN.md §1.8) where it applies.
+allowed.
+
+Layers
+------
+A run's configuration is built from layers, each overriding the ones below it
+(:func:`with_preset`, which ``snep train`` and :func:`load_config` use):
+
+1. the dataclass defaults;
+2. the *method preset* ``METHOD_PRESETS[train.preset]`` (``--preset NAME``, or
+   ``preset = "NAME"`` in the ``[train]`` table of a TOML file):
+   ``"default"`` adds nothing, ``"paper"`` is the reference configuration of
+   Hasenclever et al. (2017) (DESIGN.md §1.8: the cold, noise-clipped Adam-SGLD
+   of the reference code, one chain per worker), kept to replicate the paper;
+3. the *data-set preset* of that method preset, ``DATA_PRESETS[train.preset][train.data]``
+   (settings tuned on a validation split held out of the training data;
+   ``--no-preset`` skips this layer, not the method preset);
+4. the TOML config file (``--config``);
+5. the command-line flags (``--set`` last).
+
+``train.preset`` and ``train.data`` are read from layers 4-5 (the presets do not
+choose them).  A :class:`Config` built directly (``Config()``, :meth:`Config.replace`,
+:meth:`Config.from_dict`) applies no preset: ``train.preset`` only records the name.
+
+Run length
+----------
+``train.epochs`` (default 20) is the number of passes each worker makes over its
+own shard; ``train.iterations = 0`` (the default) means "derive from epochs" and
+an explicit ``train.iterations > 0`` wins over epochs.  A layer that sets
+``epochs`` but not ``iterations`` overrides the iterations of the layers below it
+(``--epochs 5`` beats a preset's iterations).  Once the training set is known,
+:meth:`Config.with_data_size` fixes ``iterations = ceil(epochs * shard / batch)``
+with ``shard = ceil(n_train / workers)`` and ``batch = min(batch_size, shard)``;
+``snep.fit``, ``snep train`` (before it writes ``config.toml``) and the MPI launch
+call it, so everything that reads ``train.iterations`` sees a resolved config.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
+import numbers
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -26,7 +60,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 __all__ = [
-    "PRESETS",
+    "DATA_PRESETS",
+    "METHOD_PRESETS",
     "Config",
     "ModelConfig",
     "SNEPConfig",
@@ -39,7 +74,14 @@ __all__ = [
 
 SAMPLERS = ("adam_sgld", "sgld", "psgld", "sghmc")
 METHODS = ("snep", "ep", "adam", "asgd", "easgd")
+#: the point-estimate baselines (Adam optimisers: no sampler, no site)
+BASELINES = ("adam", "asgd", "easgd")
 SCHEDULES = ("constant", "robbins_monro", "piecewise")
+STEP_UNITS = ("data", "absolute")
+#: the SNEP inner step on the local posterior's or on the site's mean parameters
+SITE_UPDATES = ("local", "site")
+#: the baselines' learning rate when the sampler's step is given per datum
+ADAM_LEARNING_RATE = 1e-3
 SHARDINGS = ("iid", "dirichlet")
 BACKENDS = ("auto", "numpy", "cpu", "cuda")
 #: GEMM implementations of the cuda backend's MLP (snep.backends.cuda_epilogues.EpilogueMLP)
@@ -84,7 +126,7 @@ class Schedule:
     """
 
     kind: str = "constant"
-    value: float = 2e-2
+    value: float = 5e-3
     offset: float = 1000.0
     power: float = 0.51
     boundaries: tuple[int, ...] = ()
@@ -136,14 +178,25 @@ class ModelConfig:
 class SamplerConfig:
     """SG-MCMC sampler of the tilted distributions (DESIGN §1.5).
 
-    ``step_size`` is SGLD/pSGLD's epsilon, SGHMC's learning rate and
-    Adam-SGLD's ``h``.  Adam-SGLD clips its noise to ``min(h kappa, sqrt(2 alpha_t))``,
-    so its chain is colder than the target: it replicates the reference code,
-    it does not sample exactly.
+    The default is SGHMC (Chen, Fox & Guestrin 2014), which samples its target
+    (tilted at temperature ``temperature``: the likelihood is divided by T, the
+    prior is not) up to an O(step) discretisation error.  ``step_size`` is
+    SGLD/pSGLD's epsilon, SGHMC's learning rate and Adam-SGLD's ``h``.
+    ``step_unit = "data"`` (SGLD and SGHMC): the step is given per datum and divided
+    by the data size the tilted distribution sees, ``n_workers * shard size``
+    (its curvature grows with it, as the posterior's does: the tilted distribution
+    ``cavity x local likelihood^(1/beta)`` has about the posterior's shape), so one
+    value fits data sets of any size; ``"absolute"``: used as it is.  pSGLD and
+    Adam-SGLD precondition their steps and always use them as they are.
+    Adam-SGLD clips its noise to ``min(h kappa, sqrt(2 alpha_t))``, so its chain is
+    colder than the target: it replicates the reference code (``--preset paper``),
+    it does not sample.  The point-estimate baselines (Adam, A-SGD, EASGD) take
+    :attr:`learning_rate`.
     """
 
-    kind: str = "adam_sgld"
-    step_size: float = 1e-3
+    kind: str = "sghmc"
+    step_size: float = 1.0
+    step_unit: str = "data"
     temperature: float = 1.0
     kappa: float = 1.0
     beta1: float = 0.0
@@ -157,6 +210,7 @@ class SamplerConfig:
     def __post_init__(self) -> None:
         _one_of("sampler.kind", self.kind, SAMPLERS)
         _positive("sampler.step_size", self.step_size)
+        _one_of("sampler.step_unit", self.step_unit, STEP_UNITS)
         _positive("sampler.temperature", self.temperature)
         _positive("sampler.kappa", self.kappa)
         _in_unit("sampler.beta1", self.beta1)
@@ -167,6 +221,13 @@ class SamplerConfig:
         if not (0 < self.friction <= 1):
             _fail("sampler.friction", self.friction, "a number in (0, 1]")
 
+    @property
+    def learning_rate(self) -> float:
+        """The baselines' Adam learning rate: ``step_size`` in ``"absolute"`` units; with
+        a step given per datum (``step_unit = "data"``, which has no meaning for an
+        optimiser) Adam's usual 1e-3."""
+        return self.step_size if self.step_unit == "absolute" else ADAM_LEARNING_RATE
+
 
 @dataclass(frozen=True)
 class SNEPConfig:
@@ -174,6 +235,19 @@ class SNEPConfig:
 
     The variance floor ``v_lo`` caps the posterior precision at
     ``1 / prior_var + n_workers / v_lo``.
+
+    ``n_chains``: chains per worker, batched (leading chain axis); they start
+    dispersed (drawn from the local posterior) and the site step uses their moments
+    pooled over chains and samples; their cross-chain R-hat and ESS are reported.
+    ``site_update``: ``"local"`` steps the local posterior's mean parameters and sets
+    the site by subtraction (the damped EP update in mean parameters; a site that
+    should flatten does so geometrically), ``"site"`` steps the site's own mean
+    parameters (Hasenclever et al. 2017; the paper preset).  ``improper_sites``
+    (``"local"``, beta = 1): a site's precision may fall below zero, down to
+    ``-0.9 / (prior_var n)``, so that a site that should be flat is not biased sharp
+    by the clip at ``1 / v_hi`` (q and every cavity stay proper).  Defaults: measured
+    on the wine logistic regression against a gold posterior and EP fixed points
+    (``tests/algorithm/test_known_answers.py``, ``docs/results.md``).
     """
 
     beta: float = 1.0
@@ -182,6 +256,9 @@ class SNEPConfig:
     n_inner: int = 10
     n_sync: int = 10
     n_samples: int = 1
+    n_chains: int = 8
+    site_update: str = "local"
+    improper_sites: bool = True
     prior_var: float = 0.5
     v_init: float = 0.01
     m_lo: float = -10.0
@@ -201,6 +278,10 @@ class SNEPConfig:
         _int_at_least("snep.n_inner", self.n_inner, 1)
         _int_at_least("snep.n_sync", self.n_sync, 1)
         _int_at_least("snep.n_samples", self.n_samples, 1)
+        _int_at_least("snep.n_chains", self.n_chains, 1)
+        _one_of("snep.site_update", self.site_update, SITE_UPDATES)
+        if not isinstance(self.improper_sites, bool):
+            _fail("snep.improper_sites", self.improper_sites, "true or false")
         for key in ("prior_var", "v_init", "v_lo", "v_hi", "prec_floor"):
             _positive(f"snep.{key}", getattr(self, key))
         if not self.m_lo < self.m_hi:
@@ -219,6 +300,12 @@ class SNEPConfig:
 class TrainConfig:
     """What to run, on which data, for how long, and how to log it.
 
+    ``preset``: the method preset (:data:`METHOD_PRESETS`) this configuration was
+    layered on by :func:`with_preset` (``--preset``); set on a :class:`Config`
+    directly it records the name and changes nothing else.
+    ``epochs``: passes of each worker over its own shard; ``iterations`` (per
+    worker): 0 derives it from ``epochs`` once the data are known
+    (:meth:`Config.with_data_size`), a value > 0 wins over ``epochs``.
     ``speeds`` (time per iteration, one per worker) and ``reply_delay`` (in
     the same virtual time units) model asynchrony in the in-process runner;
     under MPI a worker with ``speeds[w] = k * min(speeds)`` sleeps so that its
@@ -241,8 +328,10 @@ class TrainConfig:
     """
 
     method: str = "snep"
+    preset: str = "default"
     workers: int = 4
-    iterations: int = 1500
+    iterations: int = 0
+    epochs: float = 20.0
     batch_size: int = 100
     seed: int = 0
     data: str = "digits"
@@ -264,10 +353,23 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _one_of("train.method", self.method, METHODS)
+        _one_of("train.preset", self.preset, tuple(METHOD_PRESETS))
         _int_at_least("train.workers", self.workers, 1)
         if self.method == "adam" and self.workers != 1:
             _fail("train.workers", self.workers, "1 for method 'adam' (a single-worker baseline)")
-        _int_at_least("train.iterations", self.iterations, 1)
+        if (
+            not isinstance(self.iterations, int)
+            or isinstance(self.iterations, bool)
+            or self.iterations < 0
+        ):
+            _fail(
+                "train.iterations",
+                self.iterations,
+                "an integer >= 1 (iterations per worker), or 0 to derive it from train.epochs",
+            )
+        if isinstance(self.epochs, bool):
+            _fail("train.epochs", self.epochs, "a finite number > 0 (passes over each shard)")
+        _positive("train.epochs", self.epochs)
         _int_at_least("train.batch_size", self.batch_size, 1)
         _int_at_least("train.seed", self.seed, 0)
         if not isinstance(self.data, str) or not self.data:
@@ -324,7 +426,37 @@ class TrainConfig:
     @property
     def averaging_start(self) -> int:
         """Iteration from which the server averages the posterior."""
-        return self.iterations * 3 // 4 if self.average_from < 0 else self.average_from
+        if self.average_from >= 0:
+            return self.average_from
+        self.check_resolved("train.averaging_start (3/4 of the run)")
+        return self.iterations * 3 // 4
+
+    def check_resolved(self, what: str) -> None:
+        """Raise a :class:`ConfigError` if the run length is still to be derived from
+        ``epochs`` (``iterations == 0``): ``what`` needs the number of iterations."""
+        if self.iterations < 1:
+            raise ConfigError(
+                f"{what} needs the run length, but train.iterations = 0 (derive it from "
+                f"train.epochs = {self.epochs}) has not been resolved: call "
+                "config.with_data_size(n_train) first (snep.fit and snep train do), or set "
+                "train.iterations > 0"
+            )
+
+    def iterations_for(self, n_train: int) -> int:
+        """Iterations per worker for ``n_train`` training examples: ``iterations`` if > 0,
+        else ``ceil(epochs * shard / batch)`` with ``shard = ceil(n_train / workers)`` (the
+        mean shard size) and ``batch = min(batch_size, shard)``."""
+        if self.iterations > 0:
+            return self.iterations
+        if not isinstance(n_train, numbers.Integral) or isinstance(n_train, bool) or n_train < 1:
+            raise ConfigError(
+                f"cannot derive train.iterations from train.epochs = {self.epochs}: the "
+                f"training set has {n_train!r} examples; expected an integer >= 1"
+            )
+        shard = -(-int(n_train) // self.workers)
+        batch = min(self.batch_size, shard)
+        # rounded first, so that e.g. 0.1 * 1000 / 100 is 1 iteration, not 2
+        return max(1, math.ceil(round(self.epochs * shard / batch, 9)))
 
 
 _SECTIONS = {
@@ -343,6 +475,31 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     snep: SNEPConfig = field(default_factory=SNEPConfig)
+
+    def __post_init__(self) -> None:
+        sampler, snep = self.sampler, self.snep
+        pooled = snep.n_chains > 1 or snep.site_update == "local"
+        if self.train.cuda_graph and pooled and snep.site_step.kind != "constant":
+            _fail(
+                "snep.site_step.kind",
+                snep.site_step.kind,
+                "'constant' with train.cuda_graph: the site step after the pass (several "
+                "chains, or snep.site_update = 'local') takes eps as a launch argument, which "
+                "a CUDA graph replays unchanged; use a constant site step, or no graph",
+            )
+        if (
+            self.train.method in BASELINES
+            and sampler.step_unit == "data"
+            and sampler.step_size != SamplerConfig.step_size
+        ):
+            _fail(
+                "sampler.step_size",
+                sampler.step_size,
+                f"a learning rate in absolute units for the baseline {self.train.method!r}: "
+                "the baselines take sampler.step_size as Adam's learning rate, so set "
+                "sampler.step_unit = 'absolute' too (--step-unit absolute, or --preset paper); "
+                f"with the per-datum default it is {ADAM_LEARNING_RATE}",
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (tuples as lists), the inverse of :meth:`from_dict`."""
@@ -379,6 +536,19 @@ class Config:
             _deep_update(data[name], values)
         return Config.from_dict(data)
 
+    def with_data_size(self, n_train: int) -> Config:
+        """This config with its run length fixed for ``n_train`` training examples.
+
+        ``train.iterations`` of the result is > 0: the given value if it was > 0, else
+        derived from ``train.epochs`` (:meth:`TrainConfig.iterations_for`).  Idempotent.
+        """
+        iterations = self.train.iterations_for(n_train)
+        if iterations == self.train.iterations:
+            return self
+        return dataclasses.replace(
+            self, train=dataclasses.replace(self.train, iterations=iterations)
+        )
+
 
 def _deep_update(target: dict[str, Any], values: Mapping[str, Any]) -> None:
     """Update nested tables key by key (``{"site_step": {"value": x}}`` keeps the kind)."""
@@ -389,32 +559,121 @@ def _deep_update(target: dict[str, Any], values: Mapping[str, Any]) -> None:
             target[key] = value
 
 
-#: Settings tuned per data set on a validation split held out of the training
-#: data (never the test set), applied below the config file and the flags when
-#: the run uses that data set.  Defaults of the dataclasses are the paper's
-#: reference configuration (DESIGN §1.8).
-PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    "digits": {
-        "train": {"iterations": 40_000, "eval_every": 2_000},
-        "model": {"hidden": [200]},
-        "sampler": {"step_size": 3e-3},
-        "snep": {"site_step": {"value": 0.2}, "v_lo": 3e-3, "prior_var": 1.0},
+#: Method presets (layer 2 of the module docstring's layers): named sets of
+#: sampler/SNEP settings applied above the dataclass defaults.  ``"paper"`` is the
+#: reference configuration of Hasenclever et al. (2017) and of its code (DESIGN §1.8):
+#: Adam-SGLD with its noise clipped at ``h * kappa``, so the chain is colder than its
+#: target and SNEP returns a MAP-like point whose variance sits at the floor
+#: ``v_lo`` (DESIGN §1.5).  It is kept, value for value, to replicate the paper.
+METHOD_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "default": {},
+    "paper": {
+        "sampler": {
+            "kind": "adam_sgld",
+            "step_size": 1e-3,
+            "step_unit": "absolute",
+            "temperature": 1.0,
+            "kappa": 1.0,
+            "beta1": 0.0,
+            "beta2": 0.999,
+            "adam_eps": 1e-8,
+            "rms_decay": 0.99,
+            "rms_eps": 1e-5,
+            "friction": 0.1,
+            "gamma_term": False,
+        },
+        "snep": {
+            "beta": 1.0,
+            "p_snep": False,
+            "site_step": {
+                "kind": "constant",
+                "value": 0.02,
+                "offset": 1000.0,
+                "power": 0.51,
+                "boundaries": [],
+                "values": [],
+            },
+            "n_inner": 10,
+            "n_sync": 10,
+            "n_samples": 1,
+            "n_chains": 1,
+            "site_update": "site",
+            "improper_sites": False,
+            "prior_var": 0.5,
+            "v_init": 0.01,
+            "m_lo": -10.0,
+            "m_hi": 10.0,
+            "v_lo": 1e-2,
+            "v_hi": 1e2,
+            "prec_floor": 1e-3,
+            "damping": 0.5,
+        },
+    },
+}
+
+#: Data-set presets (layer 3): ``DATA_PRESETS[method_preset][data_name]``, settings
+#: tuned per data set for one method preset on a validation split held out of the
+#: training data (never the test set), applied above that method preset and below
+#: the config file and the flags when the run uses that data set (``--no-preset``
+#: skips them).  Every method preset has an entry (possibly empty).
+DATA_PRESETS: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
+    "default": {
+        "digits": {},  # to be tuned for the default sampler
+    },
+    "paper": {
+        "digits": {
+            "train": {"iterations": 40_000, "eval_every": 2_000},
+            "model": {"hidden": [200]},
+            "sampler": {"step_size": 3e-3},
+            "snep": {"site_step": {"value": 0.2}, "v_lo": 3e-3, "prior_var": 1.0},
+        },
     },
 }
 
 
-def with_preset(data: Mapping[str, Any]) -> dict[str, Any]:
-    """``data`` (a nested config mapping) on top of the preset of its data set, if any."""
-    name = str(data.get("train", {}).get("data", TrainConfig.data)).lower()
-    merged: dict[str, Any] = {
-        k: {kk: (dict(vv) if isinstance(vv, Mapping) else vv) for kk, vv in v.items()}
-        for k, v in PRESETS.get(name, {}).items()
-    }
-    for section, values in data.items():
-        if isinstance(values, Mapping) and isinstance(merged.get(section), dict):
-            _deep_update(merged[section], values)
-        else:
-            merged[section] = values
+def _merge_layer(merged: dict[str, Any], layer: Mapping[str, Any]) -> None:
+    """Put ``layer`` (a nested config mapping) on top of ``merged``, in place.
+
+    Tables merge key by key; a layer that sets ``train.epochs`` without
+    ``train.iterations`` resets the iterations of the layers below to 0 (derive from
+    epochs).  A malformed section is kept for :meth:`Config.from_dict` to report.
+    """
+    for section, values in layer.items():
+        if not isinstance(values, Mapping):
+            merged[section] = copy.deepcopy(values)
+            continue
+        current = merged.setdefault(section, {})
+        if not isinstance(current, dict):
+            continue  # a lower layer's malformed section: Config.from_dict reports it
+        if section == "train" and "epochs" in values and "iterations" not in values:
+            current["iterations"] = 0
+        _deep_update(current, copy.deepcopy(dict(values)))
+
+
+def with_preset(*layers: Mapping[str, Any], data_preset: bool = True) -> dict[str, Any]:
+    """The nested config mapping of ``layers`` (lowest first) on top of their presets.
+
+    The method preset ``METHOD_PRESETS[train.preset]`` and, with ``data_preset``, the
+    data set's ``DATA_PRESETS[train.preset][train.data]`` go below the layers, with
+    ``train.preset`` and ``train.data`` as the layers set them (else the defaults).
+    Pass the result to :meth:`Config.from_dict`, e.g. the paper's configuration on
+    MNIST: ``Config.from_dict(with_preset({"train": {"preset": "paper", "data": "mnist"}}))``.
+    An unknown preset name is a :class:`ConfigError` listing the known ones.
+    """
+    user: dict[str, Any] = {}
+    for layer in layers:
+        _merge_layer(user, layer)
+    train = user.get("train")
+    train = train if isinstance(train, Mapping) else {}
+    name = train.get("preset", TrainConfig.preset)
+    if not isinstance(name, str) or name not in METHOD_PRESETS:
+        _fail("train.preset", name, f"one of the method presets {list(METHOD_PRESETS)}")
+    merged: dict[str, Any] = {}
+    _merge_layer(merged, METHOD_PRESETS[name])
+    if data_preset:
+        data = str(train.get("data", TrainConfig.data)).lower()
+        _merge_layer(merged, DATA_PRESETS.get(name, {}).get(data, {}))
+    _merge_layer(merged, user)
     return merged
 
 
@@ -439,7 +698,12 @@ def _build(kind: type, values: Mapping[str, Any], section: str) -> Any:
 def load_config(
     path: str | Path, overrides: Mapping[str, Mapping[str, Any]] | None = None
 ) -> Config:
-    """Read a TOML config file, apply ``overrides`` (section -> key -> value), validate."""
+    """Read a TOML config file, apply ``overrides`` (section -> key -> value), validate.
+
+    The file goes on top of its method preset (``train.preset``), not of a data-set
+    preset (``snep train`` adds that layer): a run directory's ``config.toml`` names
+    every key and reads back as it was written.
+    """
     path = Path(path)
     try:
         with path.open("rb") as fh:
@@ -450,6 +714,4 @@ def load_config(
         ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
-    for name, values in (overrides or {}).items():
-        _deep_update(data.setdefault(name, {}), values)
-    return Config.from_dict(data)
+    return Config.from_dict(with_preset(data, overrides or {}, data_preset=False))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from snep.algorithm.runner import _initial_position, _prior, build_spec
+from snep.algorithm.runner import _initial_position, _prior, build_spec, model_factory
 from snep.config import Config
 from snep.data.dataset import Dataset
 from snep.data.sharding import make_shards
@@ -21,6 +21,6 @@ def simulate_args(cfg: Config, data: Dataset, backend: Any) -> tuple:
         for i in make_shards(data.y_train, t.workers, "iid", 0.5, t.seed)
     ]
     return (
-        cfg, shards, lambda b: backend.mlp(spec, 1, b), _initial_position(cfg, spec),
+        cfg, shards, model_factory(cfg, backend, spec), _initial_position(cfg, spec),
         _prior(cfg, spec), backend,
     )  # fmt: skip

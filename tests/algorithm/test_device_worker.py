@@ -25,7 +25,6 @@ def _config(method: str = "snep", snep: dict | None = None, **train) -> Config:
     return Config().replace(
         train={"method": method, "workers": 3, "iterations": 60, "eval_every": 20, **train},
         model={"hidden": (16,)},
-        sampler={"step_size": 3e-3},
         snep={"site_step": {"value": 0.1}, **(snep or {})},
     )
 
@@ -185,7 +184,14 @@ def _protocol_pair(digits, backend):
     spec = build_spec(cfg, digits)
     x, y = digits.x_train, digits.y_train
     make = lambda: SnepWorker(  # noqa: E731
-        0, 1, backend.mlp(spec, 1, 100), x, y, cfg, backend, _initial_position(cfg, spec)
+        0,
+        1,
+        backend.mlp(spec, cfg.snep.n_chains, 100),
+        x,
+        y,
+        cfg,
+        backend,
+        _initial_position(cfg, spec),
     )
     host, dev = make(), make()
     dev.enable_device_messages()
@@ -246,7 +252,7 @@ def test_device_messages_are_for_device_backends_under_mpi(digits):
 
     spec = build_spec(cfg, digits)
     worker = SnepWorker(
-        0, 1, cpu.mlp(spec, 1, 100), digits.x_train, digits.y_train, cfg, cpu,
+        0, 1, cpu.mlp(spec, cfg.snep.n_chains, 100), digits.x_train, digits.y_train, cfg, cpu,
         _initial_position(cfg, spec),
     )  # fmt: skip
     with pytest.raises(ConfigError, match="device messages need a device backend"):

@@ -59,9 +59,21 @@ def test_history_records_and_epochs(digits):
     assert last["pushes"] >= 3 * 6  # every N_sync = 10 iterations, plus the final pushes
 
 
-@pytest.mark.parametrize("method,extra", [("ep", {}), ("snep", {"p_snep": True})])
-def test_variants_run_and_learn(digits, method, extra):
-    cfg = small(method=method, iterations=200, eval_every=200).replace(snep=extra)
+# p-SNEP runs one chain with the paper's step on the site here: on an MLP its tilted
+# factor eta is about the prior, so several chains settle in different modes
+# (cross-chain R-hat 2-4 on this problem), their pooled moments are those of the
+# mixture, and the sites flatten to q ~ 0 (measured: 0.90 error, chance); one chain
+# follows one mode, and learns slowly (error 0.79 after 200 iterations, 0.24 after
+# 1,000; 0.55 after 1,000 with the step on the local posterior).  docs/results.md
+P_SNEP_MLP = {"p_snep": True, "n_chains": 1, "site_update": "site"}
+
+
+@pytest.mark.parametrize(
+    "method,extra,iterations",
+    [("ep", {}, 200), ("snep", {}, 200), ("snep", P_SNEP_MLP, 1000)],
+)
+def test_variants_run_and_learn(digits, method, extra, iterations):
+    cfg = small(method=method, iterations=iterations, eval_every=iterations).replace(snep=extra)
     res = fit(cfg, digits)
     assert res.final["mean_error"] < 0.5  # chance is 0.9
     assert np.all(res.posterior.precision > 0)
@@ -91,7 +103,7 @@ def test_guard_fires_and_is_counted_for_p_snep_with_tiny_floor(digits):
 @pytest.mark.parametrize("method", ["asgd", "easgd"])
 def test_distributed_baselines_learn_over_the_same_runner(digits, method):
     cfg = small(method=method, workers=3, iterations=300, eval_every=150).replace(
-        sampler={"step_size": 3e-3}
+        sampler={"step_size": 3e-3, "step_unit": "absolute"}
     )
     res = fit(cfg, digits)
     assert res.final["mean_error"] < 0.2

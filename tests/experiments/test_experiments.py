@@ -12,6 +12,7 @@ from snep.cli import main
 from snep.errors import ConfigError
 from snep.experiments import EXPERIMENTS, Arm, Experiment, get_experiment, plan
 from snep.experiments.execute import acquire_lock, release_lock, run_experiments, run_state
+from snep.experiments.registry import PAPER
 from snep.experiments.report import collect, format_table, mean_records, write_report
 
 TINY = ("--data", "digits", "--iterations", "20", "--eval-every", "10", "--hidden", "8")
@@ -48,6 +49,47 @@ def test_registry_covers_the_issue_and_commands_parse():
     assert deep[deep.index("--hidden") + 1] == ",".join(["50"] * 20)
     with pytest.raises(ConfigError, match=r"unknown experiment 'nope'.*mnist-workers"):
         get_experiment("nope")
+
+
+def test_every_arm_runs_the_paper_preset():
+    """SNEP/EP arms and baselines alike run with --preset paper, so a change of the
+    dataclass defaults changes no experiment (docs/results.md stays reproducible)."""
+    from snep.cli import build_parser, resolve_config
+
+    parser = build_parser()
+    paper_sampler = {"kind": "adam_sgld", "beta1": 0.0, "beta2": 0.999, "adam_eps": 1e-8}
+    for exp in EXPERIMENTS.values():
+        for arm in exp.arms:
+            assert arm.args[:2] == PAPER == ("--preset", "paper"), arm.key
+            cfg = resolve_config(parser.parse_args(arm.command(0)))
+            assert cfg.train.preset == "paper", arm.key
+            sampler = cfg.sampler
+            assert {k: getattr(sampler, k) for k in paper_sampler} == paper_sampler, arm.key
+            args = arm.args
+
+            def last(flag: str, args=args) -> float:  # a sweep repeats a flag: the last wins
+                return float(args[len(args) - 1 - args[::-1].index(flag) + 1])
+
+            assert sampler.step_size == last("--step-size"), arm.key
+            if "sampler.kappa" not in " ".join(args):
+                assert sampler.kappa == 1.0, arm.key
+            if "sampler.temperature" not in " ".join(args):
+                assert sampler.temperature == 1.0, arm.key
+            snep = cfg.snep
+            assert (snep.n_chains, snep.n_samples, snep.v_init) == (1, 1, 0.01), arm.key
+            assert snep.prior_var == last("--prior-var"), arm.key
+            for flag, key, ref in (
+                ("--n-sync", "n_sync", 10),
+                ("--n-inner", "n_inner", 10),
+                ("--v-lo", "v_lo", 1e-2),
+                ("--beta", "beta", 1.0),
+            ):
+                want = last(flag) if flag in args else ref
+                assert getattr(snep, key) == want, (arm.key, key)
+            want = last("--site-step") if "--site-step" in args else 0.02
+            assert snep.site_step.value == want, arm.key
+            assert snep.site_step.kind == "constant" and snep.damping == 0.5, arm.key
+            assert cfg.train.iterations == last("--iterations"), arm.key
 
 
 def test_plan_is_breadth_first_and_deduplicates(tmp_path):
@@ -141,8 +183,8 @@ def test_cli_list_dry_run_and_bad_seeds(tmp_path, capsys):
     pool = ["--pool", str(tmp_path)]
     assert main(["experiment", "omniglot", "--dry-run", "--seeds", "4", *pool]) == 0
     out = capsys.readouterr().out
-    assert out.count("snep train --data omniglot ") == 3 and "--seed 4" in out
-    assert out.count("snep train --data omniglot-alphabet ") == 3
+    assert out.count("snep train --preset paper --data omniglot ") == 3 and "--seed 4" in out
+    assert out.count("snep train --preset paper --data omniglot-alphabet ") == 3
     assert not any(tmp_path.iterdir())  # a dry run writes nothing
     assert main(["experiment", "omniglot", "--seeds", "x"]) == 2
     assert main(["experiment", "nope", *pool]) == 2

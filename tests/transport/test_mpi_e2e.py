@@ -58,7 +58,18 @@ def test_rank_count_mismatch_is_a_clear_error(tmp_path):
 
 @pytest.mark.parametrize("method", ["asgd", "easgd"])
 def test_baselines_run_over_the_same_transport(tmp_path, method):
-    res = snep_train(3, tmp_path, "--workers", "2", "--method", method, "--step-size", "3e-3")
+    res = snep_train(
+        3,
+        tmp_path,
+        "--workers",
+        "2",
+        "--method",
+        method,
+        "--step-size",
+        "3e-3",
+        "--step-unit",
+        "absolute",
+    )
     assert res.returncode == 0, res.stderr
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["stats"]["transport"] == "mpi"

@@ -178,6 +178,7 @@ class _PointWorker(SnepWorker):
         a.cavity_prec[...] = 1.0
         a.cavity_pm[...] = 0.0
         s.inv_beta, s.update_site, s.accumulate, s.noise_scale = 0.0, 0, 0, 0.0
+        s.step_size = config.sampler.learning_rate
         s.lik_scale = len(self.y_data) / (self.batch_size * config.sampler.temperature)
         s.beta1 = config.sampler.beta1 if config.sampler.beta1 > 0 else 0.9
         self.kind = SamplerKind.ADAM_SGLD
@@ -189,8 +190,7 @@ class _PointWorker(SnepWorker):
         self.version = reply.version
 
     def _minibatch_grad(self) -> None:
-        idx = self.stream.next_indices()
-        self._gather(idx)
+        self._gather()
         loglik = self.model.loglik_and_grad(self.arrays.x, self.batch_x, self.batch_y, self.grad)
         self._last_loglik = loglik[0] / self.batch_size
 

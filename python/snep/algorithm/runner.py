@@ -23,7 +23,7 @@ import numpy as np
 from snep.algorithm.baselines import AsgdServer, AsgdWorker, EasgdServer, EasgdWorker
 from snep.algorithm.messages import Push, Reply
 from snep.algorithm.server import PosteriorServer
-from snep.algorithm.worker import SnepWorker, worker_seed
+from snep.algorithm.worker import SnepWorker, chains_per_worker, worker_seed
 from snep.backends import Backend, MLPKernels, get_backend
 from snep.backends.base import is_host, require_graph_capture
 from snep.config import Config
@@ -104,7 +104,9 @@ def simulate(
     shards : sequence of (x, y)
         Each worker's data.
     make_model : callable
-        ``make_model(batch_size)`` returns the likelihood kernels of one chain.
+        ``make_model(batch_size)`` returns the likelihood kernels of a worker's chains:
+        ``loglik_and_grad(params (C, P), x (C, B, D), y (C, B), grad_out (C, P))`` with
+        ``C = snep.n_chains`` (one for the baselines), each chain its own minibatch.
     x0 : ndarray (P,)
         Shared initial position.
     prior : DiagGaussian
@@ -123,6 +125,7 @@ def simulate(
         from it, bitwise as if it had not stopped.
     """
     train = config.train
+    train.check_resolved("simulate")  # config.with_data_size(n_train) first
     n = len(shards)
     n_train = n_train or sum(len(y) for _, y in shards)
     worker_class = WORKER_CLASSES[train.method]
@@ -175,6 +178,7 @@ def simulate(
             **server.stats(),
             "guard_fired": int(sum(w.guard_fired for w in workers)),
             "minibatch_loglik": float(np.mean([w.last_loglik for w in workers])),
+            **chain_diagnostics(workers),
         }
         history.append(rec)
         if callback is not None:
@@ -246,6 +250,37 @@ def simulate(
     return Simulation(server, workers, history, stats)
 
 
+def chain_diagnostics(workers: Sequence[SnepWorker]) -> dict[str, float]:
+    """The worst cross-chain split R-hat and the smallest bulk ESS over the workers since
+    the last call (:meth:`SnepWorker.diagnostics`; NaN with one chain), with a warning
+    naming each worker whose R-hat exceeds :data:`snep.diagnostics.RHAT_WARN`."""
+    from snep.diagnostics import RHAT_WARN
+
+    found = [w.diagnostics() for w in workers]
+    for w, d in zip(workers, found, strict=True):
+        if d["rhat_max"] > RHAT_WARN:
+            warn_rhat(w.worker, d["rhat_max"])
+    rhat = [d["rhat_max"] for d in found if np.isfinite(d["rhat_max"])]
+    ess = [d["ess_min"] for d in found if np.isfinite(d["ess_min"])]
+    return {
+        "rhat_max": max(rhat) if rhat else float("nan"),
+        "ess_min": min(ess) if ess else float("nan"),
+    }
+
+
+def warn_rhat(worker: int, rhat: float) -> None:
+    """Warn that worker ``worker``'s chains disagree (R-hat ``rhat`` > 1.1)."""
+    import warnings
+
+    warnings.warn(
+        f"worker {worker}: cross-chain R-hat {rhat:.3g} > 1.1 over an evaluation interval: "
+        "its chains have not mixed, so the tilted moments (and the sites) are unreliable; "
+        "run longer, or raise sampler.step_size / snep.n_chains (metrics: rhat_max, ess_min)",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+
+
 #: worker classes by ``train.method`` (the in-process runner and MPI use the same)
 WORKER_CLASSES: dict[str, type[SnepWorker]] = {
     "snep": SnepWorker,
@@ -259,7 +294,7 @@ def make_server(config: Config, prior: DiagGaussian, x0: np.ndarray, n_workers: 
     """The server of ``config.train.method``: the posterior server, or a baseline's."""
     method, start = config.train.method, config.train.averaging_start
     if method == "asgd":
-        return AsgdServer(x0, n_workers, start, lr=config.sampler.step_size)
+        return AsgdServer(x0, n_workers, start, lr=config.sampler.learning_rate)
     if method == "easgd":
         return EasgdServer(x0, n_workers, start)
     return PosteriorServer(prior, n_workers, start)
@@ -284,7 +319,7 @@ def _restore(resume: Mapping[str, np.ndarray], workers: list[SnepWorker], config
     current = config.to_dict()
     for d in (saved, current):  # what may change between a run and its resumption
         # threads: a machine setting (a different BLAS split may change the last bits)
-        for key in ("iterations", "eval_every", "checkpoint_every", "threads"):
+        for key in ("iterations", "epochs", "eval_every", "checkpoint_every", "threads"):
             d["train"].pop(key, None)
     if saved != current:
         changed = sorted(
@@ -295,8 +330,8 @@ def _restore(resume: Mapping[str, np.ndarray], workers: list[SnepWorker], config
         )
         raise ConfigError(
             f"the checkpoint was written with another configuration (differs in {changed}); "
-            "resume with the run's own config.toml (only train.iterations, eval_every, "
-            "checkpoint_every and threads may change)"
+            "resume with the run's own config.toml (only train.iterations, epochs, "
+            "eval_every, checkpoint_every and threads may change)"
         )
     server = PosteriorServer.from_state_dict(
         {k.removeprefix("server."): v for k, v in resume.items() if k.startswith("server.")}
@@ -347,6 +382,7 @@ def run_in_process(
     ``checkpoint``: a path written atomically every ``train.checkpoint_every``
     evaluations; ``resume``: a checkpoint to continue from.
     """
+    config = config.with_data_size(dataset.n_train)  # iterations from epochs if 0
     train = config.train
     backend = backend or get_backend(train.backend, train.threads)
     spec = build_spec(config, dataset)
@@ -391,6 +427,7 @@ def run_adam(
     ``beta1 = 0.9`` (unless set), the prior as the Gaussian factor and no site.
     The returned "posterior" is the point estimate with a negligible variance.
     """
+    config = config.with_data_size(dataset.n_train)  # iterations from epochs if 0
     train, sampler = config.train, config.sampler
     backend = backend or get_backend(train.backend, train.threads)
     spec = build_spec(config, dataset)
@@ -412,7 +449,7 @@ def run_adam(
     s = PassScalars(
         lik_scale=n_data / batch,
         inv_beta=0.0,  # eta = anchor = prior
-        step_size=sampler.step_size,
+        step_size=sampler.learning_rate,
         noise_scale=0.0,
         beta1=beta1,
         beta2=sampler.beta2,
@@ -473,7 +510,10 @@ def fit(
     """Train with ``config.train.method`` (``snep``, ``ep`` or ``adam``) in this process.
 
     ``checkpoint``/``resume``: see :func:`run_in_process` (SNEP and EP only).
+    ``train.iterations = 0`` is derived from ``train.epochs`` and the size of
+    ``dataset`` (:meth:`~snep.config.Config.with_data_size`).
     """
+    config = config.with_data_size(dataset.n_train)
     if isinstance(backend, str) or backend is None:
         backend = get_backend(backend or config.train.backend, config.train.threads)
     check_backend(config, backend)
@@ -515,12 +555,12 @@ def check_backend(config: Config, backend: Backend, mpi: bool = False) -> None:
 
 
 def model_factory(config: Config, backend: Backend, spec: ParamSpec) -> Callable[[int], MLPKernels]:
-    """``batch -> MLP kernels`` for one chain of a worker, with ``train.gemm``'s GEMMs on a
-    device backend."""
-    gemm = config.train.gemm
+    """``batch -> MLP kernels`` for a worker's chains (:func:`chains_per_worker`), with
+    ``train.gemm``'s GEMMs on a device backend."""
+    gemm, chains = config.train.gemm, chains_per_worker(config)
     if gemm == "matmul":
-        return lambda batch: backend.mlp(spec, 1, batch)
-    return lambda batch: backend.mlp(spec, 1, batch, gemm=gemm)
+        return lambda batch: backend.mlp(spec, chains, batch)
+    return lambda batch: backend.mlp(spec, chains, batch, gemm=gemm)
 
 
 #: below this many parameters the GEMMs are too small to gain from BLAS threads

@@ -35,10 +35,16 @@ from snep.data.minibatch import MinibatchStream, gather_batch
 from snep.errors import ConfigError
 from snep.family import DiagGaussian
 from snep.samplers.noise import NOISE_STREAM_SAMPLER
-from snep.samplers.reference import ChainArrays
+from snep.samplers.reference import (
+    GUARD_SLACK,
+    ChainArrays,
+    guard_cap,
+    local_step_reference,
+    site_step_reference,
+)
 from snep.samplers.scalars import PassScalars, SamplerKind
 
-__all__ = ["SnepWorker", "pass_scalars", "worker_seed"]
+__all__ = ["SnepWorker", "chains_per_worker", "pass_scalars", "worker_seed"]
 
 SAMPLER_KINDS = {
     "sgld": SamplerKind.SGLD,
@@ -54,23 +60,75 @@ def worker_seed(seed: int, worker: int) -> int:
     return int(words[0]) | (int(words[1]) << 32)
 
 
+def chains_per_worker(config: Config) -> int:
+    """Chains a worker runs: ``snep.n_chains`` for SNEP and EP, one for the point-estimate
+    baselines (the leading axis of every chain array, and of the model's inputs)."""
+    return config.snep.n_chains if config.train.method in ("snep", "ep") else 1
+
+
+#: share of the prior's precision that n improper sites may remove together
+IMPROPER_SHARE = 0.9
+
+
+def site_precision_floor(config: Config, n_workers: int, beta: float) -> float:
+    """The lower bound of a site's precision in the step on the local posterior.
+
+    ``1 / v_hi`` (a proper site), unless ``snep.improper_sites`` and ``beta = 1``: then
+    ``-0.9 / (prior_var n)``, so that the n sites together remove at most 90% of the
+    prior's precision and q and every cavity stay proper (at least 10% of it).  A site
+    that should be flat then fluctuates around zero instead of being held above
+    ``1 / v_hi``, which biased it sharp (:func:`~snep.samplers.reference.local_step_reference`).
+    p-SNEP keeps proper sites: with improper ones its 4- and 8-worker runs on the wine
+    regression diverged.
+    """
+    snep = config.snep
+    if snep.improper_sites and beta == 1.0:
+        return -IMPROPER_SHARE / (snep.prior_var * n_workers)
+    return 1.0 / snep.v_hi
+
+
+def chain_stream_seed(seed: int, chain: int) -> int:
+    """The minibatch-stream seed of chain ``chain`` of a worker with noise seed ``seed``
+    (chain 0 keeps the single-chain worker's stream, so one chain reproduces it)."""
+    if chain == 0:
+        return seed % (2**63)
+    words = np.random.SeedSequence([seed % (2**63), chain, 0x4348]).generate_state(2, np.uint32)
+    return (int(words[0]) | (int(words[1]) << 32)) % (2**63)
+
+
+#: statistics traced per chain for the cross-chain diagnostics: the minibatch
+#: log-likelihood and this many fixed random coordinates of the chain
+N_TRACED_COORDS = 3
+#: stored draws of the diagnostics trace per evaluation interval (thinned beyond)
+TRACE_CAPACITY = 512
+
+
+def sampler_step(config: Config, n_local: int, n_workers: int) -> float:
+    """The sampler's step size: ``sampler.step_size``, divided for SGLD and SGHMC by the
+    data size ``n_workers * n_local`` when ``sampler.step_unit = "data"``."""
+    sampler = config.sampler
+    per_datum = sampler.step_unit == "data" and sampler.kind in ("sgld", "sghmc")
+    return sampler.step_size / (n_workers * n_local) if per_datum else sampler.step_size
+
+
 def pass_scalars(
-    config: Config, beta: float, n_local: int, batch_size: int, seed: int
+    config: Config, beta: float, n_local: int, batch_size: int, seed: int, n_workers: int = 1
 ) -> PassScalars:
     """The fixed scalars of a worker's fused pass from the run's configuration.
 
-    ``beta`` is the worker's (power-)EP beta, ``n_local`` its shard size and ``seed`` its
-    noise seed; the minibatch log-likelihood is scaled by ``n_local / (beta B T)``
-    (the tilted distribution of Hasenclever et al. 2017 at temperature T).  The per-step
-    fields (step counter, bias corrections, site step, accumulate flags) are set by
-    the worker each iteration.
+    ``beta`` is the worker's (power-)EP beta, ``n_local`` its shard size, ``seed`` its
+    noise seed and ``n_workers`` the number of workers (for a step given per datum,
+    :func:`sampler_step`); the minibatch log-likelihood is scaled by
+    ``n_local / (beta B T)`` (the tilted distribution of Hasenclever et al. 2017 at
+    temperature T).  The per-step fields (step counter, bias corrections, site step,
+    accumulate flags) are set by the worker each iteration.
     """
     snep, sampler = config.snep, config.sampler
     return PassScalars(
         lik_scale=n_local / (beta * batch_size * sampler.temperature),
         inv_beta=1.0 / beta,
         prec_floor=snep.prec_floor,
-        step_size=sampler.step_size,
+        step_size=sampler_step(config, n_local, n_workers),
         noise_scale=1.0,
         rms_decay=sampler.rms_decay,
         rms_eps=sampler.rms_eps,
@@ -90,7 +148,14 @@ def pass_scalars(
 
 
 class SnepWorker:
-    """One SNEP worker with one chain.
+    """One SNEP worker with ``snep.n_chains`` chains, batched.
+
+    The chains share the worker's site, anchor and cavity (stored once per chain row,
+    identical rows, so that the fused pass reads them per chain) and draw independent
+    minibatches and noise.  With one chain the site step is fused in the sampler pass;
+    with several, the pass accumulates each chain's moments and the site step uses the
+    moments pooled over chains and samples (:meth:`_pooled_site_step`).  Chains start
+    dispersed: drawn from the local posterior ``cavity + site`` at registration.
 
     Parameters
     ----------
@@ -140,25 +205,41 @@ class SnepWorker:
         self.beta = snep.effective_beta(n_workers)
         self.kind = SAMPLER_KINDS[sampler.kind]
         self.seed = worker_seed(train.seed, worker)
-        self.stream = MinibatchStream(n_local, self.batch_size, self.seed % (2**63))
+        self.n_chains = C = chains_per_worker(config)
+        self.streams = [
+            MinibatchStream(n_local, self.batch_size, chain_stream_seed(self.seed, c))
+            for c in range(C)
+        ]
         self.model = model
         P = int(np.asarray(x0).size)
-        self.arrays = ChainArrays.zeros(1, P, dtype, xp)
-        self.grad = xp.zeros((1, P), dtype)
-        self.batch_x = np.zeros((1, self.batch_size, self.x_data.shape[1]), dtype)
-        self.batch_y = np.zeros((1, self.batch_size), np.int32)
+        self.arrays = ChainArrays.zeros(C, P, dtype, xp)
+        self.grad = xp.zeros((C, P), dtype)
+        self.batch_x = np.zeros((C, self.batch_size, self.x_data.shape[1]), dtype)
+        self.batch_y = np.zeros((C, self.batch_size), np.int32)
         self._on_device = xp is not np
         if self._on_device:  # the shard is copied once; a minibatch is gathered there
             self._x_dev = to_device(backend, self.x_data, dtype)
             self._y_dev = to_device(backend, self.y_data, np.int32)
-            self.batch_x = xp.zeros((1, self.batch_size, self.x_data.shape[1]), dtype)
-            self.batch_y = xp.zeros((1, self.batch_size), np.int32)
+            self.batch_x = xp.zeros((C, self.batch_size, self.x_data.shape[1]), dtype)
+            self.batch_y = xp.zeros((C, self.batch_size), np.int32)
 
-        self.arrays.x[0] = to_device(backend, x0, dtype)
+        self.arrays.x[...] = to_device(backend, x0, dtype)
         # initial site: natural parameters of N(x0, n * v_init) (DESIGN §1.4)
         v = n_workers * snep.v_init
         self.arrays.site_prec[...] = 1.0 / v
-        self.arrays.site_pm[0] = to_device(backend, np.asarray(x0) / v, dtype)
+        self.arrays.site_pm[...] = to_device(backend, np.asarray(x0) / v, dtype)
+        # cross-chain diagnostics: per chain, the minibatch log-likelihood and a few
+        # fixed coordinates, traced over each evaluation interval (thinned to a bound)
+        rng = np.random.default_rng([self.seed % (2**63), 0x444941])
+        self._traced = to_device(
+            backend, np.sort(rng.choice(P, min(N_TRACED_COORDS, P), replace=False)), np.int64
+        )
+        self._trace = xp.zeros((TRACE_CAPACITY, C, 1 + int(self._traced.size)), np.float64)
+        self._trace_len = 0
+        self._trace_stride = 1
+        self._trace_tick = 0
+        self._chain_loglik = xp.zeros(C, np.float64)
+        self.last_diagnostics = {"rhat_max": float("nan"), "ess_min": float("nan")}
         # float64 views of the site: the last one pushed, the one before (restored
         # when the server rejects a push) and a scratch set; rotated, never reallocated
         self.sent = self._site64()
@@ -169,7 +250,9 @@ class SnepWorker:
         # messages), or the backend's with CUDA-aware MPI (enable_device_messages)
         self._mx = np
 
-        self.scalars = pass_scalars(config, self.beta, n_local, self.batch_size, self.seed)
+        self.scalars = pass_scalars(
+            config, self.beta, n_local, self.batch_size, self.seed, n_workers
+        )
         self.iteration = 0  # completed iterations
         self.sampler_steps = 0
         self.in_flight = False
@@ -204,7 +287,10 @@ class SnepWorker:
                 f"on a device but lacks {missing}: a device backend stages each iteration's "
                 "inputs (see snep.backends.cuda.CudaBackend)"
             )
-        self._inputs = backend.step_inputs(self._samples_per_iteration(), self.batch_size)
+        # per sample, every chain's minibatch indices, chain after chain
+        self._inputs = backend.step_inputs(
+            self._samples_per_iteration(), self.n_chains * self.batch_size
+        )
         self._graphs: dict[bool, object] = {}
         self._bodies: dict[bool, object] = {}
         self._loglik_buf = self.xp.zeros((), np.float64)
@@ -257,10 +343,17 @@ class SnepWorker:
         a = self.arrays
         return DiagGaussian(self._host64(a.site_prec[0]), self._host64(a.site_pm[0]))
 
-    def _gather(self, idx: np.ndarray) -> None:
-        """The minibatch ``idx`` of the shard into ``batch_x``/``batch_y`` (host backends;
-        a device backend gathers in :meth:`_device_body`)."""
-        gather_batch(self.x_data, self.y_data, idx, self.batch_x[0], self.batch_y[0])
+    def _gather(self) -> None:
+        """Each chain's next minibatch of the shard into ``batch_x``/``batch_y`` (host
+        backends; a device backend gathers in :meth:`_device_body`)."""
+        for c, stream in enumerate(self.streams):
+            idx = stream.next_indices()
+            gather_batch(self.x_data, self.y_data, idx, self.batch_x[c], self.batch_y[c])
+
+    @property
+    def stream(self) -> MinibatchStream:
+        """The first chain's minibatch stream."""
+        return self.streams[0]
 
     def _collect_fired(self) -> None:
         """Add the guard firings a device backend counted since the last read (a sync)."""
@@ -290,24 +383,32 @@ class SnepWorker:
         )
 
     def start(self, reply: Reply) -> None:
-        """Registration reply: set the cavity from ``theta`` and the anchor to ``theta_loc``."""
+        """Registration reply: set the cavity from ``theta`` and the anchor to ``theta_loc``;
+        with several chains, draw each chain from the local posterior ``theta_loc`` (chains
+        start dispersed, so that the cross-chain diagnostics can see poor mixing)."""
         self._set_cavity(reply)
         self._refresh_anchor()
         self.version = reply.version
+        if self.n_chains > 1:
+            loc = self.local_posterior()
+            rng = np.random.default_rng([self.seed % (2**63), 0x5354415254])
+            z = rng.standard_normal((self.n_chains, loc.precision.size))
+            x = loc.precision_mean / loc.precision + z / np.sqrt(loc.precision)
+            self.arrays.x[...] = to_device(self.backend, x, self.arrays.x.dtype)
 
     def _set_cavity(self, reply: Reply) -> None:
         a, tmp, mx = self.arrays, self._delta, self._mx  # the last push's Δ is not needed
         mx.subtract(reply.precision, self.sent.precision, out=tmp.precision)
         mx.subtract(reply.precision_mean, self.sent.precision_mean, out=tmp.precision_mean)
         if mx is not np:  # device messages: float64 -> float32 on the device
-            a.cavity_prec[0] = tmp.precision
-            a.cavity_pm[0] = tmp.precision_mean
+            a.cavity_prec[...] = tmp.precision
+            a.cavity_pm[...] = tmp.precision_mean
         elif self.xp is np:
-            np.copyto(a.cavity_prec[0], tmp.precision, casting="same_kind")
-            np.copyto(a.cavity_pm[0], tmp.precision_mean, casting="same_kind")
+            np.copyto(a.cavity_prec, tmp.precision, casting="same_kind")
+            np.copyto(a.cavity_pm, tmp.precision_mean, casting="same_kind")
         else:  # float64 -> float32 on the host, then one copy to the device
-            a.cavity_prec[0] = to_device(self.backend, tmp.precision, a.cavity_prec.dtype)
-            a.cavity_pm[0] = to_device(self.backend, tmp.precision_mean, a.cavity_pm.dtype)
+            a.cavity_prec[...] = to_device(self.backend, tmp.precision, a.cavity_prec.dtype)
+            a.cavity_pm[...] = to_device(self.backend, tmp.precision_mean, a.cavity_pm.dtype)
 
     def _refresh_anchor(self) -> None:
         a, xp = self.arrays, self.xp
@@ -318,12 +419,22 @@ class SnepWorker:
     def _samples_per_iteration(self) -> int:
         return self.config.snep.n_samples if self.method == "snep" else 1
 
+    @property
+    def _pooled(self) -> bool:
+        """Whether the site step runs after the pass, on the moments pooled over chains and
+        samples (several chains, or the step on the local posterior); else the pass fuses
+        the step on the site's mean parameters."""
+        local = self.config.snep.site_update == "local"
+        return self.method == "snep" and (self.n_chains > 1 or local)
+
     def _set_sample_scalars(self, k: int, k_samples: int) -> None:
         """The pass scalars of sample ``k`` of ``k_samples`` of this iteration (after the
         sampler step counter has advanced)."""
         s = self.scalars
         s.set_step(self.kind, self.sampler_steps)
-        if self.method == "snep":
+        if self._pooled:  # accumulate every chain's samples; the site step comes after
+            s.accumulate, s.update_site, s.inv_n_acc = 1, 0, 0.0
+        elif self.method == "snep":
             last = k == k_samples - 1
             s.accumulate = int(k_samples > 1)
             s.update_site = int(last)
@@ -342,15 +453,19 @@ class SnepWorker:
             self._step_device(k_samples, refresh_on_device)
         else:
             for k in range(k_samples):
-                self._gather(self.stream.next_indices())
+                self._gather()
                 loglik = self.model.loglik_and_grad(
                     self.arrays.x, self.batch_x, self.batch_y, self.grad
                 )
-                self._last_loglik = loglik[0] / self.batch_size
+                self._chain_loglik[...] = np.asarray(loglik) / self.batch_size
+                self._last_loglik = float(self._chain_loglik.mean())
                 self.sampler_steps += 1
                 self._set_sample_scalars(k, k_samples)
                 a, g, s = self.arrays, self.grad, self.scalars
                 self.guard_fired += self.backend.fused_step(self.kind, a, g, s)
+            if self._pooled:
+                self._pooled_site_step(k_samples)
+        self._trace_append()
         self.iteration += 1
         if self.method == "ep":
             self._window += 1
@@ -370,8 +485,10 @@ class SnepWorker:
         ``train.cuda_graph``, as the replay of a CUDA graph captured at the first iteration
         of each variant (with or without the anchor refresh)."""
         record = self._inputs.host()
+        B = self.batch_size
         for k in range(k_samples):
-            record["idx"][k] = self.stream.next_indices()
+            for c, stream in enumerate(self.streams):
+                record["idx"][k][c * B : (c + 1) * B] = stream.next_indices()
             self.sampler_steps += 1
             self._set_sample_scalars(k, k_samples)
             pack_params(self.scalars, record["params"][k : k + 1].reshape(()))
@@ -392,41 +509,107 @@ class SnepWorker:
         device record only (what a CUDA graph replays): per sample the minibatch gather,
         the MLP fwd+bwd and the fused pass; then the anchor refresh when due."""
         xp, inputs, a = self.xp, self._inputs, self.arrays
+        C, B = self.n_chains, self.batch_size
+        flat_x = self.batch_x.reshape(C * B, self.batch_x.shape[2])
         loglik = None
         for k in range(k_samples):
-            xp.take(self._x_dev, inputs.idx[k], axis=0, out=self.batch_x[0])
-            xp.take(self._y_dev, inputs.idx[k], axis=0, out=self.batch_y[0])
+            xp.take(self._x_dev, inputs.idx[k], axis=0, out=flat_x)
+            xp.take(self._y_dev, inputs.idx[k], axis=0, out=self.batch_y.reshape(C * B))
             loglik = self.model.loglik_and_grad(a.x, self.batch_x, self.batch_y, self.grad)
             self.backend.fused_step_device_params(self.kind, a, self.grad, inputs.params(k))
-        self._loglik_buf[...] = loglik[0] / self.batch_size
+        if self._pooled:
+            self._pooled_site_step(k_samples)
+        xp.divide(loglik, B, out=self._chain_loglik)
+        self._loglik_buf[...] = self._chain_loglik.mean()
         if refresh:
             self._refresh_anchor()
+
+    def _pooled_site_step(self, k_samples: int) -> None:
+        """The SNEP inner step from the moments of this iteration's samples, pooled over
+        the chains (the pass accumulated them): one site for all chains, written to every
+        chain's row (Hasenclever et al. 2017, §SNEP; DESIGN §1.5), stepped on the local
+        posterior's mean parameters (``snep.site_update = "local"``,
+        :func:`~snep.samplers.reference.local_step_reference`) or on the site's."""
+        a, xp, s = self.arrays, self.xp, self.scalars
+        inv_n = 1.0 / (self.n_chains * k_samples)
+        f64 = np.float64
+        sx = a.acc_x.sum(axis=0, dtype=f64) * inv_n
+        sx2 = a.acc_x2.sum(axis=0, dtype=f64) * inv_n
+        cp, cpm = a.cavity_prec[0].astype(f64), a.cavity_pm[0].astype(f64)
+        sp, spm = a.site_prec[0].astype(f64), a.site_pm[0].astype(f64)
+        if self.config.snep.site_update == "local":
+            floor = site_precision_floor(self.config, self.n_workers, self.beta)
+            ap = a.anchor_prec[0].astype(f64)
+            prec, pm = local_step_reference(
+                sp, spm, cp, cpm, sx, sx2, s, floor, n_chains=self.n_chains, anchor_prec=ap, xp=xp
+            )
+        else:
+            prec, pm = site_step_reference(sp, spm, cp, cpm, sx, sx2, s, xp)
+        a.site_prec[...] = prec
+        a.site_pm[...] = pm
+        a.acc_x[...] = 0.0
+        a.acc_x2[...] = 0.0
+
+    def _trace_append(self) -> None:
+        """Trace this iteration's per-chain statistics (minibatch log-likelihood, a few
+        fixed coordinates) for :meth:`diagnostics`; when the buffer is full, keep every
+        other draw and trace every second iteration from then on."""
+        self._trace_tick += 1
+        if self._trace_tick < self._trace_stride:
+            return
+        self._trace_tick = 0
+        if self._trace_len == TRACE_CAPACITY:
+            half = TRACE_CAPACITY // 2
+            self._trace[:half] = self._trace[1::2].copy()
+            self._trace_len = half
+            self._trace_stride *= 2
+        row = self._trace[self._trace_len]
+        row[:, 0] = self._chain_loglik
+        row[:, 1:] = self.arrays.x[:, self._traced]
+        self._trace_len += 1
+
+    def diagnostics(self) -> dict[str, float]:
+        """Cross-chain split R-hat (max) and bulk ESS (min) of the traced statistics since
+        the last call (Vehtari et al. 2021), then a fresh interval; NaN with one chain or
+        fewer than 4 traced iterations."""
+        from snep.diagnostics import effective_sample_size, split_rhat
+
+        draws = to_host(self.backend, self._trace[: self._trace_len])
+        self._trace_len, self._trace_stride, self._trace_tick = 0, 1, 0
+        found = {"rhat_max": float("nan"), "ess_min": float("nan")}
+        if self.n_chains > 1 and len(draws) >= 4 and np.isfinite(draws).all():
+            found["rhat_max"] = float(np.max(split_rhat(draws)))
+            found["ess_min"] = float(np.min(effective_sample_size(draws)))
+        self.last_diagnostics = found
+        return found
 
     def _ep_update(self) -> None:
         """Damped EP site update from the window's sample moments (Xu et al. 2014)."""
         snep = self.config.snep
         a, xp = self.arrays, self.xp  # numpy or CuPy
-        n = max(self._window, 1)
-        mean = a.acc_x / n
-        var = xp.maximum(a.acc_x2 / n - mean * mean, snep.v_lo / self.n_workers)
+        # the window's samples of every chain (rows of acc); the site rows are identical
+        n = max(self._window, 1) * self.n_chains
+        mean = a.acc_x.sum(axis=0) / n
+        var = xp.maximum(a.acc_x2.sum(axis=0) / n - mean * mean, snep.v_lo / self.n_workers)
         tilted_prec = 1.0 / var
-        eta_prec = a.anchor_prec - a.site_prec / self.beta
-        eta_pm = a.anchor_pm - a.site_pm / self.beta
-        bad = eta_prec < snep.prec_floor
+        eta_prec = a.anchor_prec[0] - a.site_prec[0] / self.beta
+        eta_pm = a.anchor_pm[0] - a.site_pm[0] / self.beta
+        # the same guard as the fused pass (GUARD_SLACK): precision raised, mean kept
+        lam_min = snep.prec_floor - GUARD_SLACK * a.site_prec[0] / self.beta
+        bad = eta_prec < lam_min
         self.guard_fired += int(bad.sum())
-        eta_pm = xp.where(bad, snep.prec_floor * a.anchor_pm / a.anchor_prec, eta_pm)
-        eta_prec = xp.where(bad, snep.prec_floor, eta_prec)
+        eta_prec = xp.where(bad, lam_min, eta_prec)
         new_prec = self.beta * (tilted_prec - eta_prec)
         new_pm = self.beta * (tilted_prec * mean - eta_pm)
         alpha = snep.damping
-        prec = (1 - alpha) * a.site_prec + alpha * new_prec
-        pm = (1 - alpha) * a.site_pm + alpha * new_pm
+        prec = (1 - alpha) * a.site_prec[0] + alpha * new_prec
+        pm = (1 - alpha) * a.site_pm[0] + alpha * new_pm
         ok = prec > 1.0 / snep.v_hi
         self.ep_rejected += int((~ok).sum())
         m = xp.clip(pm / xp.where(ok, prec, 1.0), snep.m_lo, snep.m_hi)
         v = xp.clip(1.0 / xp.where(ok, prec, 1.0), snep.v_lo, snep.v_hi)
-        a.site_prec[...] = xp.where(ok, 1.0 / v, a.site_prec)
-        a.site_pm[...] = xp.where(ok, m / v, a.site_pm)
+        a.site_prec[...] = xp.where(ok, 1.0 / v, a.site_prec[0])
+        a.site_pm[...] = xp.where(ok, m / v, a.site_pm[0])
         a.acc_x[...] = 0.0
         a.acc_x2[...] = 0.0
         self._window = 0
@@ -469,7 +652,25 @@ class SnepWorker:
             (self.sent.precision, self.sent.precision_mean),
             scale_momentum=self.kind == SamplerKind.SGHMC,
         )
+        if self._pooled and self.config.snep.site_update == "local":
+            self._damp_site_to_guard()
         self.version = reply.version
+
+    def _damp_site_to_guard(self) -> None:
+        """After a reply lowered the cavity: the site's precision down to
+        :func:`~snep.samplers.reference.guard_cap` where it exceeds it, keeping the local
+        posterior's mean, so that the guard need not fire (the damping of the site step,
+        applied to the new cavity; pushed with the next sync)."""
+        a, xp, f64 = self.arrays, self.xp, np.float64
+        sp, spm = a.site_prec[0].astype(f64), a.site_pm[0].astype(f64)
+        cp, cpm = a.cavity_prec[0].astype(f64), a.cavity_pm[0].astype(f64)
+        floor = site_precision_floor(self.config, self.n_workers, self.beta)
+        cap = xp.maximum(guard_cap(a.anchor_prec[0].astype(f64), cp, self.scalars, xp), floor)
+        over = sp > cap  # no early exit: reading it would sync a device
+        m = (cpm + spm) / (cp + sp)
+        prec = xp.where(over, cap, sp)
+        a.site_prec[...] = prec
+        a.site_pm[...] = xp.where(over, m * (cp + prec) - cpm, spm)
 
     _COUNTERS = (
         "iteration",
@@ -500,12 +701,15 @@ class SnepWorker:
         state["previous_sent_precision"] = host(self._sent_before_push.precision)
         state["previous_sent_precision_mean"] = host(self._sent_before_push.precision_mean)
         state["counters"] = np.array([getattr(self, c) for c in self._COUNTERS], np.int64)
-        stream = self.stream.state_dict()
         state["stream"] = np.array(
-            [stream["n_examples"], stream["batch_size"], stream["seed"], stream["epoch"],
-             stream["position"]],
+            [[st["n_examples"], st["batch_size"], st["seed"], st["epoch"], st["position"]]
+             for st in (stream.state_dict() for stream in self.streams)],
             np.int64,
         )  # fmt: skip
+        state["trace"] = to_host(self.backend, self._trace[: self._trace_len])
+        state["trace_counters"] = np.array(
+            [self._trace_len, self._trace_stride, self._trace_tick], np.int64
+        )
         return state
 
     def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
@@ -527,7 +731,20 @@ class SnepWorker:
             setattr(self, name, int(value))
         self.in_flight = bool(self.in_flight)
         keys = ("n_examples", "batch_size", "seed", "epoch", "position")
-        self.stream.load_state_dict(dict(zip(keys, map(int, state["stream"]), strict=True)))
+        rows = np.asarray(state["stream"]).reshape(-1, len(keys))
+        if len(rows) != self.n_chains:
+            raise ValueError(
+                f"worker {self.worker}: the checkpoint has {len(rows)} chain stream(s), this "
+                f"worker has {self.n_chains} chains: it belongs to another config"
+            )
+        for stream, row in zip(self.streams, rows, strict=True):
+            stream.load_state_dict(dict(zip(keys, map(int, row), strict=True)))
+        if "trace" in state:
+            n_trace = len(state["trace"])
+            self._trace[:n_trace] = to_device(self.backend, state["trace"], np.float64)
+            self._trace_len, self._trace_stride, self._trace_tick = (
+                int(v) for v in state["trace_counters"]
+            )
 
     def stats(self) -> dict[str, float]:
         """Counters for the metrics stream."""
@@ -538,4 +755,5 @@ class SnepWorker:
             "guard_fired": self.guard_fired,
             "ep_rejected": self.ep_rejected,
             "minibatch_loglik": self.last_loglik,
+            **self.last_diagnostics,
         }

@@ -86,19 +86,21 @@ class CpuBackend:
         scale_momentum: bool,
     ) -> None:
         a = arrays
-        _native.reply_update(
-            a.x,
-            a.cavity_prec,
-            a.cavity_pm,
-            a.anchor_prec,
-            a.anchor_pm,
-            a.site_prec,
-            a.site_pm,
-            a.s1,
-            theta[0],
-            theta[1],
-            sent[0],
-            sent[1],
-            scale_momentum,
-            self.n_threads,
-        )
+        for c in range(a.x.shape[0]):  # one chain per call; rows are contiguous views
+            row = slice(c, c + 1)
+            _native.reply_update(
+                a.x[row],
+                a.cavity_prec[row],
+                a.cavity_pm[row],
+                a.anchor_prec[row],
+                a.anchor_pm[row],
+                a.site_prec[row],
+                a.site_pm[row],
+                a.s1[row],
+                theta[0],
+                theta[1],
+                sent[0],
+                sent[1],
+                scale_momentum,
+                self.n_threads,
+            )

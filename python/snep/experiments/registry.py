@@ -9,7 +9,13 @@ by :attr:`Arm.key`, so an arm shared by two experiments (8-worker SNEP on MNIST
 is in both ``mnist-workers`` and ``mnist-distributed``) is run once.
 
 Every arm is a plain ``snep train`` command line (:meth:`Arm.command`), so any
-run of any experiment can be reproduced by hand.
+run of any experiment can be reproduced by hand.  Every arm runs with ``--preset
+paper`` (:data:`PAPER`): the SNEP and EP arms with the paper's sampler and SNEP
+settings, and the baselines (Adam, A-SGD, EASGD), which read the sampler's step
+size, Adam moments, temperature, prior variance and ``n_sync`` from the same
+config sections, with the settings they were run with; the defaults of
+:class:`~snep.config.SamplerConfig` and :class:`~snep.config.SNEPConfig` can then
+change without changing any experiment (``docs/results.md``).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from dataclasses import dataclass
 
 from snep.errors import ConfigError
 
-__all__ = ["EXPERIMENTS", "Arm", "Experiment", "get_experiment"]
+__all__ = ["EXPERIMENTS", "PAPER", "Arm", "Experiment", "get_experiment"]
 
 
 @dataclass(frozen=True)
@@ -63,10 +69,14 @@ class Experiment:
 
 # --------------------------------------------------------------------------- settings
 
+#: The paper's reference sampler and SNEP settings (snep.config.METHOD_PRESETS["paper"]),
+#: first in every arm's command.
+PAPER = ("--preset", "paper")
+
 #: DESIGN §1.8: MNIST, 784-500-300-10, prior variance 0.5, Adam-SGLD h = 1e-3,
 #: 12,000 iterations per worker (ε = 0.02 for SNEP, below).
 MNIST_REF = (
-    "--data", "mnist", "--hidden", "500,300", "--iterations", "12000",
+    *PAPER, "--data", "mnist", "--hidden", "500,300", "--iterations", "12000",
     "--prior-var", "0.5", "--step-size", "1e-3", "--eval-every", "1000",
 )  # fmt: skip
 SITE_REF = ("--site-step", "0.02")
@@ -75,7 +85,7 @@ SITE_REF = ("--site-step", "0.02")
 #: 0.025, ε = 0.04, h = 6.5e-4, 30,000 iterations.
 DEEP_ITERATIONS = 30_000
 MNIST_DEEP = (
-    "--data", "mnist", "--hidden", ",".join(["50"] * 20), "--iterations",
+    *PAPER, "--data", "mnist", "--hidden", ",".join(["50"] * 20), "--iterations",
     str(DEEP_ITERATIONS), "--prior-var", "0.025", "--step-size", "6.5e-4",
     "--eval-every", "2000",
 )  # fmt: skip
@@ -84,14 +94,14 @@ MNIST_DEEP = (
 #: images), drawers 15-19 test (8,115); 784-400-1623 MLP; the reference
 #: SNEP/sampler settings, untuned.
 OMNIGLOT = (
-    "--data", "omniglot", "--hidden", "400", "--iterations", "3000",
+    *PAPER, "--data", "omniglot", "--hidden", "400", "--iterations", "3000",
     "--prior-var", "0.5", "--step-size", "1e-3", "--eval-every", "300",
 )  # fmt: skip
 
 #: Short 4-worker MNIST runs scored on a validation split (10% of the training
 #: data): sensitivity sweeps and the choice of settings never see the test set.
 MNIST_SHORT_VAL = (
-    "--data", "mnist", "--hidden", "500,300", "--iterations", "3000",
+    *PAPER, "--data", "mnist", "--hidden", "500,300", "--iterations", "3000",
     "--prior-var", "0.5", "--step-size", "1e-3", "--eval-every", "500",
     "--validation", "0.1", "--workers", "4",
 )  # fmt: skip

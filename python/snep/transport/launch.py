@@ -112,6 +112,8 @@ def run_mpi(
 
     world = comm or MPI.COMM_WORLD
     comm = world.Dup()
+    # every rank resolves the run length from the same data (idempotent)
+    config = config.with_data_size(dataset.n_train)
     try:
         size, rank = comm.Get_size(), comm.Get_rank()
         train = config.train
@@ -208,13 +210,17 @@ def _work(comm, config, dataset, spec, backend, worker_id, checkpoint_dir, resum
             stats["guard_fired"],
             stats["comm_seconds"],
             stats["wall_seconds"],
+            stats.get("rhat_max", np.nan),
+            stats.get("ess_min", np.nan),
         ],
         np.float64,
     )
     comm.Gather(row, None, root=0)
 
 
-_STAT_NAMES = ("iteration", "pushes", "guard_fired", "comm_seconds", "wall_seconds")
+_STAT_NAMES = (
+    "iteration", "pushes", "guard_fired", "comm_seconds", "wall_seconds", "rhat_max", "ess_min",
+)  # fmt: skip
 
 
 def _serve(comm, config, dataset, spec, backend, callback, checkpoint_dir, resume) -> FitResult:

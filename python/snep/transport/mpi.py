@@ -431,6 +431,8 @@ class WorkerLoop:
         self._pack(send_buf, KIND_DONE, w.worker, w.version)
         self.comm.Send([send_buf, MPI.DOUBLE], dest=0, tag=TAG)
         self.comm_seconds += time.perf_counter() - t0
+        if hasattr(w, "diagnostics"):  # the cross-chain R-hat/ESS since the last checkpoint
+            w.diagnostics()
         return {
             **w.stats(),
             "comm_seconds": self.comm_seconds,
