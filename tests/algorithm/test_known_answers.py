@@ -20,10 +20,13 @@ run (the server's running average).
   gold (power EP lands near the posterior but overestimates some variances).
 - An exact property: a feature that is zero in every example (appended to the design)
   leaves its weight's posterior at the prior N(0, 1), and EP's fixed point too (its
-  tilted distributions are the cavities, so its sites are flat): SNEP's q keeps it
-  within 10%.  For p-SNEP, whose sites stay proper (at least 1 / v_hi), the bound
-  (variance >= 0.8 of the prior's) is a regression guard taken from measurements
-  (0.87-0.91 at 2-8 workers), not a correctness bound.
+  tilted distributions are the cavities, so its sites are flat).  With improper sites
+  allowed (``snep.improper_sites``) SNEP's q keeps it within 10% at 1, 2 and 4
+  workers.  With the defaults (proper sites, clipped at precision 1 / v_hi) a flat
+  site is biased sharp (measured variance 0.90-0.92 of the prior's with one worker,
+  0.82-0.84 with two, 0.66-0.69 with four; p-SNEP 0.87-0.91): there the bound
+  (>= 0.6) is a regression guard taken from those measurements, not a correctness
+  bound.
 
 The references' Monte Carlo error is checked to be at most a quarter of each tolerance.
 """
@@ -57,8 +60,9 @@ def wine_shards(workers: int) -> list[tuple[np.ndarray, np.ndarray]]:
     return [(z[np.asarray(p)], y[np.asarray(p)].astype(np.int32)) for p in parts]
 
 
-def run_snep(workers: int, p_snep: bool = False, seed: int = 0):
-    """SNEP with the defaults on the wine shards; returns (mean, var, history)."""
+def run_snep(workers: int, p_snep: bool = False, seed: int = 0, **snep):
+    """SNEP with the defaults (and ``snep``) on the wine shards; returns (mean, var,
+    history)."""
     cfg = Config().replace(
         train={
             "workers": workers,
@@ -68,7 +72,7 @@ def run_snep(workers: int, p_snep: bool = False, seed: int = 0):
             "average_from": ITERATIONS // 2,
             "seed": seed,
         },
-        snep={"prior_var": 1.0, "p_snep": p_snep},
+        snep={"prior_var": 1.0, "p_snep": p_snep, **snep},
     )
     p = 15
     sim = simulate(
@@ -83,7 +87,7 @@ def run_snep(workers: int, p_snep: bool = False, seed: int = 0):
     return server.average_mean, server.average_var, sim.history
 
 
-def check_close(mean, var, ref, mean_tol, var_lo, var_hi, what, prior_var_lo=0.9):
+def check_close(mean, var, ref, mean_tol, var_lo, var_hi, what, prior_var_lo=0.6):
     """Means within ``mean_tol`` reference sd, variance ratios in [var_lo, var_hi]; the
     unreached weight at the prior (variance in [prior_var_lo, 1.1])."""
     ref_mean, ref_var = np.asarray(ref["mean"]), np.asarray(ref["var"])
@@ -109,6 +113,17 @@ def test_snep_one_worker_matches_gold_posterior():
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("workers", [1, 2, 4])
+def test_improper_sites_keep_an_unreached_weight_at_its_prior(workers):
+    mean, var, _ = run_snep(workers, improper_sites=True)
+    ref = REF["gold"] if workers == 1 else REF["ep"][str(workers)]
+    check_close(
+        mean, var, ref, MEAN_TOL_SD, VAR_LO, VAR_HI, f"SNEP {workers} workers, improper sites",
+        prior_var_lo=1.0 - PRIOR_VAR_TOL,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", [2, 4])
 def test_snep_workers_match_ep_fixed_point(workers):
     mean, var, _ = run_snep(workers)
@@ -129,5 +144,5 @@ def test_p_snep_is_stable_and_near_gold(workers):
     )
     check_close(
         mean, var, REF["gold"], P_MEAN_TOL_SD, P_VAR_LO, P_VAR_HI,
-        f"p-SNEP {workers} workers vs gold", prior_var_lo=0.8,
+        f"p-SNEP {workers} workers vs gold",
     )  # fmt: skip

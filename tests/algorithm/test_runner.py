@@ -125,3 +125,17 @@ def test_easgd_elastic_exchange_is_symmetric():
     np.testing.assert_allclose(server.center, MOVING_RATE * x)
     # the worker then moves by the same force: x - alpha (x - c_old)
     np.testing.assert_allclose(x - MOVING_RATE * (x - reply.precision), (1 - MOVING_RATE) * x)
+
+
+def test_sampler_step_per_datum_scales_with_data_and_temperature():
+    from snep.algorithm.worker import pass_scalars
+
+    def step(n_workers=4, **sampler):
+        cfg = Config().replace(sampler=sampler)
+        return pass_scalars(cfg, 1.0, 250, 100, 0, n_workers).step_size
+
+    assert step() == pytest.approx(1.0 / (4 * 250))  # SGHMC, per datum
+    assert step(kind="sgld", step_size=2.0) == pytest.approx(2.0 / 1000)
+    assert step(temperature=0.5) == pytest.approx(0.5 / 1000)
+    assert step(step_unit="absolute", step_size=3e-3) == 3e-3
+    assert step(kind="psgld", step_size=3e-3) == 3e-3  # preconditioned: as given

@@ -259,7 +259,7 @@ def chain_diagnostics(workers: Sequence[SnepWorker]) -> dict[str, float]:
     found = [w.diagnostics() for w in workers]
     for w, d in zip(workers, found, strict=True):
         if d["rhat_max"] > RHAT_WARN:
-            warn_rhat(w.worker, d["rhat_max"])
+            warn_rhat(w.worker)
     rhat = [d["rhat_max"] for d in found if np.isfinite(d["rhat_max"])]
     ess = [d["ess_min"] for d in found if np.isfinite(d["ess_min"])]
     return {
@@ -268,14 +268,16 @@ def chain_diagnostics(workers: Sequence[SnepWorker]) -> dict[str, float]:
     }
 
 
-def warn_rhat(worker: int, rhat: float) -> None:
-    """Warn that worker ``worker``'s chains disagree (R-hat ``rhat`` > 1.1)."""
+def warn_rhat(worker: int) -> None:
+    """Warn that worker ``worker``'s chains disagree (R-hat > 1.1); the same text at every
+    interval, so that Python shows it once per worker (the values are in the metrics)."""
     import warnings
 
     warnings.warn(
-        f"worker {worker}: cross-chain R-hat {rhat:.3g} > 1.1 over an evaluation interval: "
-        "its chains have not mixed, so the tilted moments (and the sites) are unreliable; "
-        "run longer, or raise sampler.step_size / snep.n_chains (metrics: rhat_max, ess_min)",
+        f"worker {worker}: cross-chain R-hat > 1.1 over an evaluation interval: its chains "
+        "disagree (not mixed, or in different modes), so the tilted moments and the sites "
+        "are unreliable; run longer, or change sampler.step_size / snep.n_chains (values: "
+        "rhat_max, ess_min in metrics.jsonl)",
         RuntimeWarning,
         stacklevel=2,
     )

@@ -66,7 +66,7 @@ def chains_per_worker(config: Config) -> int:
     return config.snep.n_chains if config.train.method in ("snep", "ep") else 1
 
 
-#: share of the prior's precision that n improper sites may remove together
+#: share of the prior's precision that the n improper sites may take from q together
 IMPROPER_SHARE = 0.9
 
 
@@ -75,11 +75,15 @@ def site_precision_floor(config: Config, n_workers: int, beta: float) -> float:
 
     ``1 / v_hi`` (a proper site), unless ``snep.improper_sites`` and ``beta = 1``: then
     ``-0.9 / (prior_var n)``, so that the n sites together remove at most 90% of the
-    prior's precision and q and every cavity stay proper (at least 10% of it).  A site
-    that should be flat then fluctuates around zero instead of being held above
-    ``1 / v_hi``, which biased it sharp (:func:`~snep.samplers.reference.local_step_reference`).
-    p-SNEP keeps proper sites: with improper ones its 4- and 8-worker runs on the wine
-    regression diverged.
+    prior's precision and q and every cavity stay proper, whatever the asynchrony (a
+    bound relative to the worker's cavity would not be: stale cavities let the sites
+    overshoot together).  A site that should be flat then fluctuates around zero
+    instead of being held above ``1 / v_hi``, which biases it sharp
+    (:func:`~snep.samplers.reference.local_step_reference`).  Off by default: on an MLP
+    (MNIST, 4 workers) the flattened sites let the chains diverge, with this bound and
+    with one keeping each q_loc at least 90% as precise as the prior; p-SNEP keeps
+    proper sites (with improper ones its 4- and 8-worker runs on the wine regression
+    diverged).
     """
     snep = config.snep
     if snep.improper_sites and beta == 1.0:
@@ -104,11 +108,13 @@ TRACE_CAPACITY = 512
 
 
 def sampler_step(config: Config, n_local: int, n_workers: int) -> float:
-    """The sampler's step size: ``sampler.step_size``, divided for SGLD and SGHMC by the
-    data size ``n_workers * n_local`` when ``sampler.step_unit = "data"``."""
+    """The sampler's step size: ``sampler.step_size``, for SGLD and SGHMC with
+    ``sampler.step_unit = "data"`` times ``T / (n_workers * n_local)``: the tilted
+    distribution's curvature grows like the data size over the temperature."""
     sampler = config.sampler
-    per_datum = sampler.step_unit == "data" and sampler.kind in ("sgld", "sghmc")
-    return sampler.step_size / (n_workers * n_local) if per_datum else sampler.step_size
+    if sampler.step_unit == "data" and sampler.kind in ("sgld", "sghmc"):
+        return sampler.step_size * sampler.temperature / (n_workers * n_local)
+    return sampler.step_size
 
 
 def pass_scalars(

@@ -215,7 +215,7 @@ def local_step_reference(
     sx: Any,
     sx2: Any,
     p: PassScalars,
-    prec_min: float,
+    prec_min: Any,
     n_chains: int = 1,
     anchor_prec: Any = None,
     xp: Any = np,
