@@ -15,6 +15,8 @@ run (the server's running average).
 - SNEP, 2 and 4 workers (beta = 1): SNEP's fixed points are EP's, so the same
   tolerances against the EP fixed point of the same shards (not the gold: diagonal EP
   on shards underestimates variances).
+- EP with MCMC moments (SMS, ``train.method = "ep"``), 1, 2 and 4 workers: the same
+  tolerances against the gold (1 worker) and the EP fixed points.
 - p-SNEP (beta = 1/n), 2, 4 and 8 workers: stable (the guard does not fire after the
   first tenth of the run), means within 0.25 sd and variances within x[0.67, 2] of the
   gold (power EP lands near the posterior but overestimates some variances).
@@ -60,11 +62,12 @@ def wine_shards(workers: int) -> list[tuple[np.ndarray, np.ndarray]]:
     return [(z[np.asarray(p)], y[np.asarray(p)].astype(np.int32)) for p in parts]
 
 
-def run_snep(workers: int, p_snep: bool = False, seed: int = 0, **snep):
-    """SNEP with the defaults (and ``snep``) on the wine shards; returns (mean, var,
-    history)."""
+def run_snep(workers: int, p_snep: bool = False, seed: int = 0, method: str = "snep", **snep):
+    """SNEP (or ``method``) with the defaults (and ``snep``) on the wine shards; returns
+    (mean, var, history)."""
     cfg = Config().replace(
         train={
+            "method": method,
             "workers": workers,
             "iterations": ITERATIONS,
             "batch_size": 178,
@@ -131,6 +134,14 @@ def test_snep_workers_match_ep_fixed_point(workers):
         mean, var, REF["ep"][str(workers)], MEAN_TOL_SD, VAR_LO, VAR_HI,
         f"SNEP {workers} workers vs the EP fixed point",
     )  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [1, 2, 4])
+def test_ep_sms_matches_gold_and_ep_fixed_points(workers):
+    mean, var, _ = run_snep(workers, method="ep")
+    ref = REF["gold"] if workers == 1 else REF["ep"][str(workers)]
+    check_close(mean, var, ref, MEAN_TOL_SD, VAR_LO, VAR_HI, f"EP/SMS {workers} workers")
 
 
 @pytest.mark.slow

@@ -25,7 +25,7 @@ pytestmark = [
 def snep_train(n_ranks: int, tmp_path, *extra: str) -> subprocess.CompletedProcess:
     cmd = [
         MPIEXEC, "-n", str(n_ranks), sys.executable, "-m", "snep", "train",
-        "--iterations", "150", "--eval-every", "50", "--hidden", "16", "--site-step", "0.1",
+        "--iterations", "150", "--eval-every", "50", "--hidden", "16",
         "--out", str(tmp_path), "--name", "run", "--no-progress", *extra,
     ]  # fmt: skip
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
@@ -88,7 +88,7 @@ def test_synchronous_mpi_run_equals_the_in_process_run_bitwise(tmp_path):
     from snep.cli import main
 
     argv = ["train", "--workers", "3", "--config", str(cfg), "--iterations", "150",
-            "--eval-every", "50", "--hidden", "16", "--site-step", "0.1",
+            "--eval-every", "50", "--hidden", "16",
             "--out", str(tmp_path), "--name", "inproc", "--no-progress", "-q"]  # fmt: skip
     assert main(argv) == 0
     with np.load(tmp_path / "run" / "posterior.npz") as a:

@@ -16,12 +16,13 @@ every ``n_sync`` iterations (at most one request in flight) it pushes
 sets the cavity and shifts the chain so its standardised position is kept.
 
 ``method="ep"`` is the EP-with-MCMC-moments / SMS variant (Xu et al. 2014):
-the tilted moments are estimated from the samples of a window of ``n_inner``
+the tilted moments are estimated from the samples of a window of ``ep_window``
 iterations and the site is set by a damped EP update.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 
 import numpy as np
@@ -38,6 +39,7 @@ from snep.samplers.noise import NOISE_STREAM_SAMPLER
 from snep.samplers.reference import (
     GUARD_SLACK,
     ChainArrays,
+    chain_variance,
     guard_cap,
     local_step_reference,
     site_step_reference,
@@ -453,7 +455,10 @@ class SnepWorker:
         snep = self.config.snep
         self.scalars.site_step = snep.site_step(self.iteration)
         k_samples = self._samples_per_iteration()
-        refresh = (self.iteration + 1) % snep.n_inner == 0
+        # SNEP refreshes its anchor every n_inner iterations; EP/SMS updates its site from
+        # a window of ep_window iterations (and refreshes the anchor then)
+        period = snep.n_inner if self.method == "snep" else snep.ep_window
+        refresh = (self.iteration + 1) % period == 0
         refresh_on_device = refresh and self.method == "snep" and self._on_device
         if self._on_device:
             self._step_device(k_samples, refresh_on_device)
@@ -546,9 +551,13 @@ class SnepWorker:
         if self.config.snep.site_update == "local":
             floor = site_precision_floor(self.config, self.n_workers, self.beta)
             ap = a.anchor_prec[0].astype(f64)
+            var_hat = None
+            if self.n_chains > 1:
+                sx, var_hat = chain_variance(a.acc_x, a.acc_x2, k_samples, xp)
             prec, pm = local_step_reference(
-                sp, spm, cp, cpm, sx, sx2, s, floor, n_chains=self.n_chains, anchor_prec=ap, xp=xp
-            )
+                sp, spm, cp, cpm, sx, sx2, s, floor, n_chains=self.n_chains, anchor_prec=ap,
+                xp=xp, var_hat=var_hat,
+            )  # fmt: skip
         else:
             prec, pm = site_step_reference(sp, spm, cp, cpm, sx, sx2, s, xp)
         a.site_prec[...] = prec
@@ -590,11 +599,17 @@ class SnepWorker:
         return found
 
     def _ep_update(self) -> None:
-        """Damped EP site update from the window's sample moments (Xu et al. 2014)."""
+        """Damped EP site update from the window's sample moments of every chain (Xu et
+        al. 2014): damped in moment space with ``site_update = "local"`` (the step of
+        :func:`~snep.samplers.reference.local_step_reference` with ``eps = damping``),
+        else in natural parameters."""
         snep = self.config.snep
         a, xp = self.arrays, self.xp  # numpy or CuPy
         # the window's samples of every chain (rows of acc); the site rows are identical
         n = max(self._window, 1) * self.n_chains
+        if snep.site_update == "local":
+            self._ep_update_moments(n)
+            return
         mean = a.acc_x.sum(axis=0) / n
         var = xp.maximum(a.acc_x2.sum(axis=0) / n - mean * mean, snep.v_lo / self.n_workers)
         tilted_prec = 1.0 / var
@@ -616,6 +631,32 @@ class SnepWorker:
         v = xp.clip(1.0 / xp.where(ok, prec, 1.0), snep.v_lo, snep.v_hi)
         a.site_prec[...] = xp.where(ok, 1.0 / v, a.site_prec[0])
         a.site_pm[...] = xp.where(ok, m / v, a.site_pm[0])
+        a.acc_x[...] = 0.0
+        a.acc_x2[...] = 0.0
+        self._window = 0
+
+    def _ep_update_moments(self, n_samples: int) -> None:
+        """EP/SMS damped in moment space: q_loc's moments move by ``damping`` towards the
+        window's pooled tilted moments, the site is q_loc minus the cavity.  Damping in
+        natural parameters inverts a noisy variance (``E[1 / v] > 1 / E[v]``), which
+        sharpened the sites: measured on the wine regression, variances x0.75-0.83 of
+        the gold with one worker and x0.24-0.38 of the EP fixed point with four."""
+        a, xp, f64 = self.arrays, self.xp, np.float64
+        sx = a.acc_x.sum(axis=0, dtype=f64) / n_samples
+        sx2 = a.acc_x2.sum(axis=0, dtype=f64) / n_samples
+        var_hat = None
+        if self.n_chains > 1:
+            sx, var_hat = chain_variance(a.acc_x, a.acc_x2, n_samples // self.n_chains, xp)
+        scalars = dataclasses.replace(self.scalars, site_step=self.config.snep.damping)
+        prec, pm = local_step_reference(
+            a.site_prec[0].astype(f64), a.site_pm[0].astype(f64), a.cavity_prec[0].astype(f64),
+            a.cavity_pm[0].astype(f64), sx, sx2, scalars,
+            site_precision_floor(self.config, self.n_workers, self.beta),
+            n_chains=self.n_chains, anchor_prec=a.anchor_prec[0].astype(f64), xp=xp,
+            var_hat=var_hat,
+        )  # fmt: skip
+        a.site_prec[...] = prec
+        a.site_pm[...] = pm
         a.acc_x[...] = 0.0
         a.acc_x2[...] = 0.0
         self._window = 0

@@ -26,6 +26,7 @@ from snep.samplers.scalars import PassScalars, SamplerKind
 __all__ = [
     "GUARD_SLACK",
     "ChainArrays",
+    "chain_variance",
     "fused_step_reference",
     "guard_cap",
     "local_step_reference",
@@ -219,6 +220,7 @@ def local_step_reference(
     n_chains: int = 1,
     anchor_prec: Any = None,
     xp: Any = np,
+    var_hat: Any = None,
 ) -> tuple[Any, Any]:
     """The SNEP inner step taken on the local posterior's moments (``site_update =
     "local"``), elementwise; returns the new site ``(precision, precision_mean)``.
@@ -236,7 +238,8 @@ def local_step_reference(
         v <- (1 - eps) v + eps (sx2 - sx^2) + eps (1 - eps) (sx - m)^2   (one chain)
 
     With several chains the variance moves towards their unbiased cross-chain variance
-    (exact for one sample per chain and iteration), so a drift of the chains away from
+    (``var_hat`` when given: the worker passes :func:`chain_variance`, which is
+    unbiased also for several autocorrelated samples per chain), so a drift of the chains away from
     q's mean (a network learning) moves the mean without inflating the variance; one
     chain needs the mean-parameter form, whose ``(sx - m)^2`` term is its only
     variance information.  A site that should flatten (a weight its shard does not
@@ -272,7 +275,9 @@ def local_step_reference(
     m = (cavity_pm + site_pm) * v
     eps = p.site_step / p.inv_beta  # power EP's step: beta (proj(tilted) - q)
     d = sx - m
-    if n_chains > 1:
+    if var_hat is not None:
+        v_new = (1.0 - eps) * v + eps * var_hat
+    elif n_chains > 1:
         v_new = (1.0 - eps) * v + eps * (n_chains / (n_chains - 1.0)) * (sx2 - sx * sx)
     else:
         v_new = (1.0 - eps) * v + eps * (sx2 - sx * sx) + eps * (1.0 - eps) * d * d
@@ -283,6 +288,23 @@ def local_step_reference(
         prec_max = xp.minimum(prec_max, xp.maximum(cap, prec_min))
     prec = xp.clip(1.0 / v_new - cavity_prec, prec_min, prec_max)
     return prec, m_new * (cavity_prec + prec) - cavity_pm
+
+
+def chain_variance(acc_x: Any, acc_x2: Any, n_per_chain: int, xp: Any = np) -> tuple[Any, Any]:
+    """Pooled mean and variance estimate from per-chain sums of ``x`` and ``x^2`` over
+    ``n_per_chain`` samples each (rows of ``acc_x``/``acc_x2``, two or more chains).
+
+    ``var = mean_c(within_c) + B``, the within-chain variance (about each chain's own
+    mean, normalised by ``n``) plus the variance of the chain means (``ddof = 1``):
+    for stationary chains started independently ``E[within_c] = v - Var(mean_c)`` and
+    ``E[B] = Var(mean_c)`` whatever the autocorrelation, so the sum is unbiased (it is
+    Gelman & Rubin's ``var+`` without the ``(n - 1) / n``); one sample per chain leaves
+    the cross-chain variance ``C / (C - 1) (sx2 - sx^2)``.
+    """
+    f64 = np.float64
+    means = acc_x.astype(f64) / n_per_chain
+    within = (acc_x2.astype(f64) / n_per_chain - means * means).mean(axis=0)
+    return means.mean(axis=0), within + means.var(axis=0, ddof=1)
 
 
 def guard_cap(anchor_prec: Any, cavity_prec: Any, p: PassScalars, xp: Any = np) -> Any:
