@@ -282,3 +282,19 @@ def test_chain_trace_validation():
     with pytest.raises(ValueError, match="complex"):
         trace.append(np.ones((2, 3)) * 1j)
     assert len(trace) == 0 and trace.n_appended == 0
+
+
+def test_chain_trace_restores_from_its_draws_and_counters():
+    rng = np.random.default_rng(3)
+    a, b = ChainTrace(2, 3, capacity=8), ChainTrace(2, 3, capacity=8)
+    for _ in range(21):
+        a.append(rng.normal(size=(2, 3)))
+    b.restore(a.draws(), *a.counters()[1:])
+    assert b.counters() == a.counters()
+    for _ in range(9):
+        v = rng.normal(size=(2, 3))
+        a.append(v)
+        b.append(v)
+    np.testing.assert_array_equal(a.draws(), b.draws())
+    with pytest.raises(ValueError, match="saved draws have shape"):
+        b.restore(np.zeros((9, 2, 3)), 1, 9)

@@ -27,6 +27,8 @@ index independent statistics and every result has their shape.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -381,6 +383,11 @@ class ChainTrace:
         Number of statistics per chain (``>= 1``).
     capacity : int, default 4096
         Most draws stored (``>= 4``, the fewest the diagnostics need).
+    xp : module, default numpy
+        Array module of the buffer and of the appended values (CuPy for a worker on a
+        GPU: appending is a device copy, nothing is read back until :meth:`summary`).
+    to_host : callable, default numpy.asarray
+        Turns an ``xp`` array into a NumPy array (e.g. ``cupy.asnumpy``).
 
     Raises
     ------
@@ -388,7 +395,14 @@ class ChainTrace:
         If an argument is not an integer in its range.
     """
 
-    def __init__(self, n_chains: int, n_stats: int, capacity: int = 4096) -> None:
+    def __init__(
+        self,
+        n_chains: int,
+        n_stats: int,
+        capacity: int = 4096,
+        xp: Any = np,
+        to_host: Callable[[Any], np.ndarray] = np.asarray,
+    ) -> None:
         for name, value, low in (
             ("n_chains", n_chains, 1),
             ("n_stats", n_stats, 1),
@@ -401,7 +415,9 @@ class ChainTrace:
         self.n_chains = int(n_chains)
         self.n_stats = int(n_stats)
         self.capacity = int(capacity)
-        self._buf = np.empty((self.capacity, self.n_chains, self.n_stats), np.float64)
+        self._xp = xp
+        self._to_host = to_host
+        self._buf = xp.zeros((self.capacity, self.n_chains, self.n_stats), np.float64)
         self.reset()
 
     def reset(self) -> None:
@@ -425,8 +441,24 @@ class ChainTrace:
         return self._appended
 
     def draws(self) -> np.ndarray:
-        """A copy of the stored draws, ``(len(self), n_chains, n_stats)``."""
-        return self._buf[: self._len].copy()
+        """A host copy of the stored draws, ``(len(self), n_chains, n_stats)``."""
+        return np.array(self._to_host(self._buf[: self._len]), np.float64)
+
+    def counters(self) -> tuple[int, int, int]:
+        """``(len, stride, appended)``: with :meth:`draws`, the whole state."""
+        return self._len, self._stride, self._appended
+
+    def restore(self, draws: Any, stride: int, appended: int) -> None:
+        """Restore a state saved as :meth:`draws` and :meth:`counters` (a checkpoint);
+        ``draws`` is an array of ``xp`` (copied to the device first on a GPU)."""
+        n = int(draws.shape[0])
+        if n > self.capacity or tuple(draws.shape[1:]) != (self.n_chains, self.n_stats):
+            raise ValueError(
+                f"saved draws have shape {tuple(draws.shape)}; expected at most "
+                f"({self.capacity}, {self.n_chains}, {self.n_stats})"
+            )
+        self._buf[:n] = draws
+        self._len, self._stride, self._appended = n, int(stride), int(appended)
 
     def append(self, values: np.ndarray) -> None:
         """Record one iteration: ``values`` shaped ``(n_chains, n_stats)``, copied in.
@@ -436,15 +468,18 @@ class ChainTrace:
         ValueError
             If ``values`` is not a real array of shape ``(n_chains, n_stats)``.
         """
-        if np.iscomplexobj(values):
-            raise ValueError("values must be real, got complex values")
-        try:
-            v = np.asarray(values, dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(
-                f"values must be a real host (NumPy) array of shape "
-                f"({self.n_chains}, {self.n_stats}), got {type(values).__name__}"
-            ) from exc
+        if self._xp is np:
+            if np.iscomplexobj(values):
+                raise ValueError("values must be real, got complex values")
+            try:
+                v = np.asarray(values, dtype=np.float64)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(
+                    f"values must be a real host (NumPy) array of shape "
+                    f"({self.n_chains}, {self.n_stats}), got {type(values).__name__}"
+                ) from exc
+        else:  # a device array: copied on the device, never read here
+            v = values
         if v.shape != (self.n_chains, self.n_stats):
             raise ValueError(
                 f"values has shape {v.shape}; expected (n_chains, n_stats) = "
@@ -457,7 +492,7 @@ class ChainTrace:
         if self._len == self.capacity:
             # thin: keep stored draws 0, 2, 4, ... (appends that are multiples of 2 stride)
             kept = (self._len + 1) // 2
-            self._buf[:kept] = self._buf[0 : self._len : 2]
+            self._buf[:kept] = self._buf[0 : self._len : 2].copy()  # no overlapping copy
             self._len = kept
             self._stride *= 2
             if index % self._stride:
@@ -479,7 +514,7 @@ class ChainTrace:
         """
         if self._len < _MIN_DRAWS:
             return {"rhat_max": math.nan, "ess_min": math.nan, "ess_per_chain_min": math.nan}
-        draws = self._buf[: self._len]
+        draws = self.draws()
         rhat_max = float(np.max(split_rhat(draws)))
         ess_min = float(np.min(effective_sample_size(draws)))
         return {

@@ -33,6 +33,7 @@ from snep.backends.base import array_module, require_graph_capture, to_device, t
 from snep.backends.cuda_fused import pack_params
 from snep.config import Config
 from snep.data.minibatch import MinibatchStream, gather_batch
+from snep.diagnostics import ChainTrace
 from snep.errors import ConfigError
 from snep.family import DiagGaussian
 from snep.samplers.noise import NOISE_STREAM_SAMPLER
@@ -160,9 +161,9 @@ class SnepWorker:
 
     The chains share the worker's site, anchor and cavity (stored once per chain row,
     identical rows, so that the fused pass reads them per chain) and draw independent
-    minibatches and noise.  With one chain the site step is fused in the sampler pass;
-    with several, the pass accumulates each chain's moments and the site step uses the
-    moments pooled over chains and samples (:meth:`_pooled_site_step`).  Chains start
+    minibatches and noise.  The pass accumulates each chain's moments and the site step
+    uses the moments pooled over chains and samples (:meth:`_pooled_site_step`); only
+    the paper's step on the site with one chain stays fused in the pass.  Chains start
     dispersed: drawn from the local posterior ``cavity + site`` at registration.
 
     Parameters
@@ -242,10 +243,11 @@ class SnepWorker:
         self._traced = to_device(
             backend, np.sort(rng.choice(P, min(N_TRACED_COORDS, P), replace=False)), np.int64
         )
-        self._trace = xp.zeros((TRACE_CAPACITY, C, 1 + int(self._traced.size)), np.float64)
-        self._trace_len = 0
-        self._trace_stride = 1
-        self._trace_tick = 0
+        n_stats = 1 + int(self._traced.size)
+        self._trace = ChainTrace(
+            C, n_stats, TRACE_CAPACITY, xp=xp, to_host=lambda a: to_host(backend, a)
+        )
+        self._trace_row = xp.zeros((C, n_stats), np.float64)
         self._chain_loglik = xp.zeros(C, np.float64)
         self.last_diagnostics = {"rhat_max": float("nan"), "ess_min": float("nan")}
         # float64 views of the site: the last one pushed, the one before (restored
@@ -567,34 +569,22 @@ class SnepWorker:
 
     def _trace_append(self) -> None:
         """Trace this iteration's per-chain statistics (minibatch log-likelihood, a few
-        fixed coordinates) for :meth:`diagnostics`; when the buffer is full, keep every
-        other draw and trace every second iteration from then on."""
-        self._trace_tick += 1
-        if self._trace_tick < self._trace_stride:
-            return
-        self._trace_tick = 0
-        if self._trace_len == TRACE_CAPACITY:
-            half = TRACE_CAPACITY // 2
-            self._trace[:half] = self._trace[1::2].copy()
-            self._trace_len = half
-            self._trace_stride *= 2
-        row = self._trace[self._trace_len]
+        fixed coordinates) for :meth:`diagnostics` (:class:`~snep.diagnostics.ChainTrace`
+        thins them to a bound; on a device nothing is read back here)."""
+        row = self._trace_row
         row[:, 0] = self._chain_loglik
         row[:, 1:] = self.arrays.x[:, self._traced]
-        self._trace_len += 1
+        self._trace.append(row)
 
     def diagnostics(self) -> dict[str, float]:
         """Cross-chain split R-hat (max) and bulk ESS (min) of the traced statistics since
         the last call (Vehtari et al. 2021), then a fresh interval; NaN with one chain or
         fewer than 4 traced iterations."""
-        from snep.diagnostics import effective_sample_size, split_rhat
-
-        draws = to_host(self.backend, self._trace[: self._trace_len])
-        self._trace_len, self._trace_stride, self._trace_tick = 0, 1, 0
         found = {"rhat_max": float("nan"), "ess_min": float("nan")}
-        if self.n_chains > 1 and len(draws) >= 4 and np.isfinite(draws).all():
-            found["rhat_max"] = float(np.max(split_rhat(draws)))
-            found["ess_min"] = float(np.min(effective_sample_size(draws)))
+        if self.n_chains > 1:
+            summary = self._trace.summary()
+            found = {k: summary[k] for k in found}
+        self._trace.reset()
         self.last_diagnostics = found
         return found
 
@@ -753,10 +743,8 @@ class SnepWorker:
              for st in (stream.state_dict() for stream in self.streams)],
             np.int64,
         )  # fmt: skip
-        state["trace"] = to_host(self.backend, self._trace[: self._trace_len])
-        state["trace_counters"] = np.array(
-            [self._trace_len, self._trace_stride, self._trace_tick], np.int64
-        )
+        state["trace"] = self._trace.draws()
+        state["trace_counters"] = np.array(self._trace.counters(), np.int64)
         return state
 
     def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
@@ -787,11 +775,9 @@ class SnepWorker:
         for stream, row in zip(self.streams, rows, strict=True):
             stream.load_state_dict(dict(zip(keys, map(int, row), strict=True)))
         if "trace" in state:
-            n_trace = len(state["trace"])
-            self._trace[:n_trace] = to_device(self.backend, state["trace"], np.float64)
-            self._trace_len, self._trace_stride, self._trace_tick = (
-                int(v) for v in state["trace_counters"]
-            )
+            _, stride, appended = (int(v) for v in state["trace_counters"])
+            draws = to_device(self.backend, np.asarray(state["trace"]), np.float64)
+            self._trace.restore(draws, stride, appended)
 
     def stats(self) -> dict[str, float]:
         """Counters for the metrics stream."""
