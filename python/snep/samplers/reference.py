@@ -302,9 +302,13 @@ def chain_variance(acc_x: Any, acc_x2: Any, n_per_chain: int, xp: Any = np) -> t
     the cross-chain variance ``C / (C - 1) (sx2 - sx^2)``.
     """
     f64 = np.float64
-    means = acc_x.astype(f64) / n_per_chain
-    within = (acc_x2.astype(f64) / n_per_chain - means * means).mean(axis=0)
-    return means.mean(axis=0), within + means.var(axis=0, ddof=1)
+    c, n = acc_x.shape[0], float(n_per_chain)
+    # sums over the chains in float64 without (C, P) float64 temporaries
+    mean = acc_x.sum(axis=0, dtype=f64) / (c * n)
+    mean_x2 = acc_x2.sum(axis=0, dtype=f64) / (c * n)  # mean_c of each chain's E[x^2]
+    mean_m2 = (acc_x * acc_x).sum(axis=0, dtype=f64) / (c * n * n)  # mean_c(mean_c^2)
+    between = (mean_m2 - mean * mean) * (c / (c - 1.0))
+    return mean, (mean_x2 - mean_m2) + between
 
 
 def guard_cap(anchor_prec: Any, cavity_prec: Any, p: PassScalars, xp: Any = np) -> Any:
