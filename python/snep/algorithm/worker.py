@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -360,11 +361,6 @@ class SnepWorker:
             idx = stream.next_indices()
             gather_batch(self.x_data, self.y_data, idx, self.batch_x[c], self.batch_y[c])
 
-    @property
-    def stream(self) -> MinibatchStream:
-        """The first chain's minibatch stream."""
-        return self.streams[0]
-
     def _collect_fired(self) -> None:
         """Add the guard firings a device backend counted since the last read (a sync)."""
         if self._defer_fired:
@@ -540,28 +536,44 @@ class SnepWorker:
     def _pooled_site_step(self, k_samples: int) -> None:
         """The SNEP inner step from the moments of this iteration's samples, pooled over
         the chains (the pass accumulated them): one site for all chains, written to every
-        chain's row (Hasenclever et al. 2017, §SNEP; DESIGN §1.5), stepped on the local
-        posterior's mean parameters (``snep.site_update = "local"``,
-        :func:`~snep.samplers.reference.local_step_reference`) or on the site's."""
-        a, xp, s = self.arrays, self.xp, self.scalars
-        inv_n = 1.0 / (self.n_chains * k_samples)
-        f64 = np.float64
-        sx = a.acc_x.sum(axis=0, dtype=f64) * inv_n
-        sx2 = a.acc_x2.sum(axis=0, dtype=f64) * inv_n
-        cp, cpm = a.cavity_prec[0].astype(f64), a.cavity_pm[0].astype(f64)
-        sp, spm = a.site_prec[0].astype(f64), a.site_pm[0].astype(f64)
-        if self.config.snep.site_update == "local":
-            floor = site_precision_floor(self.config, self.n_workers, self.beta)
-            ap = a.anchor_prec[0].astype(f64)
+        chain's row (Hasenclever et al. 2017, §SNEP; DESIGN §1.5)."""
+        self._site_step_from_acc(k_samples, self.scalars)
+
+    def _rows64(self) -> tuple[Any, Any, Any, Any]:
+        """Float64 copies of the site and the cavity (row 0; the rows are identical)."""
+        a, f64 = self.arrays, np.float64
+        return (
+            a.site_prec[0].astype(f64), a.site_pm[0].astype(f64),
+            a.cavity_prec[0].astype(f64), a.cavity_pm[0].astype(f64),
+        )  # fmt: skip
+
+    def _site_step_from_acc(self, n_per_chain: int, scalars: PassScalars) -> None:
+        """The site step from the accumulated samples (``n_per_chain`` per chain), then
+        fresh accumulators: on the local posterior's moments (``snep.site_update =
+        "local"``, :func:`~snep.samplers.reference.local_step_reference`; several chains
+        give their unbiased pooled variance, :func:`~snep.samplers.reference.chain_variance`)
+        or on the site's mean parameters (:func:`~snep.samplers.reference.site_step_reference`);
+        ``scalars.site_step`` is the step (the SNEP schedule, or EP's damping)."""
+        a, xp, f64 = self.arrays, self.xp, np.float64
+        sp, spm, cp, cpm = self._rows64()
+        local = self.config.snep.site_update == "local"
+        if local and self.n_chains > 1:
+            sx, var_hat = chain_variance(a.acc_x, a.acc_x2, n_per_chain, xp)
+            sx2 = None
+        else:
+            inv_n = 1.0 / (self.n_chains * n_per_chain)
+            sx = a.acc_x.sum(axis=0, dtype=f64) * inv_n
+            sx2 = a.acc_x2.sum(axis=0, dtype=f64) * inv_n
             var_hat = None
-            if self.n_chains > 1:
-                sx, var_hat = chain_variance(a.acc_x, a.acc_x2, k_samples, xp)
+        if local:
             prec, pm = local_step_reference(
-                sp, spm, cp, cpm, sx, sx2, s, floor, n_chains=self.n_chains, anchor_prec=ap,
-                xp=xp, var_hat=var_hat,
+                sp, spm, cp, cpm, sx, sx2, scalars,
+                site_precision_floor(self.config, self.n_workers, self.beta),
+                n_chains=self.n_chains, anchor_prec=a.anchor_prec[0].astype(f64), xp=xp,
+                var_hat=var_hat,
             )  # fmt: skip
         else:
-            prec, pm = site_step_reference(sp, spm, cp, cpm, sx, sx2, s, xp)
+            prec, pm = site_step_reference(sp, spm, cp, cpm, sx, sx2, scalars, xp)
         a.site_prec[...] = prec
         a.site_pm[...] = pm
         a.acc_x[...] = 0.0
@@ -595,11 +607,11 @@ class SnepWorker:
         else in natural parameters."""
         snep = self.config.snep
         a, xp = self.arrays, self.xp  # numpy or CuPy
+        if snep.site_update == "local":
+            self._ep_update_moments(max(self._window, 1))
+            return
         # the window's samples of every chain (rows of acc); the site rows are identical
         n = max(self._window, 1) * self.n_chains
-        if snep.site_update == "local":
-            self._ep_update_moments(n)
-            return
         mean = a.acc_x.sum(axis=0) / n
         var = xp.maximum(a.acc_x2.sum(axis=0) / n - mean * mean, snep.v_lo / self.n_workers)
         tilted_prec = 1.0 / var
@@ -625,30 +637,14 @@ class SnepWorker:
         a.acc_x2[...] = 0.0
         self._window = 0
 
-    def _ep_update_moments(self, n_samples: int) -> None:
+    def _ep_update_moments(self, window: int) -> None:
         """EP/SMS damped in moment space: q_loc's moments move by ``damping`` towards the
         window's pooled tilted moments, the site is q_loc minus the cavity.  Damping in
         natural parameters inverts a noisy variance (``E[1 / v] > 1 / E[v]``), which
         sharpened the sites: measured on the wine regression, variances x0.75-0.83 of
         the gold with one worker and x0.24-0.38 of the EP fixed point with four."""
-        a, xp, f64 = self.arrays, self.xp, np.float64
-        sx = a.acc_x.sum(axis=0, dtype=f64) / n_samples
-        sx2 = a.acc_x2.sum(axis=0, dtype=f64) / n_samples
-        var_hat = None
-        if self.n_chains > 1:
-            sx, var_hat = chain_variance(a.acc_x, a.acc_x2, n_samples // self.n_chains, xp)
-        scalars = dataclasses.replace(self.scalars, site_step=self.config.snep.damping)
-        prec, pm = local_step_reference(
-            a.site_prec[0].astype(f64), a.site_pm[0].astype(f64), a.cavity_prec[0].astype(f64),
-            a.cavity_pm[0].astype(f64), sx, sx2, scalars,
-            site_precision_floor(self.config, self.n_workers, self.beta),
-            n_chains=self.n_chains, anchor_prec=a.anchor_prec[0].astype(f64), xp=xp,
-            var_hat=var_hat,
-        )  # fmt: skip
-        a.site_prec[...] = prec
-        a.site_pm[...] = pm
-        a.acc_x[...] = 0.0
-        a.acc_x2[...] = 0.0
+        damping = self.config.snep.damping
+        self._site_step_from_acc(window, dataclasses.replace(self.scalars, site_step=damping))
         self._window = 0
 
     # ------------------------------------------------------------------ sync
@@ -699,8 +695,7 @@ class SnepWorker:
         posterior's mean, so that the guard need not fire (the damping of the site step,
         applied to the new cavity; pushed with the next sync)."""
         a, xp, f64 = self.arrays, self.xp, np.float64
-        sp, spm = a.site_prec[0].astype(f64), a.site_pm[0].astype(f64)
-        cp, cpm = a.cavity_prec[0].astype(f64), a.cavity_pm[0].astype(f64)
+        sp, spm, cp, cpm = self._rows64()
         floor = site_precision_floor(self.config, self.n_workers, self.beta)
         cap = xp.maximum(guard_cap(a.anchor_prec[0].astype(f64), cp, self.scalars, xp), floor)
         over = sp > cap  # no early exit: reading it would sync a device
