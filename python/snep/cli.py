@@ -63,6 +63,7 @@ _FLAG_KEYS: dict[str, tuple[str, str]] = {
     "sampler": ("sampler", "kind"),
     "step_size": ("sampler", "step_size"),
     "step_unit": ("sampler", "step_unit"),
+    "temperature": ("sampler", "temperature"),
     "n_chains": ("snep", "n_chains"),
     "beta": ("snep", "beta"),
     "p_snep": ("snep", "p_snep"),
@@ -257,6 +258,13 @@ def _add_train(sub: Any) -> None:
         choices=("data", "absolute"),
         help=f"'data': SGLD/SGHMC's step is per datum, divided by the data size "
         f"(default {d.sampler.step_unit}); 'absolute': used as it is",
+    )
+    g.add_argument(
+        "--temperature",
+        type=float,
+        metavar="T",
+        help=f"the likelihood is divided by T, the prior is not (default "
+        f"{d.sampler.temperature}: the posterior; T < 1 sharpens it)",
     )
     g = p.add_argument_group("SNEP (table [snep])")
     g.add_argument(

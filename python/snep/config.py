@@ -266,6 +266,7 @@ class SNEPConfig:
     n_chains: int = 8
     site_update: str = "local"
     improper_sites: bool = False
+    score_cv: bool = True
     prior_var: float = 0.5
     v_init: float = 0.01
     m_lo: float = -10.0
@@ -288,8 +289,9 @@ class SNEPConfig:
         _int_at_least("snep.n_samples", self.n_samples, 1)
         _int_at_least("snep.n_chains", self.n_chains, 1)
         _one_of("snep.site_update", self.site_update, SITE_UPDATES)
-        if not isinstance(self.improper_sites, bool):
-            _fail("snep.improper_sites", self.improper_sites, "true or false")
+        for key in ("improper_sites", "score_cv"):
+            if not isinstance(getattr(self, key), bool):
+                _fail(f"snep.{key}", getattr(self, key), "true or false")
         for key in ("prior_var", "v_init", "v_lo", "v_hi", "prec_floor"):
             _positive(f"snep.{key}", getattr(self, key))
         if not self.m_lo < self.m_hi:
@@ -608,6 +610,7 @@ METHOD_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "n_chains": 1,
             "site_update": "site",
             "improper_sites": False,
+            "score_cv": False,
             "prior_var": 0.5,
             "v_init": 0.01,
             "m_lo": -10.0,

@@ -33,7 +33,10 @@ added).  It holds:
     environment variables), ``data`` (``name``, ``n_train``, ``n_test``,
     ``n_features``, ``n_classes``), ``P`` (number of parameters),
     ``layer_sizes``, ``wall_seconds`` (training time), ``final`` (the last
-    evaluation record) and ``stats`` (the run's counters, per worker too).
+    evaluation record), ``stats`` (the run's counters, per worker too) and, for
+    SNEP and EP, ``posterior_checks`` (:func:`snep.exact_checks.posterior_checks`:
+    the fractions of weights at the precision cap and at ``v_hi``, and the variance
+    ratio to the prior of the weights fed by inputs no training example lights).
 ``plot.png``
     Test error and NLL against epochs per worker (:func:`snep.plot.plot_history`);
     absent with ``--no-plot``.
@@ -438,7 +441,22 @@ def make_summary(
         "evaluations": len(result.history),
         "final": dict(result.final),
         "stats": result.stats,
+        **_posterior_checks(result, config, dataset),
     }
+
+
+def _posterior_checks(result: FitResult, config: Config, dataset: Dataset) -> dict[str, Any]:
+    """``{"posterior_checks": ...}`` for SNEP and EP runs (:mod:`snep.exact_checks`)."""
+    if config.train.method not in ("snep", "ep"):
+        return {}
+    from snep.exact_checks import posterior_checks
+
+    snep_cfg = config.snep
+    checks = posterior_checks(
+        result.posterior, dataset.x_train, prior_var=snep_cfg.prior_var,
+        n_workers=config.train.workers, v_lo=snep_cfg.v_lo, v_hi=snep_cfg.v_hi,
+    )  # fmt: skip
+    return {"posterior_checks": checks}
 
 
 def write_summary(run_dir: str | Path, summary: Mapping[str, Any]) -> Path:

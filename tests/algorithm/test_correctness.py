@@ -155,6 +155,12 @@ def test_gaussian_means_posterior_is_recovered(workers):
         observer=trace,
     )
     means, variances = np.asarray(trace.means), np.asarray(trace.vars)
+    # the site's tilted moments use the score as a control variate (snep.score_cv, the
+    # default): the identities E[g] = 0, E[(x - m) g] = -1 hold for the target, not for
+    # the chain's discretised stationary law, so for this Gaussian target the
+    # estimate is the exact posterior's variance, not SGLD's fixed point (x1.07 here;
+    # measured without the control variate: that fixed point)
+    fp_var = var
     if workers == 1:
         # Tolerance: 5 Monte Carlo standard errors (from the ESS) plus a margin
         # for SNEP's O(eps) stochastic-approximation bias with a constant final

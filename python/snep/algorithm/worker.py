@@ -41,12 +41,15 @@ from snep.samplers.noise import NOISE_STREAM_SAMPLER
 from snep.samplers.reference import (
     GUARD_SLACK,
     ChainArrays,
+    chain_covariance,
     chain_variance,
     guard_cap,
     local_step_reference,
+    score_corrected_moments,
     site_step_reference,
 )
 from snep.samplers.scalars import PassScalars, SamplerKind
+from snep.samplers.score import accumulate_score
 
 __all__ = ["SnepWorker", "chains_per_worker", "pass_scalars", "worker_seed"]
 
@@ -109,6 +112,12 @@ def chain_stream_seed(seed: int, chain: int) -> int:
 N_TRACED_COORDS = 3
 #: stored draws of the diagnostics trace per evaluation interval (thinned beyond)
 TRACE_CAPACITY = 512
+
+
+#: rate of the running estimate of the gradient's variance (the score control variate)
+VAR_G_RATE = 0.05
+#: chains the score control variate needs: two halves of at least two
+MIN_CV_CHAINS = 4
 
 
 def sampler_step(config: Config, n_local: int, n_workers: int) -> float:
@@ -224,6 +233,21 @@ class SnepWorker:
         P = int(np.asarray(x0).size)
         self.arrays = ChainArrays.zeros(C, P, dtype, xp)
         self.grad = xp.zeros((C, P), dtype)
+        # the score control variate of the pooled site step (snep.score_cv): per chain,
+        # sums of the log tilted density's gradient g and of x g at the samples
+        self._score_cv = (
+            snep.score_cv and snep.site_update == "local" and C >= MIN_CV_CHAINS
+            and self.method in ("snep", "ep")
+        )  # fmt: skip
+        self._acc_g = xp.zeros((C, P), dtype) if self._score_cv else None
+        self._acc_xg = xp.zeros((C, P), dtype) if self._score_cv else None
+        self._acc_g2 = xp.zeros((C, P), dtype) if self._score_cv else None
+        # a running estimate of the gradient's variance (chains and minibatches), from
+        # the earlier site steps: the control variate's coefficient (inf: none yet)
+        self._var_g = (
+            to_device(backend, np.full((2, P), np.inf), np.float64) if self._score_cv else None
+        )
+        self._halves = (slice(0, C // 2), slice(C // 2, C))
         self.batch_x = np.zeros((C, self.batch_size, self.x_data.shape[1]), dtype)
         self.batch_y = np.zeros((C, self.batch_size), np.int32)
         self._on_device = xp is not np
@@ -439,7 +463,10 @@ class SnepWorker:
         s = self.scalars
         s.set_step(self.kind, self.sampler_steps)
         if self._pooled:  # accumulate every chain's samples; the site step comes after
-            s.accumulate, s.update_site, s.inv_n_acc = 1, 0, 0.0
+            # (with the score control variate the worker accumulates before the pass)
+            s.accumulate, s.update_site, s.inv_n_acc = int(not self._score_cv), 0, 0.0
+        elif self.method == "ep" and self._score_cv:
+            s.accumulate, s.update_site, s.inv_n_acc = 0, 0, 0.0
         elif self.method == "snep":
             last = k == k_samples - 1
             s.accumulate = int(k_samples > 1)
@@ -470,6 +497,8 @@ class SnepWorker:
                 self._last_loglik = float(self._chain_loglik.mean())
                 self.sampler_steps += 1
                 self._set_sample_scalars(k, k_samples)
+                if self._score_cv:
+                    self._accumulate_score()
                 a, g, s = self.arrays, self.grad, self.scalars
                 self.guard_fired += self.backend.fused_step(self.kind, a, g, s)
             if self._pooled:
@@ -525,6 +554,8 @@ class SnepWorker:
             xp.take(self._x_dev, inputs.idx[k], axis=0, out=flat_x)
             xp.take(self._y_dev, inputs.idx[k], axis=0, out=self.batch_y.reshape(C * B))
             loglik = self.model.loglik_and_grad(a.x, self.batch_x, self.batch_y, self.grad)
+            if self._score_cv:
+                self._accumulate_score()
             self.backend.fused_step_device_params(self.kind, a, self.grad, inputs.params(k))
         if self._pooled:
             self._pooled_site_step(k_samples)
@@ -532,6 +563,46 @@ class SnepWorker:
         self._loglik_buf[...] = self._chain_loglik.mean()
         if refresh:
             self._refresh_anchor()
+
+    def _accumulate_score(self) -> None:
+        """Accumulate this iteration's samples (before the pass moves them) for the score
+        control variate (:func:`snep.samplers.score.accumulate_score`)."""
+        accumulate_score(
+            self.arrays, self.grad, self._acc_g, self._acc_xg, self._acc_g2, self.scalars,
+            self.xp,
+        )  # fmt: skip
+
+    def _score_moments(self, n_per_chain: int) -> tuple[Any, Any]:
+        """The tilted mean and variance from the accumulated samples with the score as
+        a control variate (:func:`~snep.samplers.reference.score_corrected_moments`),
+        cross-fitted: the chains form two halves, and each half's estimate takes its
+        coefficient from the *other* half's running gradient variance, which is
+        independent of it (a coefficient from the same chains' recent spread correlates
+        with the samples it corrects: measured on the wine regression with 4 workers,
+        variances x1.08-1.14 of the EP fixed point, against x0.98-1.01 cross-fitted).
+        The halves' estimates, each unbiased, are averaged by size; then the
+        accumulators start afresh."""
+        a, xp, f64 = self.arrays, self.xp, np.float64
+        anchor = a.anchor_prec[0].astype(f64)
+        C = self.n_chains
+        mean = var = 0.0
+        fresh_var_g = []
+        for h, rows in enumerate(self._halves):
+            acc_x, acc_g = a.acc_x[rows], self._acc_g[rows]
+            mean_x, var_x = chain_variance(acc_x, a.acc_x2[rows], n_per_chain, xp)
+            _, mean_g, cov_xg = chain_covariance(acc_x, acc_g, self._acc_xg[rows], n_per_chain, xp)
+            m_h, v_h = score_corrected_moments(
+                mean_x, var_x, mean_g, cov_xg, anchor, self._var_g[1 - h], xp
+            )
+            share = (rows.stop - rows.start) / C
+            mean, var = mean + share * m_h, var + share * v_h
+            fresh_var_g.append(chain_variance(acc_g, self._acc_g2[rows], n_per_chain, xp)[1])
+        for h, var_g in enumerate(fresh_var_g):
+            old = self._var_g[h]
+            old[...] = xp.where(xp.isinf(old), var_g, (1.0 - VAR_G_RATE) * old + VAR_G_RATE * var_g)
+        for acc in (self._acc_g, self._acc_xg, self._acc_g2):
+            acc[...] = 0.0
+        return mean, xp.maximum(var, 0.0)
 
     def _pooled_site_step(self, k_samples: int) -> None:
         """The SNEP inner step from the moments of this iteration's samples, pooled over
@@ -560,6 +631,8 @@ class SnepWorker:
         if local and self.n_chains > 1:
             sx, var_hat = chain_variance(a.acc_x, a.acc_x2, n_per_chain, xp)
             sx2 = None
+            if self._score_cv:
+                sx, var_hat = self._score_moments(n_per_chain)
         else:
             inv_n = 1.0 / (self.n_chains * n_per_chain)
             sx = a.acc_x.sum(axis=0, dtype=f64) * inv_n
@@ -738,6 +811,11 @@ class SnepWorker:
              for st in (stream.state_dict() for stream in self.streams)],
             np.int64,
         )  # fmt: skip
+        if self._score_cv:
+            state["acc_g"] = to_host(self.backend, self._acc_g)
+            state["acc_xg"] = to_host(self.backend, self._acc_xg)
+            state["acc_g2"] = to_host(self.backend, self._acc_g2)
+            state["score_var_g"] = to_host(self.backend, self._var_g)
         state["trace"] = self._trace.draws()
         state["trace_counters"] = np.array(self._trace.counters(), np.int64)
         return state
@@ -769,6 +847,11 @@ class SnepWorker:
             )
         for stream, row in zip(self.streams, rows, strict=True):
             stream.load_state_dict(dict(zip(keys, map(int, row), strict=True)))
+        if self._score_cv and "acc_g" in state:
+            self._acc_g[...] = to_device(self.backend, state["acc_g"], self._acc_g.dtype)
+            self._acc_xg[...] = to_device(self.backend, state["acc_xg"], self._acc_xg.dtype)
+            self._acc_g2[...] = to_device(self.backend, state["acc_g2"], self._acc_g2.dtype)
+            self._var_g[...] = to_device(self.backend, state["score_var_g"], np.float64)
         if "trace" in state:
             _, stride, appended = (int(v) for v in state["trace_counters"])
             draws = to_device(self.backend, np.asarray(state["trace"]), np.float64)

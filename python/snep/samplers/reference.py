@@ -311,6 +311,58 @@ def chain_variance(acc_x: Any, acc_x2: Any, n_per_chain: int, xp: Any = np) -> t
     return mean, (mean_x2 - mean_m2) + between
 
 
+def chain_covariance(
+    acc_x: Any, acc_y: Any, acc_xy: Any, n_per_chain: int, xp: Any = np
+) -> tuple[Any, Any, Any]:
+    """Pooled means of ``x`` and ``y`` and their covariance estimate from per-chain sums
+    of ``x``, ``y`` and ``x y`` over ``n_per_chain`` samples each (two or more chains):
+    :func:`chain_variance`'s estimator with ``y`` for the second ``x`` (within-chain
+    covariance plus the covariance of the chain means, ``ddof = 1``)."""
+    f64 = np.float64
+    c, n = acc_x.shape[0], float(n_per_chain)
+    mean_x = acc_x.sum(axis=0, dtype=f64) / (c * n)
+    mean_y = acc_y.sum(axis=0, dtype=f64) / (c * n)
+    mean_xy = acc_xy.sum(axis=0, dtype=f64) / (c * n)
+    mean_mm = (acc_x * acc_y).sum(axis=0, dtype=f64) / (c * n * n)
+    between = (mean_mm - mean_x * mean_y) * (c / (c - 1.0))
+    return mean_x, mean_y, (mean_xy - mean_mm) + between
+
+
+def score_corrected_moments(
+    mean_x: Any,
+    var_x: Any,
+    mean_g: Any,
+    cov_xg: Any,
+    precision: Any,
+    var_g: Any = None,
+    xp: Any = np,
+) -> tuple[Any, Any]:
+    """Tilted moments with the score as a control variate (zero-variance MCMC, Assaraf &
+    Caffarel 1999; Mira, Solgi & Imparato 2013), elementwise.
+
+    ``g`` is the gradient of the log tilted density at the samples (any unbiased
+    estimate: the minibatch gradient will do) and ``precision`` a fixed guess of the
+    tilted precision, chosen before the samples were drawn (the anchor's).  Under the
+    tilted distribution ``E[g] = 0`` and ``E[(x - m) g] = -1`` (integration by parts), so::
+
+        m_hat = mean_x + mean_g / precision
+        v_hat = var_x + (1 + cov_xg) / precision
+
+    are unbiased whatever ``precision``; where the tilted distribution is Gaussian with
+    that precision (a weight no datum reaches, whose site is flat: the tilted
+    distribution is the cavity), the sampling noise cancels exactly.  The noise left
+    grows with the likelihood's departure from the guess, so it is small for weakly
+    informed weights, where the plain sample variance's noise, turned into a site
+    precision and clipped at a proper site, sharpened the sites (DESIGN §1.5).
+    """
+    if var_g is None:
+        return mean_x + mean_g / precision, var_x + (1.0 + cov_xg) / precision
+    # the minimum-variance coefficients under a Gaussian tilted distribution whose
+    # gradient estimates carry noise: Var(g) = precision + noise variance
+    var_g = xp.maximum(var_g, precision)
+    return mean_x + mean_g / var_g, var_x + 2.0 * (1.0 + cov_xg) / (precision + var_g)
+
+
 def guard_cap(anchor_prec: Any, cavity_prec: Any, p: PassScalars, xp: Any = np) -> Any:
     """The largest site precision that keeps the tilted factor ``anchor - site / beta``,
     now and after the next anchor refresh (``anchor = cavity + site``), at or above the
