@@ -168,11 +168,13 @@ def test_gaussian_means_posterior_is_recovered(workers):
         # mean, a ratio, is biased by O(eps) |m| (measured: 0.4% of |m| at
         # eps = 0.005, growing with eps and N_inner).  Margins: 1% of |m| + 1%
         # of an sd for means, 3% for variances.
-        est_mean, se_mean = mean_and_se(means)
+        est_mean, se_mean = mean_and_se(means, min_ess=0)
         err_mean = np.abs(est_mean - fp_mean)
         tol_mean = 5 * se_mean + 0.01 * (np.abs(fp_mean) + np.sqrt(var))
         assert np.all(err_mean < tol_mean), f"means off by {err_mean / np.sqrt(var)} sd"
-        est_var, se_var = mean_and_se(variances)
+        # with the control variate the variance trace barely moves (for a Gaussian
+        # target the estimate is exact), so its ESS is not gated, only its SE
+        est_var, se_var = mean_and_se(variances, min_ess=0)
         err_var = np.abs(est_var - fp_var)
         assert np.all(err_var < 5 * se_var + 0.03 * fp_var), f"variance ratio {est_var / fp_var}"
         assert np.all(se_mean < 0.02 * np.sqrt(var)) and np.all(se_var < 0.02 * var)

@@ -40,8 +40,8 @@ def test_chain_covariance_is_within_plus_between_chains():
     np.testing.assert_allclose(cov, within + between, rtol=1e-10)
 
 
-@pytest.mark.parametrize("var_g", [None, 3.0])
-def test_exact_for_a_gaussian_target_whatever_the_samples(var_g):
+@pytest.mark.parametrize("noise_var", [None, 0.0, 3.0])
+def test_exact_for_a_gaussian_target_whatever_the_samples(noise_var):
     # a weight no datum reaches under a flat site: the tilted distribution is the
     # cavity N(m, 1 / lam) and the score is h - lam x exactly; samples far from it
     lam, m = 2.5, 0.7
@@ -51,17 +51,17 @@ def test_exact_for_a_gaussian_target_whatever_the_samples(var_g):
     sx, sx2, sg, sxg, _ = _sums(x, g)
     mean_x, var_x = chain_variance(sx, sx2, 1)
     _, mean_g, cov = chain_covariance(sx, sg, sxg, 1)
-    vg = None if var_g is None else np.full(3, var_g)
-    mean, var = score_corrected_moments(mean_x, var_x, mean_g, cov, np.full(3, lam), vg)
-    if var_g is None or var_g <= lam:  # the coefficient is the target's precision
+    nv = None if noise_var is None else np.full(3, noise_var)
+    mean, var = score_corrected_moments(mean_x, var_x, mean_g, cov, np.full(3, lam), nv)
+    if not noise_var:  # the coefficients are the target's precision's
         np.testing.assert_allclose(mean, m, rtol=1e-12)
         np.testing.assert_allclose(var, 1.0 / lam, rtol=1e-12)
     else:  # shrunk: still unbiased (checked below), not exact
         assert np.all(np.isfinite(var))
 
 
-@pytest.mark.parametrize("precision, var_g", [(1.0, None), (0.3, None), (1.0, 5.0)])
-def test_unbiased_for_a_non_gaussian_target(precision, var_g):
+@pytest.mark.parametrize("precision, noise_var", [(1.0, None), (0.3, None), (1.0, 5.0)])
+def test_unbiased_for_a_non_gaussian_target(precision, noise_var):
     # p = 0.5 N(-1, 0.5^2) + 0.5 N(1.5, 1): exact draws, score in closed form
     w, mu, sd = np.array([0.5, 0.5]), np.array([-1.0, 1.5]), np.array([0.5, 1.0])
     true_mean = float(w @ mu)
@@ -81,8 +81,8 @@ def test_unbiased_for_a_non_gaussian_target(precision, var_g):
         sx, sx2, sg, sxg, _ = _sums(x[r][..., None], g[r][..., None])
         mean_x, var_x = chain_variance(sx, sx2, n)
         _, mean_g, cov = chain_covariance(sx, sg, sxg, n)
-        vg = None if var_g is None else np.array([var_g])
-        m, v = score_corrected_moments(mean_x, var_x, mean_g, cov, np.array([precision]), vg)
+        nv = None if noise_var is None else np.array([noise_var])
+        m, v = score_corrected_moments(mean_x, var_x, mean_g, cov, np.array([precision]), nv)
         means.append(m[0])
         variances.append(v[0])
     means, variances = np.array(means), np.array(variances)

@@ -114,8 +114,8 @@ N_TRACED_COORDS = 3
 TRACE_CAPACITY = 512
 
 
-#: rate of the running estimate of the gradient's variance (the score control variate)
-VAR_G_RATE = 0.05
+#: rate of the running estimate of the gradient noise's variance (score control variate)
+NOISE_VAR_RATE = 0.05
 #: chains the score control variate needs: two halves of at least two
 MIN_CV_CHAINS = 4
 
@@ -242,11 +242,14 @@ class SnepWorker:
         self._acc_g = xp.zeros((C, P), dtype) if self._score_cv else None
         self._acc_xg = xp.zeros((C, P), dtype) if self._score_cv else None
         self._acc_g2 = xp.zeros((C, P), dtype) if self._score_cv else None
-        # a running estimate of the gradient's variance (chains and minibatches), from
-        # the earlier site steps: the control variate's coefficient (inf: none yet)
-        self._var_g = (
-            to_device(backend, np.full((2, P), np.inf), np.float64) if self._score_cv else None
-        )
+        # per half of the chains, running estimates (from the earlier site steps) of the
+        # gradient noise's variance and of the curvature: the control variates'
+        # coefficients
+        self._score_stats = None
+        if self._score_cv:  # rows: gradient noise variance (inf: none yet), var x, cov(x, g)
+            stats = np.zeros((2, 3, P))
+            stats[:, 0] = np.inf
+            self._score_stats = to_device(backend, stats, np.float64)
         self._halves = (slice(0, C // 2), slice(C // 2, C))
         self.batch_x = np.zeros((C, self.batch_size, self.x_data.shape[1]), dtype)
         self.batch_y = np.zeros((C, self.batch_size), np.int32)
@@ -575,31 +578,44 @@ class SnepWorker:
     def _score_moments(self, n_per_chain: int) -> tuple[Any, Any]:
         """The tilted mean and variance from the accumulated samples with the score as
         a control variate (:func:`~snep.samplers.reference.score_corrected_moments`),
-        cross-fitted: the chains form two halves, and each half's estimate takes its
-        coefficient from the *other* half's running gradient variance, which is
-        independent of it (a coefficient from the same chains' recent spread correlates
-        with the samples it corrects: measured on the wine regression with 4 workers,
-        variances x1.08-1.14 of the EP fixed point, against x0.98-1.01 cross-fitted).
-        The halves' estimates, each unbiased, are averaged by size; then the
-        accumulators start afresh."""
+        cross-fitted: the chains form two halves, and each half's estimate takes the
+        gradient noise variance of its coefficients from the *other* half's running
+        estimate, which is independent of it (coefficients from the same chains' recent
+        spread correlate with the samples they correct: measured on the wine regression
+        with 4 workers, variances x1.08-1.14 of the EP fixed point, against
+        x0.98-1.02 cross-fitted).  The noise variance is the residual variance of
+        ``g`` after its regression on ``x`` (zero for a weight no datum reaches, whose
+        score is linear in it).  The halves' estimates, each unbiased, are averaged by
+        size; then the accumulators start afresh."""
         a, xp, f64 = self.arrays, self.xp, np.float64
         anchor = a.anchor_prec[0].astype(f64)
         C = self.n_chains
         mean = var = 0.0
-        fresh_var_g = []
+        fresh_noise = []
         for h, rows in enumerate(self._halves):
             acc_x, acc_g = a.acc_x[rows], self._acc_g[rows]
             mean_x, var_x = chain_variance(acc_x, a.acc_x2[rows], n_per_chain, xp)
             _, mean_g, cov_xg = chain_covariance(acc_x, acc_g, self._acc_xg[rows], n_per_chain, xp)
+            # the other half's running curvature (the slope of g on x) where it is
+            # positive, else the anchor's precision
+            o_var, o_cov = self._score_stats[1 - h, 1], self._score_stats[1 - h, 2]
+            curv = -o_cov / xp.maximum(o_var, np.finfo(f64).tiny)
+            guess = xp.where(xp.isfinite(curv) & (curv > 0), curv, anchor)
             m_h, v_h = score_corrected_moments(
-                mean_x, var_x, mean_g, cov_xg, anchor, self._var_g[1 - h], xp
+                mean_x, var_x, mean_g, cov_xg, guess, self._score_stats[1 - h, 0]
             )
             share = (rows.stop - rows.start) / C
             mean, var = mean + share * m_h, var + share * v_h
-            fresh_var_g.append(chain_variance(acc_g, self._acc_g2[rows], n_per_chain, xp)[1])
-        for h, var_g in enumerate(fresh_var_g):
-            old = self._var_g[h]
-            old[...] = xp.where(xp.isinf(old), var_g, (1.0 - VAR_G_RATE) * old + VAR_G_RATE * var_g)
+            _, var_g = chain_variance(acc_g, self._acc_g2[rows], n_per_chain, xp)
+            explained = cov_xg * cov_xg / xp.maximum(var_x, np.finfo(f64).tiny)
+            fresh_noise.append((xp.maximum(var_g - explained, 0.0), var_x, cov_xg))
+        for h, fresh in enumerate(fresh_noise):
+            first = xp.isinf(self._score_stats[h, 0])  # no estimate yet: take this one
+            for k, value in enumerate(fresh):
+                old = self._score_stats[h, k]
+                old[...] = xp.where(
+                    first, value, (1.0 - NOISE_VAR_RATE) * old + NOISE_VAR_RATE * value
+                )
         for acc in (self._acc_g, self._acc_xg, self._acc_g2):
             acc[...] = 0.0
         return mean, xp.maximum(var, 0.0)
@@ -815,7 +831,7 @@ class SnepWorker:
             state["acc_g"] = to_host(self.backend, self._acc_g)
             state["acc_xg"] = to_host(self.backend, self._acc_xg)
             state["acc_g2"] = to_host(self.backend, self._acc_g2)
-            state["score_var_g"] = to_host(self.backend, self._var_g)
+            state["score_noise_var"] = to_host(self.backend, self._score_stats)
         state["trace"] = self._trace.draws()
         state["trace_counters"] = np.array(self._trace.counters(), np.int64)
         return state
@@ -851,7 +867,7 @@ class SnepWorker:
             self._acc_g[...] = to_device(self.backend, state["acc_g"], self._acc_g.dtype)
             self._acc_xg[...] = to_device(self.backend, state["acc_xg"], self._acc_xg.dtype)
             self._acc_g2[...] = to_device(self.backend, state["acc_g2"], self._acc_g2.dtype)
-            self._var_g[...] = to_device(self.backend, state["score_var_g"], np.float64)
+            self._score_stats[...] = to_device(self.backend, state["score_noise_var"], np.float64)
         if "trace" in state:
             _, stride, appended = (int(v) for v in state["trace_counters"])
             draws = to_device(self.backend, np.asarray(state["trace"]), np.float64)
