@@ -37,3 +37,24 @@ def test_perfectly_calibrated_predictions_have_small_ece():
 def test_classification_metrics_prefix():
     out = classification_metrics(np.eye(3), np.arange(3), "bma_")
     assert out == {"bma_error": 0.0, "bma_nll": pytest.approx(0.0, abs=1e-9), "bma_ece": 0.0}
+
+
+def test_auroc_against_the_pairwise_definition():
+    from snep.metrics import auroc
+
+    rng = np.random.default_rng(0)
+    pos = np.round(rng.normal(1.0, 1.0, 60), 1)  # rounded: ties between and within
+    neg = np.round(rng.normal(0.0, 1.0, 80), 1)
+    pairs = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])
+    assert auroc(pos, neg) == pytest.approx(pairs.mean(), abs=1e-12)
+    assert auroc([2.0, 3.0], [0.0, 1.0]) == 1.0 and auroc([0.0], [1.0]) == 0.0
+    assert auroc([1.0, 1.0], [1.0]) == 0.5
+    with pytest.raises(ValueError, match="both kinds"):
+        auroc([], [1.0])
+
+
+def test_predictive_entropy():
+    from snep.metrics import predictive_entropy
+
+    probs = np.array([[1.0, 0.0, 0.0], [1 / 3, 1 / 3, 1 / 3], [0.5, 0.5, 0.0]])
+    np.testing.assert_allclose(predictive_entropy(probs), [0.0, np.log(3), np.log(2)], atol=1e-9)

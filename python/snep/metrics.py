@@ -9,7 +9,14 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["classification_metrics", "expected_calibration_error", "nll", "test_error"]
+__all__ = [
+    "auroc",
+    "classification_metrics",
+    "expected_calibration_error",
+    "nll",
+    "predictive_entropy",
+    "test_error",
+]
 
 _TINY = 1e-12
 
@@ -48,3 +55,35 @@ def classification_metrics(probs: np.ndarray, y: np.ndarray, prefix: str = "") -
         f"{prefix}nll": nll(probs, y),
         f"{prefix}ece": expected_calibration_error(probs, y),
     }
+
+
+def predictive_entropy(probs: np.ndarray) -> np.ndarray:
+    """Entropy (nats) of each row of ``probs`` (N, K): the predictive uncertainty."""
+    p = np.asarray(probs, np.float64)
+    return -np.sum(p * np.log(np.maximum(p, _TINY)), axis=1)
+
+
+def auroc(scores_positive: np.ndarray, scores_negative: np.ndarray) -> float:
+    """Area under the ROC curve of a score that should be higher for the positives.
+
+    The probability that a random positive outscores a random negative, ties counted
+    one half (the Mann-Whitney U statistic over ``n_pos * n_neg``), from mid-ranks.
+    """
+    pos = np.asarray(scores_positive, np.float64).ravel()
+    neg = np.asarray(scores_negative, np.float64).ravel()
+    if pos.size == 0 or neg.size == 0:
+        raise ValueError(
+            f"auroc needs scores of both kinds; got {pos.size} positive and {neg.size} "
+            "negative: pass non-empty arrays"
+        )
+    both = np.concatenate([pos, neg])
+    order = np.argsort(both, kind="mergesort")
+    ranks = np.empty(both.size)
+    sorted_scores = both[order]
+    # mid-ranks (1-based) of tied runs
+    starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
+    ends = np.r_[starts[1:], both.size]
+    mid = (starts + ends + 1) / 2.0
+    ranks[order] = np.repeat(mid, ends - starts)
+    u = ranks[: pos.size].sum() - pos.size * (pos.size + 1) / 2.0
+    return float(u / (pos.size * neg.size))

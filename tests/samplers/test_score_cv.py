@@ -126,3 +126,38 @@ def test_host_accumulation_matches_the_array_expressions_and_float64():
     for arrays in (a, b):
         np.testing.assert_allclose(arrays.acc_x - f.acc_x, x0, rtol=1e-6, atol=1e-6)
         np.testing.assert_allclose(arrays.acc_x2 - f.acc_x2, x0 * x0, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("first", [True, False])
+def test_host_score_moments_equal_the_array_expressions_bitwise(first):
+    from snep.samplers.reference import ChainArrays
+    from snep.samplers.score import score_moments
+
+    class NotNumpy:  # numpy, but not `np` itself: forces the array-expression path
+        def __getattr__(self, name):
+            return getattr(np, name)
+
+    C, P = 7, 9  # halves of 3 and 4 chains
+
+    def make():
+        rng = np.random.default_rng(5)
+        a = ChainArrays.zeros(C, P, np.float32, np)
+        for arr in a.arrays():
+            arr[...] = rng.normal(size=(C, P))
+        a.anchor_prec[...] = np.abs(a.anchor_prec) + 1
+        accs = [rng.normal(size=(C, P)).astype(np.float32) for _ in range(3)]
+        accs[2] = np.abs(accs[2]) + 3
+        stats = np.abs(rng.normal(size=(2, 3, P)))
+        stats[0, 2] *= -1  # a positive curvature guess in one half, the anchor's in the other
+        if first:
+            stats[:, 0] = np.inf
+        return a, accs, stats
+
+    out = []
+    for xp in (np, NotNumpy()):
+        a, accs, stats = make()
+        mean, var = score_moments(a, *accs, stats, 3, 2, 0.05, xp)
+        assert all(np.all(acc == 0) for acc in accs)
+        out.append((mean, var, stats))
+    for host, expr in zip(*out, strict=True):
+        np.testing.assert_array_equal(host, expr)

@@ -41,15 +41,13 @@ from snep.samplers.noise import NOISE_STREAM_SAMPLER
 from snep.samplers.reference import (
     GUARD_SLACK,
     ChainArrays,
-    chain_covariance,
     chain_variance,
     guard_cap,
     local_step_reference,
-    score_corrected_moments,
     site_step_reference,
 )
 from snep.samplers.scalars import PassScalars, SamplerKind
-from snep.samplers.score import accumulate_score
+from snep.samplers.score import accumulate_score, score_moments
 
 __all__ = ["SnepWorker", "chains_per_worker", "pass_scalars", "worker_seed"]
 
@@ -250,7 +248,6 @@ class SnepWorker:
             stats = np.zeros((2, 3, P))
             stats[:, 0] = np.inf
             self._score_stats = to_device(backend, stats, np.float64)
-        self._halves = (slice(0, C // 2), slice(C // 2, C))
         self.batch_x = np.zeros((C, self.batch_size, self.x_data.shape[1]), dtype)
         self.batch_y = np.zeros((C, self.batch_size), np.int32)
         self._on_device = xp is not np
@@ -577,48 +574,15 @@ class SnepWorker:
 
     def _score_moments(self, n_per_chain: int) -> tuple[Any, Any]:
         """The tilted mean and variance from the accumulated samples with the score as
-        a control variate (:func:`~snep.samplers.reference.score_corrected_moments`),
-        cross-fitted: the chains form two halves, and each half's estimate takes the
-        gradient noise variance of its coefficients from the *other* half's running
-        estimate, which is independent of it (coefficients from the same chains' recent
-        spread correlate with the samples they correct: measured on the wine regression
-        with 4 workers, variances x1.08-1.14 of the EP fixed point, against
-        x0.98-1.02 cross-fitted).  The noise variance is the residual variance of
-        ``g`` after its regression on ``x`` (zero for a weight no datum reaches, whose
-        score is linear in it).  The halves' estimates, each unbiased, are averaged by
-        size; then the accumulators start afresh."""
-        a, xp, f64 = self.arrays, self.xp, np.float64
-        anchor = a.anchor_prec[0].astype(f64)
-        C = self.n_chains
-        mean = var = 0.0
-        fresh_noise = []
-        for h, rows in enumerate(self._halves):
-            acc_x, acc_g = a.acc_x[rows], self._acc_g[rows]
-            mean_x, var_x = chain_variance(acc_x, a.acc_x2[rows], n_per_chain, xp)
-            _, mean_g, cov_xg = chain_covariance(acc_x, acc_g, self._acc_xg[rows], n_per_chain, xp)
-            # the other half's running curvature (the slope of g on x) where it is
-            # positive, else the anchor's precision
-            o_var, o_cov = self._score_stats[1 - h, 1], self._score_stats[1 - h, 2]
-            curv = -o_cov / xp.maximum(o_var, np.finfo(f64).tiny)
-            guess = xp.where(xp.isfinite(curv) & (curv > 0), curv, anchor)
-            m_h, v_h = score_corrected_moments(
-                mean_x, var_x, mean_g, cov_xg, guess, self._score_stats[1 - h, 0]
-            )
-            share = (rows.stop - rows.start) / C
-            mean, var = mean + share * m_h, var + share * v_h
-            _, var_g = chain_variance(acc_g, self._acc_g2[rows], n_per_chain, xp)
-            explained = cov_xg * cov_xg / xp.maximum(var_x, np.finfo(f64).tiny)
-            fresh_noise.append((xp.maximum(var_g - explained, 0.0), var_x, cov_xg))
-        for h, fresh in enumerate(fresh_noise):
-            first = xp.isinf(self._score_stats[h, 0])  # no estimate yet: take this one
-            for k, value in enumerate(fresh):
-                old = self._score_stats[h, k]
-                old[...] = xp.where(
-                    first, value, (1.0 - NOISE_VAR_RATE) * old + NOISE_VAR_RATE * value
-                )
-        for acc in (self._acc_g, self._acc_xg, self._acc_g2):
-            acc[...] = 0.0
-        return mean, xp.maximum(var, 0.0)
+        a control variate, cross-fitted over two halves of the chains
+        (:func:`snep.samplers.score.score_moments`): coefficients from the same chains'
+        recent spread correlate with the samples they correct (measured on the wine
+        regression with 4 workers: variances x1.08-1.14 of the EP fixed point, against
+        x0.98-1.02 cross-fitted)."""
+        return score_moments(
+            self.arrays, self._acc_g, self._acc_xg, self._acc_g2, self._score_stats,
+            self.n_chains // 2, n_per_chain, NOISE_VAR_RATE, self.xp,
+        )  # fmt: skip
 
     def _pooled_site_step(self, k_samples: int) -> None:
         """The SNEP inner step from the moments of this iteration's samples, pooled over

@@ -19,10 +19,18 @@ from typing import Any
 import numba
 import numpy as np
 
-from snep.samplers.reference import GUARD_SLACK, ChainArrays
+from snep.samplers.reference import (
+    GUARD_SLACK,
+    ChainArrays,
+    chain_covariance,
+    chain_variance,
+    score_corrected_moments,
+)
 from snep.samplers.scalars import PassScalars
 
-__all__ = ["accumulate_score"]
+__all__ = ["accumulate_score", "score_moments"]
+
+_TINY = float(np.finfo(np.float64).tiny)
 
 
 @numba.njit(cache=True)
@@ -77,3 +85,134 @@ def accumulate_score(
     acc_g += g
     acc_xg += a.x * g
     acc_g2 += g * g
+
+
+def score_moments(
+    a: ChainArrays,
+    acc_g: Any,
+    acc_xg: Any,
+    acc_g2: Any,
+    stats: Any,
+    split: int,
+    n_per_chain: int,
+    rate: float,
+    xp: Any = np,
+) -> tuple[Any, Any]:
+    """The tilted mean and variance (float64, ``(P,)``) from the accumulated sums with the
+    score as a control variate, cross-fitted over the chain halves ``[0, split)`` and
+    ``[split, C)``; updates ``stats`` and zeroes ``acc_g``, ``acc_xg``, ``acc_g2``.
+
+    Each half's estimate (:func:`~snep.samplers.reference.score_corrected_moments`)
+    takes its coefficients from the *other* half's running estimates in ``stats``
+    (``(2, 3, P)`` float64, per half: the gradient noise's variance, ``inf`` before the
+    first step; the variance of ``x``; the covariance of ``x`` and ``g``), so they are
+    independent of the samples they correct: the curvature guess is the slope
+    ``-cov / var`` where positive, else the anchor's precision, and the noise variance
+    is the residual variance of ``g`` after its regression on ``x`` (zero for a weight
+    no datum reaches, whose score is linear in it).  The halves' estimates, each
+    unbiased, are averaged by size; then this step's figures enter ``stats`` (a running
+    average at ``rate``).  The host loop (numba) does in one pass what the array
+    expressions do, in the same order: the two agree bitwise.
+    """
+    if xp is np:
+        mean = np.empty(a.x.shape[1])
+        var = np.empty(a.x.shape[1])
+        _score_moments_host(
+            a.acc_x, a.acc_x2, acc_g, acc_xg, acc_g2, a.anchor_prec[0], stats, split,
+            float(n_per_chain), rate, mean, var,
+        )  # fmt: skip
+        return mean, var
+    f64, C = np.float64, a.x.shape[0]
+    anchor = a.anchor_prec[0].astype(f64)
+    mean = var = 0.0
+    fresh = []
+    for h, rows in enumerate((slice(0, split), slice(split, C))):
+        acc_x, g = a.acc_x[rows], acc_g[rows]
+        mean_x, var_x = chain_variance(acc_x, a.acc_x2[rows], n_per_chain, xp)
+        _, mean_g, cov_xg = chain_covariance(acc_x, g, acc_xg[rows], n_per_chain, xp)
+        curv = -stats[1 - h, 2] / xp.maximum(stats[1 - h, 1], _TINY)
+        guess = xp.where(xp.isfinite(curv) & (curv > 0), curv, anchor)
+        m_h, v_h = score_corrected_moments(mean_x, var_x, mean_g, cov_xg, guess, stats[1 - h, 0])
+        share = (rows.stop - rows.start) / C
+        mean, var = mean + share * m_h, var + share * v_h
+        _, var_g = chain_variance(g, acc_g2[rows], n_per_chain, xp)
+        explained = cov_xg * cov_xg / xp.maximum(var_x, _TINY)
+        fresh.append((xp.maximum(var_g - explained, 0.0), var_x, cov_xg))
+    for h, values in enumerate(fresh):
+        first = xp.isinf(stats[h, 0])  # no estimate yet: take this one
+        for k, value in enumerate(values):
+            old = stats[h, k]
+            old[...] = xp.where(first, value, (1.0 - rate) * old + rate * value)
+    for acc in (acc_g, acc_xg, acc_g2):
+        acc[...] = 0.0
+    return mean, xp.maximum(var, 0.0)
+
+
+@numba.njit(cache=True)
+def _maximum(x, y):  # pragma: no cover - compiled
+    """numpy.maximum of two floats (NaN propagates)."""
+    if x != x or y != y:
+        return x + y
+    return x if x >= y else y
+
+
+@numba.njit(cache=True)
+def _score_moments_host(
+    acc_x, acc_x2, acc_g, acc_xg, acc_g2, anchor, stats, split, n, rate, mean_out, var_out
+):  # pragma: no cover - compiled
+    C, P = acc_x.shape
+    tiny = np.finfo(np.float64).tiny
+    # per half, sums over its chains in float64 (row by row, as numpy reduces axis 0),
+    # of x, x^2, x*x, g, x g, x*g, g^2, g*g (the products of the float32 sums in float32)
+    sums = np.zeros((2, 8, P))
+    for c in range(C):
+        s = sums[0] if c < split else sums[1]
+        for j in range(P):
+            x, g = acc_x[c, j], acc_g[c, j]
+            s[0, j] += np.float64(x)
+            s[1, j] += np.float64(acc_x2[c, j])
+            s[2, j] += np.float64(x * x)
+            s[3, j] += np.float64(g)
+            s[4, j] += np.float64(acc_xg[c, j])
+            s[5, j] += np.float64(x * g)
+            s[6, j] += np.float64(acc_g2[c, j])
+            s[7, j] += np.float64(g * g)
+            acc_g[c, j] = 0.0
+            acc_xg[c, j] = 0.0
+            acc_g2[c, j] = 0.0
+    fresh = np.empty((2, 3))
+    for j in range(P):
+        mean = 0.0
+        var = 0.0
+        for h in range(2):
+            c = float(split) if h == 0 else float(C - split)
+            cn, cnn, ratio = c * n, c * n * n, c / (c - 1.0)
+            s = sums[h]
+            mean_x, mean_x2, mean_m2 = s[0, j] / cn, s[1, j] / cn, s[2, j] / cnn
+            var_x = (mean_x2 - mean_m2) + (mean_m2 - mean_x * mean_x) * ratio
+            mean_g, mean_xg, mean_mm = s[3, j] / cn, s[4, j] / cn, s[5, j] / cnn
+            cov = (mean_xg - mean_mm) + (mean_mm - mean_x * mean_g) * ratio
+            o = 1 - h
+            curv = -stats[o, 2, j] / _maximum(stats[o, 1, j], tiny)
+            guess = curv if (np.isfinite(curv) and curv > 0) else np.float64(anchor[j])
+            noise = stats[o, 0, j]
+            b = 1.0 / (guess + noise)
+            a2 = 2.0 / (2.0 * guess + noise)
+            share = c / C
+            mean = mean + share * (mean_x + b * mean_g)
+            var = var + share * (var_x + a2 * (1.0 + cov))
+            mean_g2, mean_gg = s[6, j] / cn, s[7, j] / cnn
+            var_g = (mean_g2 - mean_gg) + (mean_gg - mean_g * mean_g) * ratio
+            explained = cov * cov / _maximum(var_x, tiny)
+            fresh[h, 0] = _maximum(var_g - explained, 0.0)
+            fresh[h, 1] = var_x
+            fresh[h, 2] = cov
+        for h in range(2):
+            first = np.isinf(stats[h, 0, j])
+            for k in range(3):
+                if first:
+                    stats[h, k, j] = fresh[h, k]
+                else:
+                    stats[h, k, j] = (1.0 - rate) * stats[h, k, j] + rate * fresh[h, k]
+        mean_out[j] = mean
+        var_out[j] = _maximum(var, 0.0)
