@@ -24,6 +24,8 @@ sys.path.insert(0, str(ROOT))
 
 from tests.algorithm.test_known_answers import REF, run_snep  # noqa: E402
 
+_IMPROPER = {"improper_sites": True, "score_cv": False}
+
 #: (label, workers, p_snep, extra snep settings, reference key)
 CASES = (
     ("SNEP", 1, False, {}, "gold"),
@@ -35,9 +37,8 @@ CASES = (
     ("p-SNEP", 2, True, {}, "gold"),
     ("p-SNEP", 4, True, {}, "gold"),
     ("p-SNEP", 8, True, {}, "gold"),
-    ("SNEP, improper sites", 1, False, {"improper_sites": True}, "gold"),
-    ("SNEP, improper sites", 2, False, {"improper_sites": True}, "ep2"),
-    ("SNEP, improper sites", 4, False, {"improper_sites": True}, "ep4"),
+    ("SNEP, no control variate", 4, False, {"score_cv": False}, "ep4"),
+    ("SNEP, improper sites, no control variate", 4, False, _IMPROPER, "ep4"),
 )
 
 

@@ -11,7 +11,8 @@ its Monte Carlo standard errors.  Compared is q averaged over the second half of
 run (the server's running average).
 
 - SNEP, 1 worker: the tilted distribution is the posterior, so q's marginals are the
-  gold's: means within 0.1 sd, variances within x[0.8, 1.25].
+  gold's: means within 0.05 sd, variances within x[0.9, 1.1] (measured over 3 seeds,
+  ``bench/known_answers.py``: within 0.027 sd and x0.975-1.036 for SNEP and EP/SMS).
 - SNEP, 2 and 4 workers (beta = 1): SNEP's fixed points are EP's, so the same
   tolerances against the EP fixed point of the same shards (not the gold: diagonal EP
   on shards underestimates variances).
@@ -47,7 +48,9 @@ from .wine import BinaryLogistic, check_against_fixture, load_reference, wine_pr
 
 REF = load_reference()
 ITERATIONS = 20_000
-MEAN_TOL_SD, VAR_LO, VAR_HI = 0.1, 0.8, 1.25
+MEAN_TOL_SD, VAR_LO, VAR_HI = 0.05, 0.9, 1.1
+#: without the score control variate (the improper-sites test): measured x0.95-1.09
+NO_CV_MEAN_TOL_SD, NO_CV_VAR_LO, NO_CV_VAR_HI = 0.1, 0.8, 1.25
 P_MEAN_TOL_SD, P_VAR_LO, P_VAR_HI = 0.25, 0.67, 2.0
 PRIOR_VAR_TOL = 0.10
 
@@ -121,7 +124,8 @@ def test_improper_sites_keep_an_unreached_weight_at_its_prior(workers):
     mean, var, _ = run_snep(workers, improper_sites=True, score_cv=False)
     ref = REF["gold"] if workers == 1 else REF["ep"][str(workers)]
     check_close(
-        mean, var, ref, MEAN_TOL_SD, VAR_LO, VAR_HI, f"SNEP {workers} workers, improper sites",
+        mean, var, ref, NO_CV_MEAN_TOL_SD, NO_CV_VAR_LO, NO_CV_VAR_HI,
+        f"SNEP {workers} workers, improper sites",
         prior_var_lo=1.0 - PRIOR_VAR_TOL,
     )  # fmt: skip
 
