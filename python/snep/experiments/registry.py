@@ -120,6 +120,9 @@ MNIST_DEFAULTS = (
     "--preset", "default", "--data", "mnist", "--hidden", "500,300", "--eval-every", "250",
 )  # fmt: skip
 
+#: Omniglot with the defaults (the data flag is added per arm).
+NN_OMNIGLOT = ("--preset", "default", "--hidden", "400", "--eval-every", "200")
+
 #: Choosing the temperature on a validation split (10% of the training data), with a
 #: 784-100-10 network and 4 workers (a network that fits the session's CPU budget).
 MNIST_T_VAL = (
@@ -335,6 +338,23 @@ EXPERIMENTS: dict[str, Experiment] = {
                 _baseline("nn-mnist", MNIST_DEFAULTS, "adam", 1),
                 _baseline("nn-mnist", MNIST_DEFAULTS, "asgd", 8),
                 _baseline("nn-mnist", MNIST_DEFAULTS, "easgd", 8),
+            ),
+            tracks_defaults=True,
+        ),
+        Experiment(
+            "nn-omniglot",
+            "Omniglot with the defaults (SGHMC, 8 chains per worker, the score control "
+            "variate): characters (784-400-1623) and alphabets (784-400-50), SNEP with 8 "
+            "workers against Adam and EASGD",
+            "The poster's second data set; 20 passes over each shard.",
+            tuple(
+                Arm(arm.key, arm.label + suffix, arm.args)
+                for data, suffix in (("omniglot", ""), ("omniglot-alphabet", ", alphabets"))
+                for arm in (
+                    _snep(f"nn-{data}", (*NN_OMNIGLOT, "--data", data), 8),
+                    _baseline(f"nn-{data}", (*NN_OMNIGLOT, "--data", data), "adam", 1),
+                    _baseline(f"nn-{data}", (*NN_OMNIGLOT, "--data", data), "easgd", 8),
+                )
             ),
             tracks_defaults=True,
         ),
