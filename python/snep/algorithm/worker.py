@@ -232,7 +232,7 @@ class SnepWorker:
         self.arrays = ChainArrays.zeros(C, P, dtype, xp)
         self.grad = xp.zeros((C, P), dtype)
         # the score control variate of the pooled site step (snep.score_cv): per chain,
-        # sums of the log tilted density's gradient g and of x g at the samples
+        # sums of the log tilted density's gradient g, of x g and of g^2 at the samples
         self._score_cv = (
             snep.score_cv and snep.site_update == "local" and C >= MIN_CV_CHAINS
             and self.method in ("snep", "ep")
@@ -608,11 +608,12 @@ class SnepWorker:
         a, xp, f64 = self.arrays, self.xp, np.float64
         sp, spm, cp, cpm = self._rows64()
         local = self.config.snep.site_update == "local"
-        if local and self.n_chains > 1:
+        if self._score_cv:
+            sx, var_hat = self._score_moments(n_per_chain)
+            sx2 = None
+        elif local and self.n_chains > 1:
             sx, var_hat = chain_variance(a.acc_x, a.acc_x2, n_per_chain, xp)
             sx2 = None
-            if self._score_cv:
-                sx, var_hat = self._score_moments(n_per_chain)
         else:
             inv_n = 1.0 / (self.n_chains * n_per_chain)
             sx = a.acc_x.sum(axis=0, dtype=f64) * inv_n
@@ -795,7 +796,7 @@ class SnepWorker:
             state["acc_g"] = to_host(self.backend, self._acc_g)
             state["acc_xg"] = to_host(self.backend, self._acc_xg)
             state["acc_g2"] = to_host(self.backend, self._acc_g2)
-            state["score_noise_var"] = to_host(self.backend, self._score_stats)
+            state["score_stats"] = to_host(self.backend, self._score_stats)
         state["trace"] = self._trace.draws()
         state["trace_counters"] = np.array(self._trace.counters(), np.int64)
         return state
@@ -831,7 +832,7 @@ class SnepWorker:
             self._acc_g[...] = to_device(self.backend, state["acc_g"], self._acc_g.dtype)
             self._acc_xg[...] = to_device(self.backend, state["acc_xg"], self._acc_xg.dtype)
             self._acc_g2[...] = to_device(self.backend, state["acc_g2"], self._acc_g2.dtype)
-            self._score_stats[...] = to_device(self.backend, state["score_noise_var"], np.float64)
+            self._score_stats[...] = to_device(self.backend, state["score_stats"], np.float64)
         if "trace" in state:
             _, stride, appended = (int(v) for v in state["trace_counters"])
             draws = to_device(self.backend, np.asarray(state["trace"]), np.float64)
