@@ -1,4 +1,4 @@
-"""Accumulation of the score control variate's sums (one pass over the chains).
+"""The score control variate of the tilted moments: its sums and its moments.
 
 Before a fused pass moves the chains, the worker adds, per chain and parameter, the
 sample ``x``, ``x^2``, the gradient ``g`` of the log tilted density at ``x`` and
@@ -8,8 +8,9 @@ sample ``x``, ``x^2``, the gradient ``g`` of the log tilted density at ``x`` and
 log-likelihood gradient scaled by ``lik_scale`` plus the Gaussian factor ``anchor -
 site / beta`` with its precision guarded as the pass guards it.
 
-On the host one ``numba.njit`` loop reads each array once; on a device the same
-arithmetic runs as array expressions of the backend's module (CuPy).
+:func:`score_moments` then forms the cross-fitted moments at the site step.  On the
+host ``numba.njit`` loops read each array once; on a device the same arithmetic runs
+as array expressions of the backend's module (CuPy), and the two agree bitwise.
 """
 
 from __future__ import annotations
@@ -111,8 +112,9 @@ def score_moments(
     is the residual variance of ``g`` after its regression on ``x`` (zero for a weight
     no datum reaches, whose score is linear in it).  The halves' estimates, each
     unbiased, are averaged by size; then this step's figures enter ``stats`` (a running
-    average at ``rate``).  The host loop (numba) does in one pass what the array
-    expressions do, in the same order: the two agree bitwise.
+    average at ``rate``).  The host loops (numba: the halves' sums, then the
+    moments) do what the array expressions do, in the same order: the two agree
+    bitwise.
     """
     if xp is np:
         mean = np.empty(a.x.shape[1])
