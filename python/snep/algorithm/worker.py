@@ -462,18 +462,14 @@ class SnepWorker:
         sampler step counter has advanced)."""
         s = self.scalars
         s.set_step(self.kind, self.sampler_steps)
-        if self._pooled:  # accumulate every chain's samples; the site step comes after
-            # (with the score control variate the worker accumulates before the pass)
-            s.accumulate, s.update_site, s.inv_n_acc = int(not self._score_cv), 0, 0.0
-        elif self.method == "ep" and self._score_cv:
-            s.accumulate, s.update_site, s.inv_n_acc = 0, 0, 0.0
-        elif self.method == "snep":
+        if self.method == "snep" and not self._pooled:  # the pass takes the site step
             last = k == k_samples - 1
             s.accumulate = int(k_samples > 1)
             s.update_site = int(last)
             s.inv_n_acc = 1.0 / k_samples if (k_samples > 1 and last) else 0.0
-        else:  # EP / SMS: accumulate the window's samples, no site step
-            s.accumulate, s.update_site, s.inv_n_acc = 1, 0, 0.0
+        else:  # the pooled SNEP step or EP/SMS's window: accumulate, the step comes after
+            # (with the score control variate the worker accumulates, before the pass)
+            s.accumulate, s.update_site, s.inv_n_acc = int(not self._score_cv), 0, 0.0
 
     def step(self) -> Push | None:
         """One SNEP iteration; returns a :class:`Push` when a sync is due."""
