@@ -68,7 +68,10 @@ __all__ = [
     "SamplerConfig",
     "Schedule",
     "TrainConfig",
+    "apply_assignment",
     "load_config",
+    "read_toml",
+    "resolve",
     "with_preset",
 ]
 
@@ -722,6 +725,79 @@ def _build(kind: type, values: Mapping[str, Any], section: str) -> Any:
         raise ConfigError(f"config section {section!r}: {exc}") from exc
 
 
+def read_toml(path: str | Path, what: str = "config file") -> dict[str, Any]:
+    """The tables of a TOML file; a missing, unreadable or malformed file is a
+    :class:`ConfigError` naming it and saying what to pass instead."""
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{what} {str(path)!r} does not exist; pass an existing TOML file"
+        ) from None
+    except IsADirectoryError:
+        raise ConfigError(f"{what} {str(path)!r} is a directory; pass a TOML file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{what} {str(path)!r} is not valid TOML: {exc}") from None
+
+
+def apply_assignment(data: dict[str, Any], assignment: str) -> None:
+    """Apply one ``section.key[.sub]=VALUE`` (VALUE in TOML syntax; a bare word is a
+    string) to the nested config mapping ``data``, in place (``snep train --set``)."""
+    key, sep, text = assignment.partition("=")
+    parts = [k.strip() for k in key.split(".")]
+    if not sep or len(parts) < 2 or not all(parts):
+        raise ConfigError(
+            f"--set {assignment!r}: expected SECTION.KEY=VALUE, e.g. --set snep.v_lo=0.003"
+        )
+    try:
+        value = tomllib.loads(f"v = {text.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text.strip()  # a bare word: a string such as sgld
+    table = data
+    for part in parts[:-1]:
+        nxt = table.setdefault(part, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"--set {assignment!r}: {part!r} is not a table")
+        table = nxt
+    table[parts[-1]] = value
+
+
+def resolve(
+    file: str | Path | None = None,
+    flags: Mapping[str, Any] | None = None,
+    sets: tuple[str, ...] | list[str] = (),
+    *,
+    data_preset: bool = True,
+) -> Config:
+    """The configuration of a run, layered (lowest first): defaults < method preset
+    (``train.preset``) < the data set's preset for it (skipped when ``data_preset`` is
+    false) < the TOML ``file`` < ``flags`` (a nested mapping, section -> key -> value)
+    < ``sets`` (``section.key=VALUE`` strings, :func:`apply_assignment`).
+
+    ``method = "adam"`` implies ``workers = 1`` unless the layer that chose adam, or
+    one above it, sets ``workers`` (Adam is the one-worker baseline).  With
+    ``train.iterations = 0`` the run length is still to be derived from the data
+    set's size (:meth:`Config.with_data_size`).
+    """
+    raw = read_toml(file) if file is not None else {}
+    top: dict[str, Any] = copy.deepcopy(dict(flags or {}))
+    for assignment in sets:
+        apply_assignment(top, assignment)
+    top_train = top.get("train", {})
+    file_train = raw.get("train", {})
+    file_train = file_train if isinstance(file_train, Mapping) else {}
+    if "workers" not in top_train:
+        if top_train.get("method") == "adam" or (
+            "method" not in top_train
+            and file_train.get("method") == "adam"
+            and "workers" not in file_train
+        ):
+            top.setdefault("train", {})["workers"] = 1
+    return Config.from_dict(with_preset(raw, top, data_preset=data_preset))
+
+
 def load_config(
     path: str | Path, overrides: Mapping[str, Mapping[str, Any]] | None = None
 ) -> Config:
@@ -731,14 +807,4 @@ def load_config(
     preset (``snep train`` adds that layer): a run directory's ``config.toml`` names
     every key and reads back as it was written.
     """
-    path = Path(path)
-    try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(
-            f"config file {str(path)!r} does not exist; pass an existing TOML file"
-        ) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
-    return Config.from_dict(with_preset(data, overrides or {}, data_preset=False))
+    return Config.from_dict(with_preset(read_toml(path), overrides or {}, data_preset=False))

@@ -9,8 +9,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import numpy as np
-
 __all__ = ["atomic_write", "save_json", "save_npz"]
 
 
@@ -37,6 +35,8 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
 
 def save_npz(path: str | Path, **arrays: Any) -> Path:
     """Atomically write an ``.npz`` archive (uncompressed, no pickles)."""
+    import numpy as np
+
     return atomic_write(path, lambda fh: np.savez(fh, **arrays))
 
 

@@ -56,6 +56,7 @@ import json
 import math
 import os
 import re
+import sys
 import time
 import warnings
 from collections.abc import Mapping
@@ -63,12 +64,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any
 
-import numpy as np
-
 import snep
 from snep.config import Config, load_config
 from snep.errors import DataError
 from snep.io import atomic_write, save_json
+from snep.threads import thread_settings
 
 if TYPE_CHECKING:
     from snep.algorithm.runner import FitResult
@@ -76,6 +76,8 @@ if TYPE_CHECKING:
     from snep.posterior import Posterior
 
 __all__ = [
+    "CHECKPOINTS_DIR",
+    "CHECKPOINT_FILE",
     "CONFIG_FILE",
     "EVALUATION_FILE",
     "METRICS_FILE",
@@ -105,8 +107,10 @@ EVALUATION_FILE = "evaluation.json"
 
 DEFAULT_ROOT = Path("runs")
 
-#: Environment variables that set the thread counts of BLAS, OpenMP and Numba.
-THREAD_ENV_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "NUMBA_NUM_THREADS")
+#: SNEP/EP runs: the in-process run's state, rewritten at every evaluation
+CHECKPOINT_FILE = "checkpoint.npz"
+#: SNEP/EP runs under MPI: one checkpoint per rank in this subdirectory
+CHECKPOINTS_DIR = "checkpoints"
 
 _CONTENTS = (
     f"a run directory (written by `snep train`) contains {CONFIG_FILE}, {METRICS_FILE}, "
@@ -218,8 +222,15 @@ def _toml_string(s: str) -> str:
     return '"' + "".join(out) + '"'
 
 
+def _numpy() -> Any:
+    """NumPy if it is loaded, else ``None`` (a NumPy value implies it is; this module
+    imports nothing heavy)."""
+    return sys.modules.get("numpy")
+
+
 def _toml_value(value: Any, where: str) -> str:
-    if isinstance(value, np.generic):
+    np = _numpy()
+    if np is not None and isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -288,9 +299,10 @@ def to_jsonable(obj: Any) -> Any:
     Non-finite floats become ``None`` (JSON has no NaN), mapping keys become
     strings; anything else that JSON cannot hold raises :class:`TypeError`.
     """
-    if isinstance(obj, np.ndarray):
+    np = _numpy()
+    if np is not None and isinstance(obj, np.ndarray):
         obj = obj.tolist()
-    elif isinstance(obj, np.generic):
+    elif np is not None and isinstance(obj, np.generic):
         obj = obj.item()
     if obj is None or isinstance(obj, (bool, int, str)):
         return obj
@@ -403,11 +415,6 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
             )
         records.append(rec)
     return records
-
-
-def thread_settings() -> dict[str, str | None]:
-    """The thread environment variables (``None`` where unset)."""
-    return {k: os.environ.get(k) for k in THREAD_ENV_VARS}
 
 
 def make_summary(

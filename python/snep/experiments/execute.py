@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from snep.cli import CHECKPOINT_FILE
+from snep.rundir import CHECKPOINT_FILE
 from snep.experiments.registry import Arm, Experiment
 
 __all__ = [
