@@ -1,4 +1,4 @@
-"""Compact benchmark summaries and the DESIGN §4 ratio lines.
+"""Compact benchmark summaries and the docs/method.md §4 ratio lines.
 
 Used by ``bench/conftest.py`` at the end of a pytest-benchmark session (it writes
 ``bench/results/<suite>-<timestamp>.json`` and prints the ratios), and as a command
@@ -25,7 +25,7 @@ from typing import Any
 
 __all__ = ["collect", "compute_ratios", "format_ratios", "main", "write_summary"]
 
-#: DESIGN §4 targets
+#: docs/method.md §4 targets
 ITER_VS_TORCH = 2.0  # snep worker iteration >= 2x faster than PyTorch eager
 ITER_VS_GEMM = 1.4  # snep worker iteration <= 1.4x the bare fwd+bwd GEMMs
 FUSED_MS = 1.0  # fused pass over P = 545,810 with noise <= 1 ms on 2 threads
@@ -84,7 +84,7 @@ def _ratio(
 
 
 def compute_ratios(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The ratio lines of DESIGN §4 that ``records`` (one run) allow, from medians.
+    """The ratio lines of docs/method.md §4 that ``records`` (one run) allow, from medians.
 
     * snep worker iteration vs the PyTorch eager iteration (same sampler, threads, batch,
       chains): ``torch / snep``, target >= 2;
@@ -318,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"mean {r['mean_ms']:9.3f}  min {r['min_ms']:9.3f}"
             )
         lines = format_ratios(compute_ratios(doc["benchmarks"]))
-        print("  -- DESIGN §4 ratios (medians of this run) --")
+        print("  -- docs/method.md §4 ratios (medians of this run) --")
         for line in lines or ["(no baseline pairs in this file)"]:
             print("  " + line)
     return 0

@@ -1,7 +1,7 @@
 """Shared pieces of the benchmark suites: workloads, their construction, and the timing call.
 
 Everything here is preallocated at construction so that the timed calls measure the
-steady state (DESIGN §3: warm up first, synchronise inside the timed call, put
+steady state (docs/method.md §3: warm up first, synchronise inside the timed call, put
 backend/dtype/P/threads in ``extra_info``).
 """
 
@@ -40,7 +40,7 @@ __all__ = [
     "sampler_kind",
 ]
 
-#: the paper's MNIST network (DESIGN §1.8): P = 545,810
+#: the paper's MNIST network (docs/method.md §1.8): P = 545,810
 LAYERS = (784, 500, 300, 10)
 HIDDEN = LAYERS[1:-1]
 #: rows of one worker's shard: MNIST's 60,000 over 8 workers
@@ -59,7 +59,7 @@ def make_shard(n: int = N_LOCAL, seed: int = 0) -> tuple[np.ndarray, np.ndarray]
 
 
 def make_config(sampler: str, batch: int, threads: int) -> Config:
-    """The reference configuration (DESIGN §1.8) for one worker with ``sampler``."""
+    """The reference configuration (docs/method.md §1.8) for one worker with ``sampler``."""
     return Config(
         train=TrainConfig(
             workers=1,
@@ -122,7 +122,7 @@ class BatchedSnepIteration:
     """The hot path of :meth:`SnepWorker.step` for ``C`` chains in one set of kernel calls.
 
     ``SnepWorker`` holds one chain; this runs the same per-iteration work batched over
-    chains (DESIGN §2): one minibatch per chain, ``CpuMLP.loglik_and_grad`` on
+    chains (docs/method.md §2): one minibatch per chain, ``CpuMLP.loglik_and_grad`` on
     ``(C, B, D)``, one fused pass over ``(C, P)``, the anchor refresh every ``n_inner``
     iterations.  The state is initialised like a worker's (site ``N(x0, v_init)``,
     cavity = prior).  Used for the ``--bench-large`` chain counts.

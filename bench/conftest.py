@@ -13,7 +13,7 @@ Options (see bench/README.md):
 
 With ``--benchmark-enable`` (the project's pytest addopts carry ``--benchmark-disable``)
 the session ends by writing the compact summary (name, mean/median/min in ms,
-extra_info of every benchmark) and printing the DESIGN §4 ratio lines, taken from
+extra_info of every benchmark) and printing the docs/method.md §4 ratio lines, taken from
 medians of this run.
 """
 
@@ -121,7 +121,7 @@ def _suite_name(records: list[dict]) -> str:
 
 @pytest.hookimpl(trylast=True)
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
-    """Write the compact summary and print the DESIGN §4 ratio lines."""
+    """Write the compact summary and print the docs/method.md §4 ratio lines."""
     session = getattr(config, "_benchmarksession", None)
     if session is None or session.disabled:
         return
@@ -140,7 +140,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     }
     bench_summary.write_summary(path, suite, records, ratios, options)
     tr = terminalreporter
-    tr.write_sep("-", "snep benchmark summary (DESIGN §4 ratios, medians of this run)")
+    tr.write_sep("-", "snep benchmark summary (docs/method.md §4 ratios, medians of this run)")
     for line in bench_summary.format_ratios(ratios) or ["(no baseline pairs in this session)"]:
         tr.write_line(line)
     tr.write_line(f"compact summary: {path}")

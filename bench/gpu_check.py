@@ -31,7 +31,7 @@ installs what is missing and runs this script.  Two parts:
    * ``train.cuda_aware_mpi``'s worker side: pushes computed in device memory equal the
      host-message worker's (bitwise).
 
-2. **Timings** (DESIGN §3: warm-up, CUDA events, synchronised; median of rounds) of the
+2. **Timings** (docs/method.md §3: warm-up, CUDA events, synchronised; median of rounds) of the
    CUDA worker pieces on the paper's 784-500-300-10 MLP (Hasenclever et al., JMLR 18
    (2017), §6), float32, 8 chains: fwd+bwd at batch 100 and 1024 (cuBLAS and the tiled
    GEMMs: numba, C++ fp32, C++ TF32; with GFLOP/s), and the fused
@@ -42,7 +42,7 @@ installs what is missing and runs this script.  Two parts:
    and ``torch.compile`` of the same functions, when torch with CUDA is importable.
 
 The card's own GEMM rate (a square fp32 ``cupy.matmul``, TF32 through ``torch.mm``) is
-measured first, and the DESIGN §4 GPU targets are printed from this run's timings
+measured first, and the docs/method.md §4 GPU targets are printed from this run's timings
 (:func:`target_ratios`).
 
 Prints a table and writes JSON (device name, versions, checks, timings) to ``$OUT`` when set,
@@ -1081,7 +1081,7 @@ def time_card_gemm(
     ct: dict[str, Any],
     quick: bool = False,
 ) -> None:
-    """The card's measured GEMM rate (DESIGN §4's reference for fwd+bwd at batch >= 1024):
+    """The card's measured GEMM rate (docs/method.md §4's reference for fwd+bwd at batch >= 1024):
     a square fp32 ``cupy.matmul`` of size :data:`CARD_GEMM_N`, and the same in TF32 through
     PyTorch (``allow_tf32``) when torch with CUDA is importable."""
     n = CARD_GEMM_N
@@ -1118,7 +1118,7 @@ def time_card_gemm(
 
 
 def target_ratios(timings: list[dict[str, Any]]) -> dict[str, Any]:
-    """DESIGN §4's GPU targets from the timings of this run (median GPU times):
+    """docs/method.md §4's GPU targets from the timings of this run (median GPU times):
 
     * worker iteration, 8 chains x batch 100: PyTorch eager / snep >= 2 and
       ``torch.compile`` / snep >= 1.2, snep being its fastest variant;
@@ -1371,7 +1371,7 @@ def main(argv: list[str] | None = None) -> int:
 
     targets = target_ratios(rep.timings)
     if targets:
-        print("\n== DESIGN §4 GPU targets (from this run) ==")
+        print("\n== docs/method.md §4 GPU targets (from this run) ==")
         for key, value in targets.items():
             print(f"  {key}: {value}")
     result = {

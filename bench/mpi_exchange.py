@@ -1,4 +1,4 @@
-"""MPI exchange benchmark (DESIGN §4 "MPI sync"): push Delta + pull theta for
+"""MPI exchange benchmark (docs/method.md §4 "MPI sync"): push Delta + pull theta for
 P = 545,810 float64 through snep's transport, against a raw mpi4py Sendrecv of
 the same bytes, in the same run.
 
@@ -93,7 +93,7 @@ def main() -> None:
             "mpi": MPI.Get_library_version().splitlines()[0],
             **results,
             "ratio_snep_over_raw": ratio,
-            "target": "<= 1.5x (DESIGN §4)",
+            "target": "<= 1.5x (docs/method.md §4)",
         }
         print(json.dumps(out, indent=2))
         path = (

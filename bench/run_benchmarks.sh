@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run snep's CPU benchmark suites and print the DESIGN §4 ratio summary.
+# Run snep's CPU benchmark suites and print the docs/method.md §4 ratio summary.
 #
 #   bash bench/run_benchmarks.sh                       # 1 thread, default sizes
 #   bash bench/run_benchmarks.sh --bench-threads 2     # both cores
@@ -38,5 +38,5 @@ for suite in worker_iteration fused_pass; do
 done
 
 echo
-echo "== summary (DESIGN §4 ratios from medians of each run) =="
+echo "== summary (docs/method.md §4 ratios from medians of each run) =="
 "$PYTHON" bench/bench_summary.py "${summaries[@]}"

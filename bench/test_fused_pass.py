@@ -1,4 +1,4 @@
-"""Benchmarks of the fused sampler + SNEP site pass over P = 545,810 (DESIGN §4).
+"""Benchmarks of the fused sampler + SNEP site pass over P = 545,810 (docs/method.md §4).
 
 Groups per thread count ``t1`` / ``t2``:
 

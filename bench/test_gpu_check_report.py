@@ -1,4 +1,4 @@
-"""The reporting side of ``gpu_check.py`` (no GPU needed): the DESIGN §4 target ratios it
+"""The reporting side of ``gpu_check.py`` (no GPU needed): the docs/method.md §4 target ratios it
 computes from a run's timings, and that it exits 2 with a clear message without CuPy."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Benchmarks of one CPU worker iteration against its baselines (DESIGN §4).
+"""Benchmarks of one CPU worker iteration against its baselines (docs/method.md §4).
 
 Groups (per size ``c<chains>-b<batch>`` and thread count ``t<n>``):
 

@@ -1,4 +1,4 @@
-"""One SNEP worker iteration written plainly in PyTorch eager: the baseline of DESIGN §4.
+"""One SNEP worker iteration written plainly in PyTorch eager: the baseline of docs/method.md §4.
 
 This is "what a researcher would write in PyTorch" for the worker iteration of
 Hasenclever et al., "Distributed Bayesian Learning with Stochastic Natural Gradient

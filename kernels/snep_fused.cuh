@@ -254,7 +254,7 @@ SNEP_HD auto dispatch_kind_flags(int kind, int flags, F& f) {
     }
 }
 
-// A server reply for one parameter (DESIGN §1.3, "Sync"): the cavity becomes
+// A server reply for one parameter (docs/method.md §1.3, "Sync"): the cavity becomes
 // theta - sent (computed in float64), the anchor moves with the cavity, and the
 // chain is shifted so that its standardised position under the local posterior
 // cavity + site is kept: x <- m_new + sqrt(v_new / v_old) (x - m_old).  With

@@ -101,7 +101,7 @@ def test_replace_merges_nested_tables():
 
 
 #: the sampler and SNEP sections of the dataclass defaults before the defaults changed
-#: (DESIGN §1.8): what ``--preset paper`` must give, value for value
+#: (docs/method.md §1.8): what ``--preset paper`` must give, value for value
 PAPER_SAMPLER = {
     "kind": "adam_sgld",
     "step_size": 0.001,

@@ -15,7 +15,7 @@ A run's configuration is built from layers, each overriding the ones below it
 2. the *method preset* ``METHOD_PRESETS[train.preset]`` (``--preset NAME``, or
    ``preset = "NAME"`` in the ``[train]`` table of a TOML file):
    ``"default"`` adds nothing, ``"paper"`` is the reference configuration of
-   Hasenclever et al. (2017) (DESIGN.md §1.8: the cold, noise-clipped Adam-SGLD
+   Hasenclever et al. (2017) (docs/method.md §1.8: the cold, noise-clipped Adam-SGLD
    of the reference code, one chain per worker), kept to replicate the paper;
 3. the *data-set preset* of that method preset, ``DATA_PRESETS[train.preset][train.data]``
    (settings tuned on a validation split held out of the training data;
@@ -179,7 +179,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class SamplerConfig:
-    """SG-MCMC sampler of the tilted distributions (DESIGN §1.5).
+    """SG-MCMC sampler of the tilted distributions (docs/method.md §1.5).
 
     The default is SGHMC (Chen, Fox & Guestrin 2014), which samples its target
     (tilted at temperature ``temperature``: the likelihood is divided by T, the
@@ -235,7 +235,7 @@ class SamplerConfig:
 
 @dataclass(frozen=True)
 class SNEPConfig:
-    """SNEP and its variants (DESIGN §1.3).
+    """SNEP and its variants (docs/method.md §1.3).
 
     The variance floor ``v_lo`` caps the posterior precision at
     ``1 / prior_var + n_workers / v_lo``.
@@ -581,10 +581,10 @@ def _deep_update(target: dict[str, Any], values: Mapping[str, Any]) -> None:
 
 #: Method presets (layer 2 of the module docstring's layers): named sets of
 #: sampler/SNEP settings applied above the dataclass defaults.  ``"paper"`` is the
-#: reference configuration of Hasenclever et al. (2017) and of its code (DESIGN §1.8):
+#: reference configuration of Hasenclever et al. (2017) and of its code (docs/method.md §1.8):
 #: Adam-SGLD with its noise clipped at ``h * kappa``, so the chain is colder than its
 #: target and SNEP returns a MAP-like point whose variance sits at the floor
-#: ``v_lo`` (DESIGN §1.5).  It is kept, value for value, to replicate the paper.
+#: ``v_lo`` (docs/method.md §1.5).  It is kept, value for value, to replicate the paper.
 METHOD_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "default": {},
     "paper": {

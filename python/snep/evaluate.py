@@ -1,4 +1,4 @@
-"""Evaluation of the current posterior on held-out data (DESIGN §1.6).
+"""Evaluation of the current posterior on held-out data (docs/method.md §1.6).
 
 Point estimate at the posterior mean (``mean_*``, the paper's figures), at the
 server's running average (``avg_*``), and the Bayesian model average over S

@@ -1,4 +1,4 @@
-"""Exact properties of a learned posterior that need no reference run (DESIGN §1.9).
+"""Exact properties of a learned posterior that need no reference run (docs/method.md §1.9).
 
 Two properties hold for the exact posterior of any MLP of Hasenclever et al. (2017),
 so a learned q can be held to them without knowing the answer:

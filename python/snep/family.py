@@ -1,4 +1,4 @@
-"""Diagonal Gaussians in natural parameters (DESIGN §1.2).
+"""Diagonal Gaussians in natural parameters (docs/method.md §1.2).
 
 A factor is a pair of arrays: ``precision`` (Lambda = 1 / v) and
 ``precision_mean`` (h = Lambda m), the natural parameters for the statistics

@@ -1,4 +1,4 @@
-"""Classification metrics of a predictive distribution (DESIGN §1.6).
+"""Classification metrics of a predictive distribution (docs/method.md §1.6).
 
 Test error, negative log-likelihood (nats per example) and expected
 calibration error with equal-width confidence bins (Guo, Pleiss, Sun &

@@ -4,7 +4,7 @@ The curves are those of Hasenclever et al., "Distributed Bayesian Learning with
 Stochastic Natural Gradient Expectation Propagation and the Posterior Server",
 JMLR 18 (2017), section 6: test error of the posterior mean (and of the running
 average and the Bayesian model average) against "epochs per worker"
-(iterations per worker x batch size / training-set size, DESIGN §1.6).
+(iterations per worker x batch size / training-set size, docs/method.md §1.6).
 
 matplotlib is imported inside the functions only, with the non-interactive
 ``Agg`` backend, so importing this module (or :mod:`snep.cli`) stays cheap and

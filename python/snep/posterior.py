@@ -1,6 +1,6 @@
 """The learned approximate posterior: a diagonal Gaussian over the flat
 parameters of an MLP, with point-estimate and Bayesian-model-average
-predictions (DESIGN §1.6) and a stable ``posterior.npz`` file format.
+predictions (docs/method.md §1.6) and a stable ``posterior.npz`` file format.
 
 ``posterior.npz`` holds float64 arrays ``precision``, ``precision_mean``,
 ``mean``, ``var`` (all of length P), the layout ``layer_sizes`` (int64), and,

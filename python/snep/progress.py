@@ -1,10 +1,10 @@
 """Progress reporting of a training run, as the ``callback`` of :func:`snep.algorithm.runner.fit`.
 
-Records arrive once per evaluation (DESIGN §1.6; ``iteration`` is the mean
+Records arrive once per evaluation (docs/method.md §1.6; ``iteration`` is the mean
 iteration over the workers).  On a terminal a :mod:`rich.progress` bar over the
 iterations shows the latest iteration, epochs per worker, test error (%) of the
 model average (BMA) or else of the posterior mean, its NLL and ECE, and the
-count of guard firings of the tilted distributions (DESIGN §1.3).  When the
+count of guard firings of the tilted distributions (docs/method.md §1.3).  When the
 output is not a terminal (CI logs, pipes), or the bar is turned off, one plain
 line is printed per evaluation instead; ``quiet`` prints nothing.
 """

@@ -3,7 +3,7 @@
 A run directory is a stable interface between training, evaluation, plotting
 and later experiments (Hasenclever et al., "Distributed Bayesian Learning with
 Stochastic Natural Gradient Expectation Propagation and the Posterior Server",
-JMLR 18 (2017); DESIGN.md §1.6 for the metrics).  ``snep train`` creates one
+JMLR 18 (2017); docs/method.md §1.6 for the metrics).  ``snep train`` creates one
 per run, by default ``runs/YYYYmmdd-HHMMSS-<method>-<workers>w`` (an existing
 non-empty directory is never overwritten: a suffix ``-2``, ``-3``, ... is
 added).  It holds:

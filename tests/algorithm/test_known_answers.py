@@ -1,4 +1,4 @@
-"""SNEP against answers known independently of snep (DESIGN §1.9; Hasenclever et al. 2017).
+"""SNEP against answers known independently of snep (docs/method.md §1.9; Hasenclever et al. 2017).
 
 A Bayesian logistic regression on scikit-learn's wine data (class 0 against the rest,
 13 standardised features and an intercept, prior N(0, 1)), full-batch gradients, run

@@ -1,4 +1,4 @@
-"""SNEP workers, the posterior server and the in-process runner (DESIGN §1.3–§1.4)."""
+"""SNEP workers, the posterior server and the in-process runner (docs/method.md §1.3–§1.4)."""
 
 from __future__ import annotations
 

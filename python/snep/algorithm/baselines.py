@@ -1,5 +1,5 @@
 """Distributed-optimisation baselines over the same transport and kernels as SNEP
-(DESIGN §1.7).
+(docs/method.md §1.7).
 
 * **A-SGD** (Downpour; Dean et al., "Large scale distributed deep networks",
   NIPS 2012): each worker accumulates minibatch gradients of the log posterior
@@ -41,7 +41,7 @@ __all__ = [
     "EasgdWorker",
 ]
 
-#: EASGD's moving rate (DESIGN §1.7)
+#: EASGD's moving rate (docs/method.md §1.7)
 MOVING_RATE = 0.25
 #: A-SGD server's Adam constants (Kingma & Ba 2015)
 ASGD_ADAM = {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8}

@@ -1,4 +1,4 @@
-"""Messages between SNEP workers and the posterior server (DESIGN §1.4).
+"""Messages between SNEP workers and the posterior server (docs/method.md §1.4).
 
 Plain arrays and integers only, so that a transport can send them as typed
 buffers (the in-process runner passes them directly; MPI sends the arrays).

@@ -1,6 +1,6 @@
 """In-process runner: n SNEP workers and the posterior server in one process.
 
-Deterministic simulation of the asynchronous system of DESIGN §1.4: each
+Deterministic simulation of the asynchronous system of docs/method.md §1.4: each
 worker ``w`` takes one iteration every ``speeds[w]`` units of virtual time; a
 push reaches the server at once and its reply reaches the worker
 ``reply_delay`` units later (staleness).  Events are processed in
@@ -423,7 +423,7 @@ def run_adam(
     backend: Backend | None = None,
     callback: Callback | None = None,
 ) -> FitResult:
-    """Single-worker Adam on the log posterior (the MAP baseline of DESIGN §1.7).
+    """Single-worker Adam on the log posterior (the MAP baseline of docs/method.md §1.7).
 
     Same kernels as SNEP: the fused pass with the Adam-SGLD rule, noise off,
     ``beta1 = 0.9`` (unless set), the prior as the Gaussian factor and no site.

@@ -1,5 +1,5 @@
 """The posterior server (Hasenclever et al. 2017, §"The posterior server";
-DESIGN §1.4): pure state and message handling, no I/O, so that the in-process
+docs/method.md §1.4): pure state and message handling, no I/O, so that the in-process
 runner and the MPI transport drive the same code.
 
 State: ``theta = theta_0 + sum_i lambda_i^sent`` in float64, a version

@@ -1,5 +1,5 @@
 """A SNEP worker (Hasenclever et al. 2017, Algorithm "SNEP" with the posterior
-server; DESIGN §1.3): pure state and message handling, no I/O.
+server; docs/method.md §1.3): pure state and message handling, no I/O.
 
 The worker holds its shard, its site ``lambda_i`` (kept proper), the anchor
 ``theta'_i``, the last site it pushed ``lambda_i^sent``, its cavity view
@@ -258,7 +258,7 @@ class SnepWorker:
             self.batch_y = xp.zeros((C, self.batch_size), np.int32)
 
         self.arrays.x[...] = to_device(backend, x0, dtype)
-        # initial site: natural parameters of N(x0, n * v_init) (DESIGN §1.4)
+        # initial site: natural parameters of N(x0, n * v_init) (docs/method.md §1.4)
         v = n_workers * snep.v_init
         self.arrays.site_prec[...] = 1.0 / v
         self.arrays.site_pm[...] = to_device(backend, np.asarray(x0) / v, dtype)
@@ -583,7 +583,7 @@ class SnepWorker:
     def _pooled_site_step(self, k_samples: int) -> None:
         """The SNEP inner step from the moments of this iteration's samples, pooled over
         the chains (the pass accumulated them): one site for all chains, written to every
-        chain's row (Hasenclever et al. 2017, §SNEP; DESIGN §1.5)."""
+        chain's row (Hasenclever et al. 2017, §SNEP; docs/method.md §1.5)."""
         self._site_step_from_acc(k_samples, self.scalars)
 
     def _rows64(self) -> tuple[Any, Any, Any, Any]:

@@ -1,4 +1,4 @@
-"""Compute backends behind one small interface (DESIGN §2).
+"""Compute backends behind one small interface (docs/method.md §2).
 
 ``numpy`` is the float64 oracle; ``cpu`` is float32 BLAS + Numba + the compiled
 fused pass; ``cuda`` (CuPy + kernels/*.cu) is loaded only when asked for, so

@@ -1,4 +1,4 @@
-"""The small interface every compute backend implements (DESIGN §2).
+"""The small interface every compute backend implements (docs/method.md §2).
 
 Backends whose arrays live on a device (``cuda``) also define ``xp`` (their array
 module, e.g. CuPy), ``to_host(a)`` (a numpy copy), ``to_device(a, dtype)`` and

@@ -1,5 +1,5 @@
 """The ``cuda`` backend: float32 CuPy arrays, cuBLAS GEMMs, numba.cuda epilogues and the
-fused pass of ``kernels/fused_step.cu`` (DESIGN §2).
+fused pass of ``kernels/fused_step.cu`` (docs/method.md §2).
 
 Pieces, each tested against its float64 oracle (``bench/gpu_check.py`` on a GPU, the
 epilogues also under Numba's CUDA simulator in ``tests/backends``):
@@ -231,7 +231,7 @@ class CudaBackend:
 
         The cavity becomes ``theta - sent`` (the difference in float64), the anchor moves
         with the cavity, and the chain is shifted to keep its standardised position under
-        ``cavity + site``: ``x <- m_new + sqrt(v_new / v_old) (x - m_old)`` (DESIGN §1.3);
+        ``cavity + site``: ``x <- m_new + sqrt(v_new / v_old) (x - m_old)`` (docs/method.md §1.3);
         with ``scale_momentum`` (SGHMC) the momentum ``s1`` is scaled too.  ``theta``/``sent``
         are (precision, precision_mean) pairs of shape (P,) or (C, P), host or device, any
         float dtype.

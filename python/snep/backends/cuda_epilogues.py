@@ -2,7 +2,7 @@
 
 The elementwise passes between the GEMMs of the MLP of Hasenclever et al., JMLR 18 (2017),
 §6 (ReLU hidden layers, softmax output, multinomial log-likelihood), batched over a
-leading chain axis ``C`` (DESIGN §2, "Batched over chains"):
+leading chain axis ``C`` (docs/method.md §2, "Batched over chains"):
 
 * :func:`bias_relu_`: ``z[c,i,j] = max(z[c,i,j] + p[c,off+j], 0)``, in place
   (``epilogues.bias_relu``);
@@ -16,7 +16,7 @@ leading chain axis ``C`` (DESIGN §2, "Batched over chains"):
   (``epilogues.relu_grad``);
 * :func:`softmax_`: softmax of each row in place, for prediction (``epilogues.softmax_row``).
 
-The scalar functions are the single source of truth of this maths (DESIGN §2; the table
+The scalar functions are the single source of truth of this maths (docs/method.md §2; the table
 in ``docs/architecture.md``): :mod:`snep.model.mlp_cpu` compiles the same functions with
 ``numba.njit``, this module with ``numba.cuda.jit(device=True)``.  They are compiled
 without ``fastmath`` here (the GPU's fast ``exp``/``log`` approximations are not needed:

@@ -2,10 +2,10 @@
 
 The kernels are ``fused_step_float32`` and ``fill_normal_float32`` of
 ``kernels/fused_step.cu``; their per-parameter maths is ``kernels/snep_fused.cuh`` and
-``kernels/snep_rng.cuh``, shared with the CPU extension (DESIGN §2, "one source of truth
+``kernels/snep_rng.cuh``, shared with the CPU extension (docs/method.md §2, "one source of truth
 per kernel"), and their float64 oracles are :mod:`snep.samplers.reference` and
 :mod:`snep.samplers.noise`.  The maths is that of Hasenclever et al., JMLR 18 (2017)
-(SNEP's tilted distribution and site step) with the SG-MCMC rules of DESIGN §1.5.
+(SNEP's tilted distribution and site step) with the SG-MCMC rules of docs/method.md §1.5.
 
 * :func:`load_module` loads the kernels once per process: the ahead-of-time fatbin that
   CMake installs as ``snep/kernels/fused_step.fatbin`` when ``nvcc`` was present at build

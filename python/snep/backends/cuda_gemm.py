@@ -1,7 +1,7 @@
 """Hand-written batched GEMM kernels of the MLP, with fused epilogues, in numba.cuda.
 
 The GEMMs of the MLP of Hasenclever et al., JMLR 18 (2017), §6, batched over a leading
-chain axis ``C`` (DESIGN §2, "Batched over chains"), without cuBLAS: for every chain ``c``
+chain axis ``C`` (docs/method.md §2, "Batched over chains"), without cuBLAS: for every chain ``c``
 
     out[c] = epilogue(op(A[c]) @ op(B[c]))        op(X) = X or X^T
 

@@ -1,4 +1,4 @@
-"""CUDA-graph capture of a worker iteration for the ``cuda`` backend (DESIGN §2, §4).
+"""CUDA-graph capture of a worker iteration for the ``cuda`` backend (docs/method.md §2, §4).
 
 A SNEP iteration (Hasenclever et al., JMLR 18 (2017): minibatch gather, MLP
 forward/backward, fused sampler/site/moment pass, per sample) is a fixed sequence of

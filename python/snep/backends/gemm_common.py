@@ -1,7 +1,7 @@
 """Tiling, epilogue codes and operand checks shared by the hand-written batched GEMMs.
 
 The MLP of Hasenclever et al., JMLR 18 (2017), §6, batched over a leading chain axis ``C``
-(DESIGN §2, "Batched over chains"), needs three GEMM shapes per layer ``l``:
+(docs/method.md §2, "Batched over chains"), needs three GEMM shapes per layer ``l``:
 
 * forward ``Z = H W_l`` (then ``+ b_l`` and a ReLU, fused as the GEMM's epilogue),
 * weight gradient ``G_W = H^T dZ``, written straight into the layer's ``(n_in, n_out)``

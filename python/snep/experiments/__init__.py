@@ -1,4 +1,4 @@
-"""Named experiments (Hasenclever et al., JMLR 2017, section 6; DESIGN.md §1.8):
+"""Named experiments (Hasenclever et al., JMLR 2017, section 6; docs/method.md §1.8):
 what runs make each one (:mod:`~snep.experiments.registry`), a resumable queue that
 runs them (:mod:`~snep.experiments.execute`) and their report
 (:mod:`~snep.experiments.report`).  Used by ``snep experiment``.

@@ -30,8 +30,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from snep.rundir import CHECKPOINT_FILE
 from snep.experiments.registry import Arm, Experiment
+from snep.rundir import CHECKPOINT_FILE
 
 __all__ = [
     "DEFAULT_POOL",

@@ -2,7 +2,7 @@
 
 The experiments reproduce and extend section 6 of Hasenclever et al.,
 "Distributed Bayesian Learning with Stochastic Natural Gradient Expectation
-Propagation and the Posterior Server", JMLR 18 (2017), with DESIGN.md §1.8's
+Propagation and the Posterior Server", JMLR 18 (2017), with docs/method.md §1.8's
 reference configuration.  An experiment is a list of *arms* (one method and
 setting each) run over seeds.  Arms live in one pool of run directories keyed
 by :attr:`Arm.key`, so an arm shared by two experiments (8-worker SNEP on MNIST
@@ -80,7 +80,7 @@ class Experiment:
 #: first in every arm's command.
 PAPER = ("--preset", "paper")
 
-#: DESIGN §1.8: MNIST, 784-500-300-10, prior variance 0.5, Adam-SGLD h = 1e-3,
+#: docs/method.md §1.8: MNIST, 784-500-300-10, prior variance 0.5, Adam-SGLD h = 1e-3,
 #: 12,000 iterations per worker (ε = 0.02 for SNEP, below).
 MNIST_REF = (
     *PAPER, "--data", "mnist", "--hidden", "500,300", "--iterations", "12000",
@@ -88,7 +88,7 @@ MNIST_REF = (
 )  # fmt: skip
 SITE_REF = ("--site-step", "0.02")
 
-#: DESIGN §1.8's deep MLP: 20 hidden layers of 50 ReLU units, prior variance
+#: docs/method.md §1.8's deep MLP: 20 hidden layers of 50 ReLU units, prior variance
 #: 0.025, ε = 0.04, h = 6.5e-4, 30,000 iterations.
 DEEP_ITERATIONS = 30_000
 MNIST_DEEP = (
@@ -198,7 +198,7 @@ EXPERIMENTS: dict[str, Experiment] = {
         Experiment(
             "mnist-workers",
             "MNIST 784-500-300-10: SNEP with 1, 2, 4, 8 workers against Adam",
-            "DESIGN §1.8's reference configuration; the paper's claim that more "
+            "docs/method.md §1.8's reference configuration; the paper's claim that more "
             "workers reach a better solution.",
             (_MNIST_ADAM, *_MNIST_SNEP.values()),
         ),
@@ -218,7 +218,7 @@ EXPERIMENTS: dict[str, Experiment] = {
             "mnist-deep",
             "MNIST, 20 hidden layers of 50 ReLU units: p-SNEP with 2, 4, 8 workers "
             "against A-SGD and EASGD",
-            f"DESIGN §1.8's deep MLP, {DEEP_ITERATIONS} iterations per worker.",
+            f"docs/method.md §1.8's deep MLP, {DEEP_ITERATIONS} iterations per worker.",
             (
                 *(
                     _snep(
@@ -290,7 +290,7 @@ EXPERIMENTS: dict[str, Experiment] = {
         Experiment(
             "mnist-vlo",
             "Site variance floor v_lo (MNIST, 4 workers, 3,000 iterations, validation split)",
-            "v_lo caps the posterior precision at 1/σ0² + n/v_lo (DESIGN §1.3).",
+            "v_lo caps the posterior precision at 1/σ0² + n/v_lo (docs/method.md §1.3).",
             _sweep("v_lo", "--v-lo", ("1e-2", "1e-3", "1e-4", "3e-2")),
             seeds=(0,),
             split="validation",

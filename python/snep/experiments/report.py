@@ -1,6 +1,6 @@
 """Report an experiment: a markdown table (mean ± sd over seeds) and PNG plots.
 
-What each experiment reports follows DESIGN §1.6: test error, NLL and ECE
+What each experiment reports follows docs/method.md §1.6: test error, NLL and ECE
 (15 bins) at the end of the run for the point estimate (posterior mean), the
 server's running average and the Bayesian model average, as mean ± sample
 standard deviation over the seeds that finished; and plots of test error and

@@ -1,7 +1,7 @@
 """The model layer: flat parameter layout, the float64 oracle and the fast CPU MLP.
 
 * :class:`ParamSpec` / :class:`LayerSpec` / :func:`init_params` — the flat parameter
-  vector and its per-layer views (DESIGN §1.1);
+  vector and its per-layer views (docs/method.md §1.1);
 * :mod:`snep.model.mlp_numpy` — the float64 reference implementation (the oracle);
 * :class:`CpuMLP` — float32 BLAS GEMMs with fused Numba epilogues
   (:mod:`snep.model.epilogues` holds the scalar maths shared with the CUDA backend).

@@ -1,6 +1,6 @@
 """Fused elementwise epilogues of the MLP, written once as plain scalar Python functions.
 
-These functions are the single source of truth for the MLP's elementwise maths (DESIGN §2,
+These functions are the single source of truth for the MLP's elementwise maths (docs/method.md §2,
 "one source of truth per kernel").  They are compiled twice:
 
 * with ``numba.njit`` for the CPU loops in :mod:`snep.model.mlp_cpu`, and

@@ -1,7 +1,7 @@
 """Fast CPU MLP: batched BLAS GEMMs plus fused Numba epilogues, float32 by default.
 
 The forward/backward pass of the MLP of Hasenclever et al., JMLR 18 (2017), §6, batched over
-a leading chain axis ``C`` (DESIGN §2, "Batched over chains"):
+a leading chain axis ``C`` (docs/method.md §2, "Batched over chains"):
 
 * every GEMM is one ``np.matmul(..., out=...)`` on 3-D arrays; the weights are
   ``(C, n_in, n_out)`` views into the flat parameters (batch stride ``P``) and the weight
@@ -13,7 +13,7 @@ a leading chain axis ``C`` (DESIGN §2, "Batched over chains"):
   functions of :mod:`snep.model.epilogues` (the single source of truth, shared with the
   CUDA backend);
 * every workspace is preallocated by :class:`CpuMLP`, so the hot path allocates nothing
-  but its (C,) result (DESIGN §3: a few MB of numpy temporaries cost page faults on every
+  but its (C,) result (docs/method.md §3: a few MB of numpy temporaries cost page faults on every
   call).
 
 Each kernel is compiled twice from one Python body: a serial variant and a ``prange``
@@ -369,7 +369,7 @@ class CpuMLP:
     15-40x longer under Numba's OpenMP layer, 1.4x under its workqueue layer, 1.3-1.7x
     with ``OPENBLAS_THREAD_TIMEOUT=4``.  Parallelism therefore comes from BLAS
     (``OPENBLAS_NUM_THREADS``) and, across chains, from batching; with one process per
-    core set ``OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1`` (DESIGN §3).
+    core set ``OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1`` (docs/method.md §3).
     """
 
     def __init__(

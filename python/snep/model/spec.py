@@ -1,6 +1,6 @@
 """Flat parameter layout of a ReLU MLP (or multinomial logistic regression).
 
-All parameters of a classifier live in one flat vector of length ``P`` (DESIGN §1.1): the
+All parameters of a classifier live in one flat vector of length ``P`` (docs/method.md §1.1): the
 kernels, the diagonal-Gaussian family, the samplers and the MPI messages all work on that
 one buffer, and the layers are *views* into it.  :class:`ParamSpec` maps the flat vector to
 the layer shapes.
@@ -217,7 +217,7 @@ def init_params(spec: ParamSpec, rng: np.random.Generator) -> np.ndarray:
 
     Hidden (ReLU) layers get He-normal weights, ``N(0, 2 / n_in)``; the softmax output
     layer gets Glorot-normal weights, ``N(0, 2 / (n_in + n_out))``; all biases are zero.
-    This is the shared ``x_0`` of the initial sites (DESIGN §1.4).
+    This is the shared ``x_0`` of the initial sites (docs/method.md §1.4).
 
     Parameters
     ----------

@@ -1,4 +1,4 @@
-"""SG-MCMC samplers and the fused worker pass (DESIGN §1.5)."""
+"""SG-MCMC samplers and the fused worker pass (docs/method.md §1.5)."""
 
 from __future__ import annotations
 

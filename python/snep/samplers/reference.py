@@ -349,7 +349,7 @@ def score_corrected_moments(
     own spread.  The noise left grows with the likelihood's departure from the guess,
     so it is small for weakly informed weights, where the plain sample variance's
     noise, turned into a site precision and clipped at a proper site, sharpened the
-    sites (DESIGN §1.5).
+    sites (docs/method.md §1.5).
 
     ``noise_var`` (optional, chosen before the samples as ``precision`` is): the
     variance of the gradient estimates' noise, the part of ``g`` that ``x`` does not
@@ -390,7 +390,7 @@ def reply_update_reference(
 
     The cavity becomes ``theta - sent``, the anchor moves with the cavity, and the
     chain is shifted to keep its standardised position under the local posterior
-    ``cavity + site``: ``x <- m_new + sqrt(v_new / v_old) (x - m_old)`` (DESIGN §1.3);
+    ``cavity + site``: ``x <- m_new + sqrt(v_new / v_old) (x - m_old)`` (docs/method.md §1.3);
     with ``scale_momentum`` (SGHMC) the momentum is scaled by the same factor.
     ``xp`` is the array module of the arrays (numpy; CuPy for the ``cuda`` backend, which
     runs this same code on the device).

@@ -14,7 +14,7 @@ __all__ = ["PassScalars", "SamplerKind"]
 
 
 class SamplerKind(IntEnum):
-    """SG-MCMC rules of DESIGN §1.5 (values match ``enum SamplerKind`` in C++)."""
+    """SG-MCMC rules of docs/method.md §1.5 (values match ``enum SamplerKind`` in C++)."""
 
     SGLD = 0  #: Welling & Teh (2011)
     PSGLD = 1  #: Li, Chen, Carlson & Carin (2016), RMSprop preconditioner

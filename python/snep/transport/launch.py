@@ -79,7 +79,7 @@ def rank_backend(config: Config, comm: Any) -> Backend:
     """The backend of this rank under MPI: ``train.backend``, except that with ``cuda``
     the server rank uses the ``cpu`` backend and each worker rank the GPU
     :func:`device_for_rank` gives it.  Messages are always staged through host memory
-    (float64 natural parameters; DESIGN §1.3), so no CUDA-aware MPI is needed."""
+    (float64 natural parameters; docs/method.md §1.3), so no CUDA-aware MPI is needed."""
     train = config.train
     if train.backend != "cuda":
         return get_backend(train.backend, train.threads)

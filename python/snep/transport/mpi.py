@@ -1,5 +1,5 @@
 """MPI transport of the posterior server (Hasenclever et al. 2017, §"The
-posterior server"; DESIGN §1.4, §3).
+posterior server"; docs/method.md §1.4, §3).
 
 Rank 0 is the server, ranks 1..n the workers; the same :class:`SnepWorker`
 and :class:`PosteriorServer` objects as the in-process runner do the maths,
