@@ -741,9 +741,9 @@ def check_graph(rep: Report, cupy: Any, backend: Any) -> None:
         )
 
     def graphed_run(method: str, n_samples: int) -> tuple[float, float, str]:
-        from snep.algorithm.runner import fit
         from snep.config import Config
         from snep.data.loaders import load_digits
+        from snep.run.fit import fit
 
         config = Config().replace(
             train={"method": method, "workers": 2, "iterations": 40, "eval_every": 20},
@@ -779,15 +779,15 @@ def check_device_messages(rep: Report, cupy: Any, backend: Any) -> None:
 
     def run() -> tuple[float, float, str]:
         from snep.algorithm.messages import Reply
-        from snep.algorithm.runner import _initial_position, _prior, build_spec, make_server
         from snep.algorithm.worker import SnepWorker
         from snep.config import Config
         from snep.data.loaders import load_digits
+        from snep.run.setup import build_spec, initial_position, make_server, prior_for
 
         data = load_digits()
         cfg = Config().replace(train={"workers": 1, "backend": "cuda"}, model={"hidden": (32,)})
         spec = build_spec(cfg, data)
-        x0 = _initial_position(cfg, spec)
+        x0 = initial_position(cfg, spec)
 
         def make() -> SnepWorker:
             mlp = backend.mlp(spec, 1, 100)
@@ -795,7 +795,7 @@ def check_device_messages(rep: Report, cupy: Any, backend: Any) -> None:
 
         host, dev = make(), make()
         dev.enable_device_messages()
-        servers = [make_server(cfg, _prior(cfg, spec), x0, 1) for _ in range(2)]
+        servers = [make_server(cfg, prior_for(cfg, spec), x0, 1) for _ in range(2)]
         for srv, w in zip(servers, (host, dev), strict=True):
             srv.register(0, w.initial_site())
 

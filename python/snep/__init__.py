@@ -17,8 +17,8 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "fit": "snep.algorithm.runner",
-    "FitResult": "snep.algorithm.runner",
+    "fit": "snep.run.fit",
+    "FitResult": "snep.run.setup",
     "Config": "snep.config",
     "load_config": "snep.config",
     "Posterior": "snep.posterior",

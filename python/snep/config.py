@@ -61,8 +61,10 @@ else:  # pragma: no cover
 
 __all__ = [
     "DATA_PRESETS",
+    "METHODS",
     "METHOD_PRESETS",
     "Config",
+    "Method",
     "ModelConfig",
     "SNEPConfig",
     "SamplerConfig",
@@ -76,9 +78,102 @@ __all__ = [
 ]
 
 SAMPLERS = ("adam_sgld", "sgld", "psgld", "sghmc")
-METHODS = ("snep", "ep", "adam", "asgd", "easgd")
-#: the point-estimate baselines (Adam optimisers: no sampler, no site)
-BASELINES = ("adam", "asgd", "easgd")
+
+
+@dataclass(frozen=True)
+class Method:
+    """What differs per ``train.method``: the one place that says it (no other module
+    compares method names).
+
+    Attributes
+    ----------
+    name : str
+        The ``train.method`` value.
+    description : str
+        One line for the help text and reports.
+    posterior : bool
+        Learns a Gaussian posterior through sites and sampling chains (SNEP, EP): a
+        model average, the posterior checks, several chains, device backends.  False
+        for the point-estimate baselines (Adam optimisers: no sampler, no site).
+    moment_matching : bool
+        EP/SMS: each site is set from the tilted moments of a window of samples
+        (docs/method.md §1.3); false for SNEP's stochastic natural-gradient site step.
+    distributed : bool
+        Runs several workers against a server; false for the one-worker Adam baseline
+        (``train.workers`` must be 1).
+    checkpointed : bool
+        Writes checkpoints and resumes (``snep train --resume``).
+    worker, server : str
+        ``"module:attribute"`` of the worker class and of the server class (with a
+        ``from_config(config, prior, x0, n_workers)`` constructor), loaded on use by
+        :meth:`load`; empty for the one-worker baseline.
+    """
+
+    name: str
+    description: str
+    posterior: bool
+    moment_matching: bool = False
+    distributed: bool = True
+    checkpointed: bool = True
+    worker: str = ""
+    server: str = ""
+
+    def load(self, role: str) -> Any:
+        """The worker (``role="worker"``) or server (``"server"``) class."""
+        import importlib
+
+        module, _, attr = getattr(self, role).partition(":")
+        if not module:
+            raise ConfigError(f"train.method = {self.name!r} has no {role} class")
+        return getattr(importlib.import_module(module), attr)
+
+
+_WORKER = "snep.algorithm.worker:SnepWorker"
+_POSTERIOR_SERVER = "snep.algorithm.server:PosteriorServer"
+#: every ``train.method``, by name
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method(
+            "snep",
+            "SNEP with the posterior server",
+            posterior=True,
+            worker=_WORKER,
+            server=_POSTERIOR_SERVER,
+        ),
+        Method(
+            "ep",
+            "EP/SMS: sites from windows of tilted moments, with the posterior server",
+            posterior=True,
+            moment_matching=True,
+            worker=_WORKER,
+            server=_POSTERIOR_SERVER,
+        ),
+        Method(
+            "adam",
+            "Adam on the log posterior, one worker (the MAP baseline)",
+            posterior=False,
+            distributed=False,
+            checkpointed=False,
+        ),
+        Method(
+            "asgd",
+            "asynchronous SGD (Adam) with a parameter server",
+            posterior=False,
+            checkpointed=False,
+            worker="snep.algorithm.baselines:AsgdWorker",
+            server="snep.algorithm.baselines:AsgdServer",
+        ),
+        Method(
+            "easgd",
+            "elastic-averaging SGD (Adam) with a centre server",
+            posterior=False,
+            checkpointed=False,
+            worker="snep.algorithm.baselines:EasgdWorker",
+            server="snep.algorithm.baselines:EasgdServer",
+        ),
+    )
+}
 SCHEDULES = ("constant", "robbins_monro", "piecewise")
 STEP_UNITS = ("data", "absolute")
 #: the SNEP inner step on the local posterior's or on the site's mean parameters
@@ -372,11 +467,15 @@ class TrainConfig:
     cuda_aware_mpi: bool = False
 
     def __post_init__(self) -> None:
-        _one_of("train.method", self.method, METHODS)
+        _one_of("train.method", self.method, tuple(METHODS))
         _one_of("train.preset", self.preset, tuple(METHOD_PRESETS))
         _int_at_least("train.workers", self.workers, 1)
-        if self.method == "adam" and self.workers != 1:
-            _fail("train.workers", self.workers, "1 for method 'adam' (a single-worker baseline)")
+        if not METHODS[self.method].distributed and self.workers != 1:
+            _fail(
+                "train.workers",
+                self.workers,
+                f"1 for method {self.method!r} (a single-worker baseline)",
+            )
         if (
             not isinstance(self.iterations, int)
             or isinstance(self.iterations, bool)
@@ -435,7 +534,7 @@ class TrainConfig:
             value = getattr(self, key)
             if not isinstance(value, bool):
                 _fail(f"train.{key}", value, "true or false")
-            if value and (self.method not in ("snep", "ep") or self.backend != "cuda"):
+            if value and (not METHODS[self.method].posterior or self.backend != "cuda"):
                 _fail(
                     f"train.{key}",
                     value,
@@ -508,7 +607,7 @@ class Config:
                 "a CUDA graph replays unchanged; use a constant site step, or no graph",
             )
         if (
-            self.train.method in BASELINES
+            not METHODS[self.train.method].posterior
             and sampler.step_unit == "data"
             and sampler.step_size != SamplerConfig.step_size
         ):
@@ -764,6 +863,10 @@ def apply_assignment(data: dict[str, Any], assignment: str) -> None:
     table[parts[-1]] = value
 
 
+def _single_worker(method: Any) -> bool:
+    return isinstance(method, str) and method in METHODS and not METHODS[method].distributed
+
+
 def resolve(
     file: str | Path | None = None,
     flags: Mapping[str, Any] | None = None,
@@ -776,8 +879,8 @@ def resolve(
     false) < the TOML ``file`` < ``flags`` (a nested mapping, section -> key -> value)
     < ``sets`` (``section.key=VALUE`` strings, :func:`apply_assignment`).
 
-    ``method = "adam"`` implies ``workers = 1`` unless the layer that chose adam, or
-    one above it, sets ``workers`` (Adam is the one-worker baseline).  With
+    A one-worker method (``adam``) implies ``workers = 1`` unless the layer that chose
+    it, or one above it, sets ``workers``.  With
     ``train.iterations = 0`` the run length is still to be derived from the data
     set's size (:meth:`Config.with_data_size`).
     """
@@ -789,9 +892,9 @@ def resolve(
     file_train = raw.get("train", {})
     file_train = file_train if isinstance(file_train, Mapping) else {}
     if "workers" not in top_train:
-        if top_train.get("method") == "adam" or (
+        if _single_worker(top_train.get("method")) or (
             "method" not in top_train
-            and file_train.get("method") == "adam"
+            and _single_worker(file_train.get("method"))
             and "workers" not in file_train
         ):
             top.setdefault("train", {})["workers"] = 1

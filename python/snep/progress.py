@@ -1,4 +1,4 @@
-"""Progress reporting of a training run, as the ``callback`` of :func:`snep.algorithm.runner.fit`.
+"""Progress reporting of a training run, as the ``callback`` of :func:`snep.run.fit.fit`.
 
 Records arrive once per evaluation (docs/method.md §1.6; ``iteration`` is the mean
 iteration over the workers).  On a terminal a :mod:`rich.progress` bar over the

@@ -47,7 +47,7 @@ Every file except ``metrics.jsonl`` is written atomically (:mod:`snep.io`).
 
 ``checkpoint.npz`` (SNEP/EP runs) holds the whole in-process simulation state,
 rewritten atomically at every evaluation; ``snep train --resume RUN_DIR``
-continues from it (see :func:`snep.algorithm.runner.simulate`).
+continues from it (see :func:`snep.transport.inprocess.simulate`).
 """
 
 from __future__ import annotations
@@ -71,9 +71,9 @@ from snep.io import atomic_write, save_json
 from snep.threads import thread_settings
 
 if TYPE_CHECKING:
-    from snep.algorithm.runner import FitResult
     from snep.data.dataset import Dataset
     from snep.posterior import Posterior
+    from snep.run.setup import FitResult
 
 __all__ = [
     "CHECKPOINTS_DIR",

@@ -1,4 +1,4 @@
-"""The positional arguments of :func:`snep.algorithm.runner.simulate` for a data set, as
+"""The positional arguments of :func:`snep.transport.inprocess.simulate` for a data set, as
 ``fit`` builds them (IID shards, the shared initial position and the prior), for tests
 that drive the simulation directly (checkpoints, resumes)."""
 
@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from snep.algorithm.runner import _initial_position, _prior, build_spec, model_factory
 from snep.config import Config
 from snep.data.dataset import Dataset
 from snep.data.sharding import make_shards
+from snep.run.setup import build_spec, initial_position, model_factory, prior_for
 
 
 def simulate_args(cfg: Config, data: Dataset, backend: Any) -> tuple:
@@ -21,6 +21,6 @@ def simulate_args(cfg: Config, data: Dataset, backend: Any) -> tuple:
         for i in make_shards(data.y_train, t.workers, "iid", 0.5, t.seed)
     ]
     return (
-        cfg, shards, model_factory(cfg, backend, spec), _initial_position(cfg, spec),
-        _prior(cfg, spec), backend,
+        cfg, shards, model_factory(cfg, backend, spec), initial_position(cfg, spec),
+        prior_for(cfg, spec), backend,
     )  # fmt: skip

@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from snep.algorithm import fit
-from snep.algorithm.runner import load_checkpoint, simulate
 from snep.backends import get_backend
 from snep.config import Config
 from snep.data.loaders import load_digits
 from snep.errors import ConfigError, DataError
+from snep.run.fit import fit
+from snep.transport.inprocess import load_checkpoint, simulate
 
 from .simulate_args import simulate_args
 

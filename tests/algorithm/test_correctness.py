@@ -25,12 +25,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from snep.algorithm.runner import simulate
 from snep.backends import get_backend
 from snep.config import Config
 from snep.family import DiagGaussian
 from snep.model import mlp_numpy
 from snep.model.spec import ParamSpec
+from snep.transport.inprocess import simulate
 
 from .models import GaussianMeans
 

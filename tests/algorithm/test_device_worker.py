@@ -11,11 +11,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from snep.algorithm.runner import fit, simulate
 from snep.backends import get_backend
 from snep.config import Config
 from snep.data.loaders import load_digits
 from snep.errors import ConfigError
+from snep.run.fit import fit
+from snep.transport.inprocess import simulate
 
 from .device_double import DeviceArray, DeviceBackend, GraphRuleError
 from .simulate_args import simulate_args
@@ -177,8 +178,8 @@ def test_train_gemm_reaches_the_device_backend_and_is_refused_on_the_host(digits
 def _protocol_pair(digits, backend):
     """Two workers on the device double with one shard, one with host messages and one with
     device messages, and a host server for each."""
-    from snep.algorithm.runner import _initial_position, _prior, build_spec, make_server
     from snep.algorithm.worker import SnepWorker
+    from snep.run.setup import build_spec, initial_position, make_server, prior_for
 
     cfg = _config(backend="cuda", workers=1)
     spec = build_spec(cfg, digits)
@@ -191,11 +192,11 @@ def _protocol_pair(digits, backend):
         y,
         cfg,
         backend,
-        _initial_position(cfg, spec),
+        initial_position(cfg, spec),
     )
     host, dev = make(), make()
     dev.enable_device_messages()
-    servers = [make_server(cfg, _prior(cfg, spec), _initial_position(cfg, spec), 1) for _ in "ab"]
+    servers = [make_server(cfg, prior_for(cfg, spec), initial_position(cfg, spec), 1) for _ in "ab"]
     return host, dev, servers
 
 
@@ -248,12 +249,12 @@ def test_device_messages_are_for_device_backends_under_mpi(digits):
             _config(cuda_aware_mpi=True, **bad)
     cpu = get_backend("cpu")
     cfg = _config()
-    from snep.algorithm.runner import _initial_position, build_spec
+    from snep.run.setup import build_spec, initial_position
 
     spec = build_spec(cfg, digits)
     worker = SnepWorker(
         0, 1, cpu.mlp(spec, cfg.snep.n_chains, 100), digits.x_train, digits.y_train, cfg, cpu,
-        _initial_position(cfg, spec),
+        initial_position(cfg, spec),
     )  # fmt: skip
     with pytest.raises(ConfigError, match="device messages need a device backend"):
         worker.enable_device_messages()

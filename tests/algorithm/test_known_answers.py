@@ -39,10 +39,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from snep.algorithm.runner import simulate
 from snep.backends import get_backend
 from snep.config import Config
 from snep.family import DiagGaussian
+from snep.transport.inprocess import simulate
 
 from .wine import BinaryLogistic, check_against_fixture, load_reference, wine_problem
 

@@ -22,6 +22,8 @@ servers expose the point estimate as a degenerate Gaussian (``precision`` =
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from snep.algorithm.messages import Push, Reply
@@ -52,6 +54,11 @@ class _PointServer:
     """What the evaluator, the runner and the MPI loop need of a server holding a point."""
 
     point_estimate = True
+
+    @classmethod
+    def from_config(cls, config: Any, prior: Any, x0: np.ndarray, n_workers: int) -> Any:
+        """The server of a run of ``config`` (:attr:`snep.config.Method.server`)."""
+        return cls(x0, n_workers, config.train.averaging_start)
 
     def __init__(self, x0: np.ndarray, n_workers: int, average_from: int) -> None:
         self.center = np.array(x0, np.float64)
@@ -117,6 +124,11 @@ class AsgdServer(_PointServer):
         self.m = np.zeros_like(self.center)
         self.v = np.zeros_like(self.center)
         self.steps = 0
+
+    @classmethod
+    def from_config(cls, config: Any, prior: Any, x0: np.ndarray, n_workers: int) -> Any:
+        """The server of a run of ``config``, with the sampler's learning rate."""
+        return cls(x0, n_workers, config.train.averaging_start, config.sampler.learning_rate)
 
     def push(self, msg: Push) -> Reply:
         g = msg.delta_precision

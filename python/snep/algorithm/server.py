@@ -59,6 +59,13 @@ class PosteriorServer:
         self.average_mean: np.ndarray | None = None
         self.average_var: np.ndarray | None = None
 
+    @classmethod
+    def from_config(
+        cls, config: Any, prior: DiagGaussian, x0: np.ndarray, n_workers: int
+    ) -> PosteriorServer:
+        """The server of a run of ``config`` (:attr:`snep.config.Method.server`)."""
+        return cls(prior, n_workers, config.train.averaging_start)
+
     @property
     def registered(self) -> bool:
         """True once every worker has sent its initial site."""

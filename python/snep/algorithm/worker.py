@@ -32,7 +32,7 @@ from snep.algorithm.messages import Push, Reply
 from snep.backends import Backend, MLPKernels
 from snep.backends.base import array_module, require_graph_capture, to_device, to_host
 from snep.backends.cuda_fused import pack_params
-from snep.config import Config
+from snep.config import METHODS, Config
 from snep.data.minibatch import MinibatchStream, gather_batch
 from snep.diagnostics import ChainTrace
 from snep.errors import ConfigError
@@ -68,7 +68,7 @@ def worker_seed(seed: int, worker: int) -> int:
 def chains_per_worker(config: Config) -> int:
     """Chains a worker runs: ``snep.n_chains`` for SNEP and EP, one for the point-estimate
     baselines (the leading axis of every chain array, and of the model's inputs)."""
-    return config.snep.n_chains if config.train.method in ("snep", "ep") else 1
+    return config.snep.n_chains if METHODS[config.train.method].posterior else 1
 
 
 #: share of the prior's precision that the n improper sites may take from q together
@@ -210,6 +210,11 @@ class SnepWorker:
         self.config = config
         self.backend = backend
         self.method = train.method
+        info = METHODS[train.method]
+        #: SNEP's stochastic natural-gradient site step (else EP/SMS's moment matching,
+        #: or a baseline without sites)
+        self._snep_step = info.posterior and not info.moment_matching
+        self._moment_matching = info.moment_matching
         dtype = backend.dtype
         # the chain arrays live where the backend computes (numpy, or CuPy for cuda); the
         # shard, the minibatch and the float64 sites of the protocol stay on the host
@@ -235,7 +240,7 @@ class SnepWorker:
         # sums of the log tilted density's gradient g, of x g and of g^2 at the samples
         self._score_cv = (
             snep.score_cv and snep.site_update == "local" and C >= MIN_CV_CHAINS
-            and self.method in ("snep", "ep")
+            and METHODS[self.method].posterior
         )  # fmt: skip
         self._acc_g = xp.zeros((C, P), dtype) if self._score_cv else None
         self._acc_xg = xp.zeros((C, P), dtype) if self._score_cv else None
@@ -447,7 +452,7 @@ class SnepWorker:
 
     # ------------------------------------------------------------- iteration
     def _samples_per_iteration(self) -> int:
-        return self.config.snep.n_samples if self.method == "snep" else 1
+        return self.config.snep.n_samples if self._snep_step else 1
 
     @property
     def _pooled(self) -> bool:
@@ -455,14 +460,14 @@ class SnepWorker:
         samples (several chains, or the step on the local posterior); else the pass fuses
         the step on the site's mean parameters."""
         local = self.config.snep.site_update == "local"
-        return self.method == "snep" and (self.n_chains > 1 or local)
+        return self._snep_step and (self.n_chains > 1 or local)
 
     def _set_sample_scalars(self, k: int, k_samples: int) -> None:
         """The pass scalars of sample ``k`` of ``k_samples`` of this iteration (after the
         sampler step counter has advanced)."""
         s = self.scalars
         s.set_step(self.kind, self.sampler_steps)
-        if self.method == "snep" and not self._pooled:  # the pass takes the site step
+        if self._snep_step and not self._pooled:  # the pass takes the site step
             last = k == k_samples - 1
             s.accumulate = int(k_samples > 1)
             s.update_site = int(last)
@@ -478,9 +483,9 @@ class SnepWorker:
         k_samples = self._samples_per_iteration()
         # SNEP refreshes its anchor every n_inner iterations; EP/SMS updates its site from
         # a window of ep_window iterations (and refreshes the anchor then)
-        period = snep.n_inner if self.method == "snep" else snep.ep_window
+        period = snep.n_inner if self._snep_step else snep.ep_window
         refresh = (self.iteration + 1) % period == 0
-        refresh_on_device = refresh and self.method == "snep" and self._on_device
+        refresh_on_device = refresh and self._snep_step and self._on_device
         if self._on_device:
             self._step_device(k_samples, refresh_on_device)
         else:
@@ -501,10 +506,10 @@ class SnepWorker:
                 self._pooled_site_step(k_samples)
         self._trace_append()
         self.iteration += 1
-        if self.method == "ep":
+        if self._moment_matching:
             self._window += 1
         if refresh:
-            if self.method == "ep":
+            if self._moment_matching:
                 self._ep_update()
             if not refresh_on_device:
                 self._refresh_anchor()

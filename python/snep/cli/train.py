@@ -111,8 +111,8 @@ def run(args: argparse.Namespace) -> int:
         return _run_mpi(args, config)
 
     # heavy imports only now, after the thread variables are set
-    from snep.algorithm.runner import check_backend, fit
     from snep.backends import get_backend
+    from snep.run.fit import check_backend, fit
 
     dataset = load_run_data(config)
     config = config.with_data_size(dataset.n_train)  # config.toml records the iterations

@@ -7,7 +7,7 @@ a small machine):
 
 * a run whose ``summary.json`` exists is done and skipped;
 * a SNEP/EP run with a ``checkpoint.npz`` continues with ``snep train --resume``
-  (bitwise the uninterrupted run, :func:`snep.algorithm.runner.simulate`);
+  (bitwise the uninterrupted run, :func:`snep.transport.inprocess.simulate`);
 * any other unfinished run (a baseline, or one killed before its first
   checkpoint) is moved aside to ``<run>.incomplete-K`` and started again, so
   nothing is deleted;

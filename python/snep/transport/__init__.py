@@ -1,4 +1,4 @@
-"""Transports that move SNEP's messages: in-process (``snep.algorithm.runner``) and MPI
+"""Transports that move SNEP's messages: in-process (``snep.transport.inprocess``) and MPI
 (``snep.transport.mpi``, launched by ``snep.transport.launch.run_mpi``)."""
 
 from __future__ import annotations

@@ -19,28 +19,16 @@ from typing import Any
 
 import numpy as np
 
-from snep.algorithm.runner import (
-    WORKER_CLASSES,
-    Callback,
-    FitResult,
-    _initial_position,
-    _prior,
-    blas_threads,
-    build_spec,
-    check_backend,
-    make_server,
-    model_factory,
-)
 from snep.algorithm.server import PosteriorServer
 from snep.backends import Backend, get_backend
-from snep.config import Config
+from snep.config import METHODS, Config
 from snep.data.dataset import Dataset
-from snep.data.sharding import make_shards
 from snep.errors import ConfigError, DataError
-from snep.evaluate import Evaluator
 from snep.io import save_npz
-from snep.posterior import Posterior
+from snep.run.fit import blas_threads, check_backend
+from snep.run.setup import FitResult, RunSetup
 from snep.transport.env import mpi_world_size
+from snep.transport.inprocess import Callback
 
 __all__ = ["broadcast_config", "mpi_world_size", "run_mpi"]
 
@@ -123,22 +111,22 @@ def run_mpi(
                 f"mpiexec -n {train.workers + 1} (one server rank + {train.workers} workers), "
                 f"or set --workers {size - 1}"
             )
-        if config.train.method == "adam":
+        method = METHODS[train.method]
+        if not method.distributed:
             raise ConfigError(
-                "train.method = 'adam' is a single-process baseline; run it without mpiexec"
+                f"train.method = {method.name!r} is a single-process baseline; run it "
+                "without mpiexec"
             )
         backend = backend or rank_backend(config, comm)
         if rank != 0:
             check_backend(config, backend, mpi=True)
-        spec = build_spec(config, dataset)
-        if checkpoint_dir is not None and train.method in ("asgd", "easgd"):
+        setup = RunSetup.create(config, dataset, backend)
+        if not method.checkpointed:
             checkpoint_dir = None  # the baselines keep no checkpoints
-        with blas_threads(config, spec.size):
+        with blas_threads(config, setup.spec.size):
             if rank == 0:
-                return _serve(
-                    comm, config, dataset, spec, backend, callback, checkpoint_dir, resume
-                )
-            _work(comm, config, dataset, spec, backend, rank - 1, checkpoint_dir, resume)
+                return _serve(comm, setup, callback, checkpoint_dir, resume)
+            _work(comm, setup, rank - 1, checkpoint_dir, resume)
             return None
     except Exception as exc:  # any failure ends the whole job, never a hang
         sys.stderr.write(
@@ -151,11 +139,6 @@ def run_mpi(
     finally:
         if not MPI.Is_finalized():
             comm.Free()
-
-
-def _shards(config: Config, dataset: Dataset) -> list[np.ndarray]:
-    t = config.train
-    return make_shards(dataset.y_train, t.workers, t.sharding, t.dirichlet_alpha, t.seed)
 
 
 def _checkpoint_file(directory: Path, name: str, resume: bool) -> Path:
@@ -173,21 +156,11 @@ def _load_state(path: Path) -> dict[str, np.ndarray]:
         return {k: f[k] for k in f.files}
 
 
-def _work(comm, config, dataset, spec, backend, worker_id, checkpoint_dir, resume) -> None:
+def _work(comm, setup: RunSetup, worker_id: int, checkpoint_dir, resume: bool) -> None:
     from snep.transport.mpi import WorkerLoop
 
-    idx = _shards(config, dataset)[worker_id]
-    x, y = dataset.x_train[idx].copy(), dataset.y_train[idx].copy()  # keep only the shard
-    worker = WORKER_CLASSES[config.train.method](
-        worker_id,
-        config.train.workers,
-        model_factory(config, backend, spec)(min(config.train.batch_size, len(y))),
-        x,
-        y,
-        config,
-        backend,
-        _initial_position(config, spec),
-    )
+    config = setup.config
+    worker = setup.make_worker(worker_id, *setup.shard(worker_id))  # keeps only its shard
     if config.train.cuda_aware_mpi:  # pushes and replies in device memory
         worker.enable_device_messages()
     speeds = config.train.speeds
@@ -223,12 +196,13 @@ _STAT_NAMES = (
 )  # fmt: skip
 
 
-def _serve(comm, config, dataset, spec, backend, callback, checkpoint_dir, resume) -> FitResult:
+def _serve(comm, setup: RunSetup, callback, checkpoint_dir, resume: bool) -> FitResult:
     from snep.transport.mpi import ServerLoop
 
+    config, dataset = setup.config, setup.dataset
     t = config.train
-    server = make_server(config, _prior(config, spec), _initial_position(config, spec), t.workers)
-    evaluator = Evaluator(spec, dataset, backend, config)
+    server = setup.make_server()
+    evaluator = setup.evaluator()
 
     def evaluate(srv: PosteriorServer, mean_iter: float) -> dict[str, Any]:
         return {"epochs_per_worker": mean_iter * t.batch_size / dataset.n_train, **evaluator(srv)}
@@ -263,11 +237,4 @@ def _serve(comm, config, dataset, spec, backend, callback, checkpoint_dir, resum
         ],
         "workers": workers,
     }
-    posterior = Posterior(
-        spec,
-        np.array(server.precision),
-        np.array(server.precision_mean),
-        None if server.average_mean is None else server.average_mean.copy(),
-        None if server.average_var is None else server.average_var.copy(),
-    )
-    return FitResult(posterior, loop.history, stats)
+    return FitResult(setup.to_posterior(server), loop.history, stats)

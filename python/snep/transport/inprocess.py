@@ -1,11 +1,12 @@
-"""In-process runner: n SNEP workers and the posterior server in one process.
+"""The in-process transport: n workers and their server in one process.
 
 Deterministic simulation of the asynchronous system of docs/method.md §1.4: each
 worker ``w`` takes one iteration every ``speeds[w]`` units of virtual time; a
 push reaches the server at once and its reply reaches the worker
 ``reply_delay`` units later (staleness).  Events are processed in
 (time, worker) order, so the same seed gives the same posterior, bitwise.  The
-worker and server code are the same objects an MPI transport drives.
+worker and server code are the same objects the MPI transport drives
+(:mod:`snep.transport.mpi`), built by the same :class:`~snep.run.setup.RunSetup`.
 """
 
 from __future__ import annotations
@@ -14,63 +15,32 @@ import heapq
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from snep.algorithm.baselines import AsgdServer, AsgdWorker, EasgdServer, EasgdWorker
 from snep.algorithm.messages import Push, Reply
 from snep.algorithm.server import PosteriorServer
-from snep.algorithm.worker import SnepWorker, chains_per_worker, worker_seed
-from snep.backends import Backend, MLPKernels, get_backend
-from snep.backends.base import is_host, require_graph_capture
+from snep.algorithm.worker import SnepWorker
+from snep.backends import Backend, MLPKernels
 from snep.config import Config
 from snep.data.dataset import Dataset
-from snep.data.minibatch import MinibatchStream, gather_batch
-from snep.data.sharding import make_shards
 from snep.errors import ConfigError, DataError
-from snep.evaluate import Evaluator
 from snep.family import DiagGaussian
 from snep.io import save_npz
-from snep.model.spec import ParamSpec, init_params
-from snep.posterior import Posterior
-from snep.samplers.noise import NOISE_STREAM_SAMPLER
-from snep.samplers.reference import ChainArrays
-from snep.samplers.scalars import PassScalars, SamplerKind
+from snep.run.setup import FitResult, RunSetup, make_server, make_worker
 
-__all__ = ["FitResult", "Simulation", "build_spec", "fit", "run_adam", "run_in_process", "simulate"]
+__all__ = [
+    "Simulation",
+    "chain_diagnostics",
+    "load_checkpoint",
+    "run_in_process",
+    "simulate",
+]
 
 Callback = Callable[[dict[str, Any]], None]
-
-
-@dataclass
-class FitResult:
-    """What a run produced: the posterior, the metrics history and counters."""
-
-    posterior: Posterior
-    history: list[dict[str, Any]] = field(default_factory=list)
-    stats: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def final(self) -> dict[str, Any]:
-        """The last evaluation's metrics."""
-        return self.history[-1] if self.history else {}
-
-
-def build_spec(config: Config, dataset: Dataset) -> ParamSpec:
-    """The MLP layout for ``dataset``: inputs, ``model.hidden``, classes."""
-    return ParamSpec((dataset.n_features, *config.model.hidden, dataset.n_classes))
-
-
-def _prior(config: Config, spec: ParamSpec) -> DiagGaussian:
-    p = spec.size
-    return DiagGaussian(np.full(p, 1.0 / config.snep.prior_var), np.zeros(p))
-
-
-def _initial_position(config: Config, spec: ParamSpec) -> np.ndarray:
-    return init_params(spec, np.random.default_rng(worker_seed(config.train.seed, 2**31) % 2**63))
 
 
 @dataclass
@@ -128,10 +98,8 @@ def simulate(
     train.check_resolved("simulate")  # config.with_data_size(n_train) first
     n = len(shards)
     n_train = n_train or sum(len(y) for _, y in shards)
-    worker_class = WORKER_CLASSES[train.method]
     workers = [
-        worker_class(w, n, make_model(min(train.batch_size, len(y))), x, y, config, backend, x0)
-        for w, (x, y) in enumerate(shards)
+        make_worker(config, backend, make_model, w, n, x, y, x0) for w, (x, y) in enumerate(shards)
     ]
     speeds = train.speeds or (1.0,) * n
     delay = train.reply_delay
@@ -283,25 +251,6 @@ def warn_rhat(worker: int) -> None:
     )
 
 
-#: worker classes by ``train.method`` (the in-process runner and MPI use the same)
-WORKER_CLASSES: dict[str, type[SnepWorker]] = {
-    "snep": SnepWorker,
-    "ep": SnepWorker,
-    "asgd": AsgdWorker,
-    "easgd": EasgdWorker,
-}
-
-
-def make_server(config: Config, prior: DiagGaussian, x0: np.ndarray, n_workers: int) -> Any:
-    """The server of ``config.train.method``: the posterior server, or a baseline's."""
-    method, start = config.train.method, config.train.averaging_start
-    if method == "asgd":
-        return AsgdServer(x0, n_workers, start, lr=config.sampler.learning_rate)
-    if method == "easgd":
-        return EasgdServer(x0, n_workers, start)
-    return PosteriorServer(prior, n_workers, start)
-
-
 def _events_state(events: list[tuple[float, int, int, int, Any]]) -> dict[str, np.ndarray]:
     meta = np.zeros((len(events), 6))
     state: dict[str, np.ndarray] = {}
@@ -378,112 +327,32 @@ def run_in_process(
     checkpoint: str | Path | None = None,
     resume: str | Path | None = None,
 ) -> FitResult:
-    """Run SNEP (or its EP variant) on an MLP with ``config.train.workers`` simulated workers.
+    """Run ``train.method`` (SNEP, EP or a distributed baseline) with
+    ``config.train.workers`` simulated workers.
 
     ``callback`` receives every evaluation record (a dict of metrics) as it is made.
     ``checkpoint``: a path written atomically every ``train.checkpoint_every``
-    evaluations; ``resume``: a checkpoint to continue from.
+    evaluations (methods that checkpoint, :attr:`snep.config.Method.checkpointed`);
+    ``resume``: a checkpoint to continue from.
     """
-    config = config.with_data_size(dataset.n_train)  # iterations from epochs if 0
-    train = config.train
-    backend = backend or get_backend(train.backend, train.threads)
-    spec = build_spec(config, dataset)
-    shards = make_shards(
-        dataset.y_train, train.workers, train.sharding, train.dirichlet_alpha, train.seed
-    )
+    setup = RunSetup.create(config, dataset, backend)
+    save = None
+    if checkpoint is not None and setup.method.checkpointed:
+        save = lambda state: save_npz(checkpoint, **state)  # noqa: E731
     sim = simulate(
-        config,
-        [(dataset.x_train[idx], dataset.y_train[idx]) for idx in shards],
-        model_factory(config, backend, spec),
-        _initial_position(config, spec),
-        _prior(config, spec),
-        backend,
-        evaluate=Evaluator(spec, dataset, backend, config),
+        setup.config,
+        setup.shards(),
+        setup.model_factory(),
+        setup.initial_position(),
+        setup.prior(),
+        setup.backend,
+        evaluate=setup.evaluator(),
         callback=callback,
         n_train=dataset.n_train,
-        checkpoint=None
-        if checkpoint is None or config.train.method in ("asgd", "easgd")
-        else (lambda state: save_npz(checkpoint, **state)),
+        checkpoint=save,
         resume=None if resume is None else load_checkpoint(resume),
     )
-    server = sim.server
-    posterior = Posterior(
-        spec,
-        np.array(server.precision),
-        np.array(server.precision_mean),
-        None if server.average_mean is None else server.average_mean.copy(),
-        None if server.average_var is None else server.average_var.copy(),
-    )
-    return FitResult(posterior, sim.history, sim.stats)
-
-
-def run_adam(
-    config: Config,
-    dataset: Dataset,
-    backend: Backend | None = None,
-    callback: Callback | None = None,
-) -> FitResult:
-    """Single-worker Adam on the log posterior (the MAP baseline of docs/method.md §1.7).
-
-    Same kernels as SNEP: the fused pass with the Adam-SGLD rule, noise off,
-    ``beta1 = 0.9`` (unless set), the prior as the Gaussian factor and no site.
-    The returned "posterior" is the point estimate with a negligible variance.
-    """
-    config = config.with_data_size(dataset.n_train)  # iterations from epochs if 0
-    train, sampler = config.train, config.sampler
-    backend = backend or get_backend(train.backend, train.threads)
-    spec = build_spec(config, dataset)
-    x = np.ascontiguousarray(dataset.x_train, dtype=backend.dtype)
-    y = np.ascontiguousarray(dataset.y_train, dtype=np.int32)
-    n_data, batch = len(y), min(train.batch_size, len(y))
-    stream = MinibatchStream(n_data, batch, worker_seed(train.seed, 0) % 2**63)
-    mlp = backend.mlp(spec, 1, batch)
-    a = ChainArrays.zeros(1, spec.size, backend.dtype)
-    a.x[0] = _initial_position(config, spec)
-    prior = _prior(config, spec)
-    a.anchor_prec[0] = prior.precision
-    a.site_prec[...] = 1.0  # unused (no site step); keeps the arithmetic finite
-    a.cavity_prec[...] = 1.0
-    grad = np.zeros_like(a.x)
-    bx = np.zeros((1, batch, spec.layer_sizes[0]), backend.dtype)
-    by = np.zeros((1, batch), np.int32)
-    beta1 = sampler.beta1 if sampler.beta1 > 0 else 0.9
-    s = PassScalars(
-        lik_scale=n_data / batch,
-        inv_beta=0.0,  # eta = anchor = prior
-        step_size=sampler.learning_rate,
-        noise_scale=0.0,
-        beta1=beta1,
-        beta2=sampler.beta2,
-        adam_eps=sampler.adam_eps,
-        update_site=0,
-        seed=worker_seed(train.seed, 0),
-        stream=NOISE_STREAM_SAMPLER,
-    )
-    evaluator = Evaluator(spec, dataset, backend, config)
-    history: list[dict[str, Any]] = []
-    t_start = time.perf_counter()
-    for t in range(1, train.iterations + 1):
-        gather_batch(x, y, stream.next_indices(), bx[0], by[0])
-        loglik = mlp.loglik_and_grad(a.x, bx, by, grad)
-        s.set_step(SamplerKind.ADAM_SGLD, t)
-        backend.fused_step(SamplerKind.ADAM_SGLD, a, grad, s)
-        if t % train.eval_every == 0 or t == train.iterations:
-            record = {
-                "iteration": t,
-                "epochs_per_worker": t * batch / dataset.n_train,
-                "wall_seconds": time.perf_counter() - t_start,
-                "comm_seconds": 0.0,
-                **evaluator.point(a.x[0].astype(np.float64)),
-                "minibatch_loglik": float(loglik[0]) / batch,
-            }
-            history.append(record)
-            if callback is not None:
-                callback(record)
-    mean = a.x[0].astype(np.float64)
-    prec = np.full(spec.size, 1e12)
-    posterior = Posterior(spec, prec, prec * mean)
-    return FitResult(posterior, history, {"wall_seconds": time.perf_counter() - t_start})
+    return FitResult(setup.to_posterior(sim.server), sim.history, sim.stats)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, np.ndarray]:
@@ -499,83 +368,3 @@ def load_checkpoint(path: str | Path) -> dict[str, np.ndarray]:
     if "runner.counters" not in state:
         raise DataError(f"{str(path)!r} is not a snep checkpoint (no runner state in it)")
     return state
-
-
-def fit(
-    config: Config,
-    dataset: Dataset,
-    backend: Backend | str | None = None,
-    callback: Callback | None = None,
-    checkpoint: str | Path | None = None,
-    resume: str | Path | None = None,
-) -> FitResult:
-    """Train with ``config.train.method`` (``snep``, ``ep`` or ``adam``) in this process.
-
-    ``checkpoint``/``resume``: see :func:`run_in_process` (SNEP and EP only).
-    ``train.iterations = 0`` is derived from ``train.epochs`` and the size of
-    ``dataset`` (:meth:`~snep.config.Config.with_data_size`).
-    """
-    config = config.with_data_size(dataset.n_train)
-    if isinstance(backend, str) or backend is None:
-        backend = get_backend(backend or config.train.backend, config.train.threads)
-    check_backend(config, backend)
-    with blas_threads(config, build_spec(config, dataset).size):
-        if config.train.method == "adam":
-            if resume is not None:
-                raise ConfigError("resume is for SNEP/EP runs; the Adam baseline has no checkpoint")
-            return run_adam(config, dataset, backend, callback)
-        return run_in_process(config, dataset, backend, callback, checkpoint, resume)
-
-
-def check_backend(config: Config, backend: Backend, mpi: bool = False) -> None:
-    """Whether ``backend`` can run ``config`` (in process, or a rank of an MPI run with
-    ``mpi``), as a clear :class:`ConfigError` before anything starts.
-
-    A device backend (``cuda``) runs the SNEP and EP workers; the baselines (Adam, A-SGD,
-    EASGD) are written for host arrays.  ``train.cuda_graph`` needs a backend that
-    captures CUDA graphs, and a ``train.gemm`` other than ``"matmul"`` a device backend.
-    ``train.cuda_aware_mpi`` applies to MPI runs only.
-    """
-    if config.train.cuda_aware_mpi and not mpi:
-        raise ConfigError(
-            "train.cuda_aware_mpi = true applies to runs under mpiexec (it hands MPI device "
-            "buffers); an in-process run sends no messages: set it to false"
-        )
-    if not is_host(backend) and config.train.method not in ("snep", "ep"):
-        raise ConfigError(
-            f"train.method = {config.train.method!r} runs on the host backends ('cpu', "
-            f"'numpy'), not on {backend.name!r}; use --backend cpu for the baselines "
-            "(the cuda backend runs the snep and ep methods)"
-        )
-    if config.train.cuda_graph:
-        require_graph_capture(backend)
-    if config.train.gemm != "matmul" and is_host(backend):
-        raise ConfigError(
-            f"train.gemm = {config.train.gemm!r} selects a GEMM of the cuda backend; the "
-            f"backend is {backend.name!r}. Use --backend cuda, or train.gemm = 'matmul'"
-        )
-
-
-def model_factory(config: Config, backend: Backend, spec: ParamSpec) -> Callable[[int], MLPKernels]:
-    """``batch -> MLP kernels`` for a worker's chains (:func:`chains_per_worker`), with
-    ``train.gemm``'s GEMMs on a device backend."""
-    gemm, chains = config.train.gemm, chains_per_worker(config)
-    if gemm == "matmul":
-        return lambda batch: backend.mlp(spec, chains, batch)
-    return lambda batch: backend.mlp(spec, chains, batch, gemm=gemm)
-
-
-#: below this many parameters the GEMMs are too small to gain from BLAS threads
-SMALL_MODEL = 200_000
-
-
-def blas_threads(config: Config, n_params: int) -> Any:
-    """Limit BLAS threads for a run: ``train.threads`` when set, else 1 for small models.
-
-    OpenBLAS's threads busy-wait after each GEMM; on small GEMMs a thread team
-    costs more than it saves, and far more when the cores are shared.
-    """
-    from threadpoolctl import threadpool_limits
-
-    threads = config.train.threads or (1 if n_params < SMALL_MODEL else None)
-    return threadpool_limits(limits=threads, user_api="blas")
