@@ -65,7 +65,7 @@ from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any
 
 import snep
-from snep.config import Config, load_config
+from snep.config import METHODS, Config, load_config
 from snep.errors import DataError
 from snep.io import atomic_write, save_json
 from snep.threads import thread_settings
@@ -87,6 +87,7 @@ __all__ = [
     "MetricsWriter",
     "create_run_dir",
     "default_run_name",
+    "keep_metrics",
     "load_run",
     "make_summary",
     "read_metrics",
@@ -317,6 +318,19 @@ def to_jsonable(obj: Any) -> Any:
     raise TypeError(f"cannot write {obj!r} ({type(obj).__name__}) to JSON")
 
 
+def keep_metrics(run_dir: str | Path, n_records: int) -> None:
+    """Keep the first ``n_records`` lines of ``metrics.jsonl`` (atomically): a resumed
+    run drops the evaluations made after the checkpoint it continues from, which it
+    makes again."""
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    if len(lines) > n_records:
+        kept = "".join(lines[:n_records]).encode()
+        atomic_write(path, lambda fh: fh.write(kept))
+
+
 class MetricsWriter:
     """Appends evaluation records to ``metrics.jsonl``, one flushed line each.
 
@@ -454,7 +468,7 @@ def make_summary(
 
 def _posterior_checks(result: FitResult, config: Config, dataset: Dataset) -> dict[str, Any]:
     """``{"posterior_checks": ...}`` for SNEP and EP runs (:mod:`snep.exact_checks`)."""
-    if config.train.method not in ("snep", "ep"):
+    if not METHODS[config.train.method].posterior:
         return {}
     from snep.exact_checks import posterior_checks
 

@@ -59,6 +59,19 @@ class PosteriorServer:
         self.average_mean: np.ndarray | None = None
         self.average_var: np.ndarray | None = None
 
+    def set_average_from(self, average_from: int) -> None:
+        """Average from worker iteration ``average_from`` on (a resumed run whose length,
+        and so its default start at 3/4 of the run, changed).
+
+        A later start empties an average begun at the earlier one, so that a run
+        resumed before either start averages as if it had had the new start from the
+        outset; pushes already averaged past the new start are not recovered.
+        """
+        if average_from > self.average_from:
+            self.average_count = 0
+            self.average_mean = self.average_var = None
+        self.average_from = average_from
+
     @classmethod
     def from_config(
         cls, config: Any, prior: DiagGaussian, x0: np.ndarray, n_workers: int

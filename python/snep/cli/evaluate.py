@@ -11,6 +11,7 @@ import snep
 from snep import rundir
 from snep.cli.flags import positive_int
 from snep.cli.output import format_metrics_table
+from snep.config import METHODS
 from snep.errors import ConfigError, DataError
 from snep.threads import apply_threads
 
@@ -85,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     backend = get_backend(config.train.backend, config.train.threads)
     evaluator = Evaluator(posterior.spec, dataset, backend, config)
     t0 = time.perf_counter()
-    if config.train.method == "adam":  # a point estimate: no model average
+    if not METHODS[config.train.method].posterior:  # a point estimate: no model average
         metrics = evaluator.point(posterior.mean, "mean_")
         samples = None
     else:

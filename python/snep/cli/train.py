@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from snep import rundir
 from snep.cli.flags import TRAIN_FLAGS, add_flags, flag_for_key, flags_to_config
 from snep.cli.output import format_metrics_table
+from snep.config import METHODS
 from snep.errors import ConfigError
 from snep.threads import apply_threads
 
@@ -125,10 +126,15 @@ def run(args: argparse.Namespace) -> int:
         f"backend {backend.name}"
     )
     resume = None if args.resume is None else args.resume / rundir.CHECKPOINT_FILE
+    if resume is not None and METHODS[t.method].checkpointed:
+        from snep.transport.inprocess import checkpoint_history, load_checkpoint
+
+        # evaluations written after the checkpoint are made again: drop them
+        rundir.keep_metrics(args.resume, len(checkpoint_history(load_checkpoint(resume))))
 
     def train(callback: Callable, run_dir: Path) -> Any:
-        if t.method == "adam":  # no checkpoint
-            return fit(config, dataset, backend, callback)
+        if not METHODS[t.method].checkpointed:  # fit refuses a resume
+            return fit(config, dataset, backend, callback, resume=resume)
         checkpoint = run_dir / rundir.CHECKPOINT_FILE
         return fit(config, dataset, backend, callback, checkpoint=checkpoint, resume=resume)
 
@@ -234,7 +240,7 @@ def _finish_run(args, config, dataset, backend, run_dir, result, wall) -> None:
         hidden = list(config.model.hidden)
         title = f"{t.method}, {t.workers} worker(s), {dataset.name}, hidden {hidden}"
         plot_history(result.history, run_dir / rundir.PLOT_FILE, title)
-    bma = None if t.method == "adam" else t.bma_samples
+    bma = t.bma_samples if METHODS[t.method].posterior else None
     if not args.quiet:
         print()
     split = "validation" if t.validation > 0 else "test"

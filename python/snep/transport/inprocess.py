@@ -35,6 +35,7 @@ from snep.run.setup import FitResult, RunSetup, make_server, make_worker
 __all__ = [
     "Simulation",
     "chain_diagnostics",
+    "checkpoint_history",
     "load_checkpoint",
     "run_in_process",
     "simulate",
@@ -287,6 +288,7 @@ def _restore(resume: Mapping[str, np.ndarray], workers: list[SnepWorker], config
     server = PosteriorServer.from_state_dict(
         {k.removeprefix("server."): v for k, v in resume.items() if k.startswith("server.")}
     )
+    server.set_average_from(config.train.averaging_start)  # the run's length may change
     for w in workers:
         prefix = f"worker{w.worker}."
         w.load_state_dict(
@@ -353,6 +355,11 @@ def run_in_process(
         resume=None if resume is None else load_checkpoint(resume),
     )
     return FitResult(setup.to_posterior(sim.server), sim.history, sim.stats)
+
+
+def checkpoint_history(state: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
+    """The evaluation records a checkpoint holds (those made before it was written)."""
+    return json.loads(bytes(state["runner.history"]).decode())
 
 
 def load_checkpoint(path: str | Path) -> dict[str, np.ndarray]:
