@@ -95,128 +95,167 @@ def simulate(
         configuration (``train.iterations`` may be larger): the run continues
         from it, bitwise as if it had not stopped.
     """
-    train = config.train
-    train.check_resolved("simulate")  # config.with_data_size(n_train) first
+    config.train.check_resolved("simulate")  # config.with_data_size(n_train) first
     n = len(shards)
-    n_train = n_train or sum(len(y) for _, y in shards)
     workers = [
         make_worker(config, backend, make_model, w, n, x, y, x0) for w, (x, y) in enumerate(shards)
     ]
-    speeds = train.speeds or (1.0,) * n
-    delay = train.reply_delay
-    # events: (time, order, kind, worker, payload); kind 0 = reply delivery, 1 = step
-    events: list[tuple[float, int, int, int, Any]] = []
-    history: list[dict[str, Any]] = []
+    run = _VirtualTimeRun(config, workers, n_train or sum(len(y) for _, y in shards))
+    run.evaluate, run.callback, run.observer, run.checkpoint = (
+        evaluate,
+        callback,
+        observer,
+        checkpoint,
+    )
     if resume is None:
-        server = make_server(config, prior, x0, n)
-        for w in workers:
-            server.register(w.worker, w.initial_site())
-        for w in workers:
-            w.start(server.theta())
-        for w in range(n):
-            heapq.heappush(events, (speeds[w], w, 1, w, None))
-        order, total_steps, next_eval = n, 0, train.eval_every
-        comm_seconds, elapsed = 0.0, 0.0
+        run.start(make_server(config, prior, x0, n))
     else:
-        server, events, history, counters, floats = _restore(resume, workers, config)
-        order, total_steps, next_eval = counters
-        comm_seconds, elapsed = floats
-    t_start = time.perf_counter() - elapsed
-    total_target = train.iterations * n
-    n_records = 0
+        run.restore(resume)
+    return run.run()
 
-    def save() -> None:
-        state = {f"server.{k}": v for k, v in server.state_dict().items()}
-        for w in workers:
+
+Event = tuple[float, int, int, int, Any]  # (time, order, kind, worker, payload)
+REPLY, STEP = 0, 1  # event kinds: a reply's delivery, a worker's iteration
+
+
+class _VirtualTimeRun:
+    """The state of :func:`simulate`: server, workers, the event queue and counters."""
+
+    def __init__(self, config: Config, workers: list[SnepWorker], n_train: int) -> None:
+        self.config, self.train = config, config.train
+        self.workers, self.n, self.n_train = workers, len(workers), n_train
+        self.speeds = self.train.speeds or (1.0,) * self.n
+        self.events: list[Event] = []
+        self.history: list[dict[str, Any]] = []
+        self.evaluate: Callable[[PosteriorServer], dict[str, Any]] | None = None
+        self.callback: Callback | None = None
+        self.observer: Callable[[PosteriorServer, Push], None] | None = None
+        self.checkpoint: Callable[[dict[str, np.ndarray]], None] | None = None
+        self.n_records = 0
+
+    def start(self, server: Any) -> None:
+        """A fresh run: register the initial sites, start the workers, queue a step each."""
+        self.server = server
+        for w in self.workers:
+            server.register(w.worker, w.initial_site())
+        for w in self.workers:
+            w.start(server.theta())
+        for w in range(self.n):
+            heapq.heappush(self.events, (self.speeds[w], w, STEP, w, None))
+        self.order, self.total_steps, self.next_eval = self.n, 0, self.train.eval_every
+        self.comm_seconds, elapsed = 0.0, 0.0
+        self.t_start = time.perf_counter() - elapsed
+
+    def restore(self, resume: Mapping[str, np.ndarray]) -> None:
+        """Continue from a checkpoint's state (:func:`_restore`)."""
+        self.server, self.events, self.history, counters, floats = _restore(
+            resume, self.workers, self.config
+        )
+        self.order, self.total_steps, self.next_eval = counters
+        self.comm_seconds, elapsed = floats
+        self.t_start = time.perf_counter() - elapsed
+
+    def save(self) -> None:
+        """Give the whole state to ``checkpoint`` (npz-ready arrays)."""
+        state = {f"server.{k}": v for k, v in self.server.state_dict().items()}
+        for w in self.workers:
             state.update({f"worker{w.worker}.{k}": v for k, v in w.state_dict().items()})
-        state.update(_events_state(events))
-        state["runner.counters"] = np.array([order, total_steps, next_eval], np.int64)
-        state["runner.floats"] = np.array([comm_seconds, time.perf_counter() - t_start])
-        state["runner.history"] = np.frombuffer(json.dumps(history).encode(), np.uint8)
-        state["runner.config"] = np.frombuffer(json.dumps(config.to_dict()).encode(), np.uint8)
-        checkpoint(state)
+        state.update(_events_state(self.events))
+        state["runner.counters"] = np.array(
+            [self.order, self.total_steps, self.next_eval], np.int64
+        )
+        state["runner.floats"] = np.array([self.comm_seconds, time.perf_counter() - self.t_start])
+        state["runner.history"] = np.frombuffer(json.dumps(self.history).encode(), np.uint8)
+        config = json.dumps(self.config.to_dict()).encode()
+        state["runner.config"] = np.frombuffer(config, np.uint8)
+        self.checkpoint(state)
 
-    def record() -> None:
-        mean_iter = total_steps / n
+    def record(self) -> None:
+        """One evaluation record: to the history, the callback, and maybe a checkpoint."""
+        mean_iter = self.total_steps / self.n
         rec = {
             "iteration": mean_iter,
-            "epochs_per_worker": mean_iter * train.batch_size / n_train,
-            "wall_seconds": time.perf_counter() - t_start,
-            "comm_seconds": comm_seconds,
-            **(evaluate(server) if evaluate else {}),
-            **server.stats(),
-            "guard_fired": int(sum(w.guard_fired for w in workers)),
-            "minibatch_loglik": float(np.mean([w.last_loglik for w in workers])),
-            **chain_diagnostics(workers),
+            "epochs_per_worker": mean_iter * self.train.batch_size / self.n_train,
+            "wall_seconds": time.perf_counter() - self.t_start,
+            "comm_seconds": self.comm_seconds,
+            **(self.evaluate(self.server) if self.evaluate else {}),
+            **self.server.stats(),
+            "guard_fired": int(sum(w.guard_fired for w in self.workers)),
+            "minibatch_loglik": float(np.mean([w.last_loglik for w in self.workers])),
+            **chain_diagnostics(self.workers),
         }
-        history.append(rec)
-        if callback is not None:
-            callback(rec)
-        nonlocal n_records
-        n_records += 1
-        if (
-            checkpoint is not None
-            and train.checkpoint_every
-            and (n_records % train.checkpoint_every == 0)
-        ):
-            save()
+        self.history.append(rec)
+        if self.callback is not None:
+            self.callback(rec)
+        self.n_records += 1
+        every = self.train.checkpoint_every
+        if self.checkpoint is not None and every and self.n_records % every == 0:
+            self.save()
 
-    def apply(push: Push) -> Reply:
-        reply = server.push(push)
-        if observer is not None:
-            observer(server, push)
+    def apply(self, push: Push) -> Reply:
+        reply = self.server.push(push)
+        if self.observer is not None:
+            self.observer(self.server, push)
         return reply
 
-    while events:
-        now, _, kind, w, payload = heapq.heappop(events)
-        worker = workers[w]
-        if kind == 0:
-            t0 = time.perf_counter()
-            worker.receive(payload)
-            comm_seconds += time.perf_counter() - t0
-            continue
-        if worker.iteration >= train.iterations:
-            continue
+    def step(self, now: float, w: int) -> None:
+        """Worker ``w``'s iteration at virtual time ``now``, its push and reply."""
+        worker = self.workers[w]
         push = worker.step()
-        total_steps += 1
+        self.total_steps += 1
         if push is not None:
             t0 = time.perf_counter()
-            reply = apply(push)
-            if delay > 0:  # the reply carries theta as of this push
+            reply = self.apply(push)
+            if self.train.reply_delay > 0:  # the reply carries theta as of this push
                 reply = Reply(
                     reply.precision.copy(),
                     reply.precision_mean.copy(),
                     reply.version,
                     reply.accepted,
                 )
-                heapq.heappush(events, (now + delay, order, 0, w, reply))
-                order += 1
+                when = now + self.train.reply_delay
+                heapq.heappush(self.events, (when, self.order, REPLY, w, reply))
+                self.order += 1
             else:
                 worker.receive(reply)
-            comm_seconds += time.perf_counter() - t0
-        if worker.iteration < train.iterations:
-            heapq.heappush(events, (now + speeds[w], order, 1, w, None))
-            order += 1
-        if total_steps >= next_eval * n and total_steps < total_target:
-            next_eval += train.eval_every  # before record(): a checkpoint saves the next one
-            record()
+            self.comm_seconds += time.perf_counter() - t0
+        if worker.iteration < self.train.iterations:
+            heapq.heappush(self.events, (now + self.speeds[w], self.order, STEP, w, None))
+            self.order += 1
 
-    # final pushes, so that the server holds every worker's last site
-    for worker in workers:
-        if not worker.in_flight:
-            worker.receive(apply(worker.make_push()))
-    # a run continued from this final checkpoint evaluates next on the usual grid
-    next_eval = (total_steps // (n * train.eval_every) + 1) * train.eval_every
-    record()
-    wall = time.perf_counter() - t_start
-    stats = {
-        **server.stats(),
-        **server.staleness_report(wall),
-        "wall_seconds": wall,
-        "comm_seconds": comm_seconds,
-        "workers": [w.stats() for w in workers],
-    }
-    return Simulation(server, workers, history, stats)
+    def run(self) -> Simulation:
+        """Process the events to the end of the run; the final pushes; the last record."""
+        train, n = self.train, self.n
+        total_target = train.iterations * n
+        while self.events:
+            now, _, kind, w, payload = heapq.heappop(self.events)
+            if kind == REPLY:
+                t0 = time.perf_counter()
+                self.workers[w].receive(payload)
+                self.comm_seconds += time.perf_counter() - t0
+                continue
+            if self.workers[w].iteration >= train.iterations:
+                continue
+            self.step(now, w)
+            if self.total_steps >= self.next_eval * n and self.total_steps < total_target:
+                self.next_eval += train.eval_every  # before record(): a checkpoint saves it
+                self.record()
+        # final pushes, so that the server holds every worker's last site
+        for worker in self.workers:
+            if not worker.in_flight:
+                worker.receive(self.apply(worker.make_push()))
+        # a run continued from this final checkpoint evaluates next on the usual grid
+        self.next_eval = (self.total_steps // (n * train.eval_every) + 1) * train.eval_every
+        self.record()
+        wall = time.perf_counter() - self.t_start
+        stats = {
+            **self.server.stats(),
+            **self.server.staleness_report(wall),
+            "wall_seconds": wall,
+            "comm_seconds": self.comm_seconds,
+            "workers": [w.stats() for w in self.workers],
+        }
+        return Simulation(self.server, self.workers, self.history, stats)
 
 
 def chain_diagnostics(workers: Sequence[SnepWorker]) -> dict[str, float]:
