@@ -236,6 +236,23 @@ class SnepWorker:
         P = int(np.asarray(x0).size)
         self.arrays = ChainArrays.zeros(C, P, dtype, xp)
         self.grad = xp.zeros((C, P), dtype)
+        self._init_score_cv(P)
+        self._init_batches()
+        self._init_chains(x0)
+        self._init_trace(P)
+        self._init_messages()
+        self.scalars = pass_scalars(
+            config, self.beta, n_local, self.batch_size, self.seed, n_workers
+        )
+        self._init_counters()
+        self._graphed = bool(train.cuda_graph)
+        if self._graphed:
+            require_graph_capture(backend)
+        if self._on_device:
+            self._init_staging()
+
+    def _init_score_cv(self, P: int) -> None:
+        snep, C, xp, dtype = self.config.snep, self.n_chains, self.xp, self.backend.dtype
         # the score control variate of the pooled site step (snep.score_cv): per chain,
         # sums of the log tilted density's gradient g, of x g and of g^2 at the samples
         self._score_cv = (
@@ -252,7 +269,12 @@ class SnepWorker:
         if self._score_cv:  # rows: gradient noise variance (inf: none yet), var x, cov(x, g)
             stats = np.zeros((2, 3, P))
             stats[:, 0] = np.inf
-            self._score_stats = to_device(backend, stats, np.float64)
+            self._score_stats = to_device(self.backend, stats, np.float64)
+
+    def _init_batches(self) -> None:
+        """The minibatch buffers (on the device with a device backend, which also holds a
+        copy of the shard)."""
+        C, xp, dtype, backend = self.n_chains, self.xp, self.backend.dtype, self.backend
         self.batch_x = np.zeros((C, self.batch_size, self.x_data.shape[1]), dtype)
         self.batch_y = np.zeros((C, self.batch_size), np.int32)
         self._on_device = xp is not np
@@ -262,11 +284,16 @@ class SnepWorker:
             self.batch_x = xp.zeros((C, self.batch_size, self.x_data.shape[1]), dtype)
             self.batch_y = xp.zeros((C, self.batch_size), np.int32)
 
+    def _init_chains(self, x0: np.ndarray) -> None:
+        """Every chain at ``x0``; the initial site N(x0, n * v_init) (docs/method.md §1.4)."""
+        backend, dtype = self.backend, self.backend.dtype
         self.arrays.x[...] = to_device(backend, x0, dtype)
-        # initial site: natural parameters of N(x0, n * v_init) (docs/method.md §1.4)
-        v = n_workers * snep.v_init
+        v = self.n_workers * self.config.snep.v_init
         self.arrays.site_prec[...] = 1.0 / v
         self.arrays.site_pm[...] = to_device(backend, np.asarray(x0) / v, dtype)
+
+    def _init_trace(self, P: int) -> None:
+        C, xp, backend = self.n_chains, self.xp, self.backend
         # cross-chain diagnostics: per chain, the minibatch log-likelihood and a few
         # fixed coordinates, traced over each evaluation interval (thinned to a bound)
         rng = np.random.default_rng([self.seed % (2**63), 0x444941])
@@ -280,6 +307,8 @@ class SnepWorker:
         self._trace_row = xp.zeros((C, n_stats), np.float64)
         self._chain_loglik = xp.zeros(C, np.float64)
         self.last_diagnostics = {"rhat_max": float("nan"), "ess_min": float("nan")}
+
+    def _init_messages(self) -> None:
         # float64 views of the site: the last one pushed, the one before (restored
         # when the server rejects a push) and a scratch set; rotated, never reallocated
         self.sent = self._site64()
@@ -290,9 +319,7 @@ class SnepWorker:
         # messages), or the backend's with CUDA-aware MPI (enable_device_messages)
         self._mx = np
 
-        self.scalars = pass_scalars(
-            config, self.beta, n_local, self.batch_size, self.seed, n_workers
-        )
+    def _init_counters(self) -> None:
         self.iteration = 0  # completed iterations
         self.sampler_steps = 0
         self.in_flight = False
@@ -304,11 +331,6 @@ class SnepWorker:
         self.replies = 0
         self._last_loglik: object = float("nan")  # per example; device scalar until read
         self._window = 0  # samples accumulated (EP variant)
-        self._graphed = bool(train.cuda_graph)
-        if self._graphed:
-            require_graph_capture(backend)
-        if self._on_device:
-            self._init_staging()
 
     def _init_staging(self) -> None:
         """A device backend's per-iteration inputs: the minibatch indices and the pass
