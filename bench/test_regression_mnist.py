@@ -113,14 +113,10 @@ def tolerance(key: str, baseline: dict) -> tuple[float, float]:
 
 @pytest.fixture(scope="module")
 def mnist():
-    if find_shared_data("mnist.npz") is None:
-        pytest.skip(
-            "MNIST not found: put mnist.npz in ../shared/data/ or set SNEP_DATA_DIR "
-            "(the regression run needs the real data set)"
-        )
     return load_dataset("mnist")
 
 
+@pytest.mark.requires("mnist")  # the real data set: skipped without it, failed in CI
 def test_regression_mnist_4_workers(benchmark, mnist):
     if not BASELINE.exists():
         pytest.fail(f"no accuracy baseline {BASELINE}: make it with {REGENERATE}")

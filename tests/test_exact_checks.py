@@ -6,32 +6,24 @@ workers, 20 epochs per worker) at most 1% of the weights sit at the precision ca
 training example lights keeps its prior variance within 10% (the exact posterior keeps
 it exactly: no datum reaches it).  These are properties of the exact answer, not
 bounds taken from snep's output.  The MNIST run needs ``mnist.npz`` (skipped without
-it, a failure where ``SNEP_REQUIRE`` names ``mnist``, as ``.ci/run`` sets it).
+it, a failure where ``SNEP_REQUIRE`` names ``mnist``, as ``.ci/run`` sets it: see the
+repository's conftest.py).
 """
 
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest
 
 from snep.cli import main
-from snep.data.loaders import find_shared_data
 from snep.exact_checks import posterior_checks, precision_cap, unreached_inputs
 from snep.model.spec import ParamSpec
 from snep.posterior import Posterior
 
 PRIOR_VAR_TOL = 0.10
 MAX_AT_CAP = 0.01
-
-
-def _skip_or_fail(what: str, reason: str) -> None:
-    required = {s.strip() for s in os.environ.get("SNEP_REQUIRE", "").split(",")}
-    if what in required:
-        pytest.fail(f"SNEP_REQUIRE names {what!r}, but {reason}")
-    pytest.skip(reason)
 
 
 def test_unreached_inputs_are_the_all_zero_columns():
@@ -93,9 +85,8 @@ def test_default_run_on_digits_keeps_exact_properties(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.requires("mnist")
 def test_short_default_run_on_mnist_keeps_exact_properties(tmp_path):
-    if find_shared_data("mnist.npz") is None:
-        _skip_or_fail("mnist", "mnist.npz not found (set SNEP_DATA_DIR or ../shared/data/)")
     # 4 workers, the default 20 epochs per worker (3,000 iterations), logistic
     # regression: any network has the property, this one is quick
     summary = _run(tmp_path, "--data", "mnist", "--hidden", "none", "--no-plot")

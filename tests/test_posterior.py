@@ -7,6 +7,7 @@ import os
 import numpy as np
 import pytest
 
+import predictive_reference as ref
 from snep.errors import DataError
 from snep.model.spec import ParamSpec
 from snep.posterior import Posterior
@@ -63,6 +64,31 @@ def test_predictions():
         post.predict_proba(x, method="average")
     with pytest.raises(ValueError, match="not one of"):
         post.predict_proba(x, method="mode")
+
+
+@pytest.mark.parametrize("n_samples,seed", [(7, 3), (None, None)])  # None: the defaults
+def test_bma_is_the_average_of_float64_softmaxes_over_the_same_draws(n_samples, seed):
+    # an independent Monte Carlo average: the draws of the documented generator, a plain
+    # float64 forward pass per draw, the mean of the probabilities; snep computes in
+    # float32, within the bound derived in predictive_reference (about 40x its actual
+    # error here, 1e-3 of the difference another seed makes)
+    spec = ParamSpec((6, 5, 3))
+    rng = np.random.default_rng(4)
+    prec = rng.uniform(1, 10, spec.size)
+    post = Posterior(spec, prec, prec * rng.normal(0, 1, spec.size))
+    x = rng.random((200, 6))
+    if n_samples is None:
+        got, n_samples, seed = post.predict_proba(x), 20, 0
+    else:
+        got = post.predict_proba(x, method="bma", n_samples=n_samples, seed=seed)
+    thetas = ref.draws(post.precision, post.precision_mean, n_samples, seed)
+    np.testing.assert_array_equal(post.sample(n_samples, seed), thetas)
+    want, bound, _ = ref.average(spec.layer_sizes, thetas, x)
+    assert got.dtype == np.float64 and got.shape == want.shape
+    assert np.all(np.abs(got - want) <= bound), np.max(np.abs(got - want) / bound)
+    assert bound.max() < 1e-4  # tight enough to tell the draws apart
+    point, bound, _ = ref.average(spec.layer_sizes, post.mean[None], x)
+    assert np.all(np.abs(post.predict_proba(x, method="mean") - point) <= bound)
 
 
 def test_average_mean_without_variance_round_trips(tmp_path):

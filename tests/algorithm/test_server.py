@@ -90,3 +90,69 @@ def test_staleness_is_versions_behind_at_push():
     s.push(Push(0, 20, z, z, 1))  # worker 0 saw version 1, server at 2
     assert s.staleness == [[0, 1], [1]]
     assert s.stats()["staleness_max"] == 1
+
+
+def test_a_rejected_nan_push_rolls_the_worker_back_to_the_servers_record():
+    # two SNEP workers against the server, synchronously (as the in-process transport);
+    # worker 1's third push is corrupted once (NaN in its message, its site is fine).
+    # The server rejects it and keeps theta; the worker restores the site it had sent
+    # before, so that its record on the server and its `sent` agree bitwise (the sites
+    # are float32 values held in float64: every delta and sum of them is exact), and its
+    # next push carries the whole change since then.  The same holds after every reply.
+    from snep.algorithm.worker import SnepWorker
+    from snep.backends import get_backend
+    from snep.config import Config
+    from snep.data.loaders import load_digits
+    from snep.model.spec import ParamSpec, init_params
+
+    data, backend, n = load_digits(), get_backend("cpu"), 2
+    iterations, n_sync = 60, 10
+    cfg = Config().replace(train={"workers": n, "iterations": iterations}, model={"hidden": (8,)})
+    cfg = cfg.with_data_size(data.n_train)
+    assert cfg.snep.n_sync == n_sync
+    spec = ParamSpec((data.n_features, 8, data.n_classes))
+    x0 = init_params(spec, np.random.default_rng(0))
+    theta0 = DiagGaussian(np.full(spec.size, 1.0 / cfg.snep.prior_var), np.zeros(spec.size))
+    server = PosteriorServer(theta0, n, cfg.train.averaging_start)
+    shards = [(data.x_train[w::n], data.y_train[w::n]) for w in range(n)]
+    model = lambda: backend.mlp(spec, cfg.snep.n_chains, 100)  # noqa: E731
+    workers = [SnepWorker(w, n, model(), x, y, cfg, backend, x0) for w, (x, y) in enumerate(shards)]
+    for w in workers:
+        server.register(w.worker, w.initial_site())
+    for w in workers:
+        w.start(server.theta())
+
+    def agree(w) -> None:
+        np.testing.assert_array_equal(server.sites[w.worker].precision, w.sent.precision)
+        np.testing.assert_array_equal(server.sites[w.worker].precision_mean, w.sent.precision_mean)
+
+    rejected_at = None
+    for _ in range(iterations):
+        for w in workers:
+            push = w.step()
+            if push is None:
+                continue
+            if w.worker == 1 and w.pushes == 3:
+                push.delta_precision_mean[7] = np.nan
+                record = server.sites[1]
+                before = [a.copy() for a in (server.precision, server.precision_mean, *record)]
+                version = server.version
+            reply = server.push(push)
+            w.receive(reply)
+            agree(w)
+            if not reply.accepted:
+                rejected_at = w.iteration
+                assert server.rejected == 1 and server.version == version
+                now = (server.precision, server.precision_mean, *server.sites[1])
+                for a, b in zip(now, before, strict=True):  # theta and the record unchanged
+                    np.testing.assert_array_equal(a, b)
+    for w in workers:  # the final pushes, as a run ends
+        w.receive(server.push(w.make_push()))
+        agree(w)
+    assert rejected_at == 3 * n_sync and server.rejected == 1
+    # it ran on: every iteration done, every later push of worker 1 accepted
+    assert [w.iteration for w in workers] == [iterations] * n
+    assert list(server.pushes) == [iterations // n_sync + 1, iterations // n_sync]
+    assert np.all(np.isfinite(server.precision_mean)) and np.all(server.precision > 0)
+    total = theta0.precision + sum(s.precision for s in server.sites.values())
+    np.testing.assert_allclose(server.precision, total, rtol=1e-12)

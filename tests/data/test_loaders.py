@@ -441,10 +441,8 @@ def test_load_mnist_bad_explicit_paths(tmp_path):
     assert str(empty) in msg and "mnist.npz" in msg and "train-images-idx3-ubyte" in msg
 
 
+@pytest.mark.requires("mnist")
 def test_real_mnist():
-    path = find_shared_data("mnist.npz")
-    if path is None:
-        pytest.skip("mnist.npz not found (set SNEP_DATA_DIR or place it in shared/data/)")
     ds = load_mnist()
     assert ds.x_train.shape == (60000, 784) and ds.x_test.shape == (10000, 784)
     assert ds.y_train.shape == (60000,) and ds.y_test.shape == (10000,)
@@ -527,9 +525,8 @@ def test_load_omniglot_missing_file_and_keys(tmp_path, no_shared_data):
     assert "x_background" in msg and "'x_train'" in msg
 
 
+@pytest.mark.requires("omniglot")
 def test_real_omniglot():
-    if find_shared_data("omniglot28.npz") is None:
-        pytest.skip("omniglot28.npz not found (set SNEP_DATA_DIR or place it in shared/data/)")
     ds = load_omniglot()
     assert ds.n_classes == 964
     assert ds.n_train + ds.n_test == 19280

@@ -14,21 +14,19 @@ import sys
 import numpy as np
 import pytest
 
-pytest.importorskip("mpi4py")
 MPIEXEC = shutil.which("mpiexec")
-pytestmark = [
-    pytest.mark.mpi,
-    pytest.mark.skipif(MPIEXEC is None, reason="mpiexec not found (pip install mpich)"),
-]
+pytestmark = [pytest.mark.mpi, pytest.mark.requires("mpi")]  # see the repository's conftest.py
 
 
-def snep_train(n_ranks: int, tmp_path, *extra: str) -> subprocess.CompletedProcess:
+def snep_train(
+    n_ranks: int, tmp_path, *extra: str, iterations: int = 150, **env: str
+) -> subprocess.CompletedProcess:
     cmd = [
         MPIEXEC, "-n", str(n_ranks), sys.executable, "-m", "snep", "train",
-        "--iterations", "150", "--eval-every", "50", "--hidden", "16",
+        "--iterations", str(iterations), "--eval-every", "50", "--hidden", "16",
         "--out", str(tmp_path), "--name", "run", "--no-progress", *extra,
     ]  # fmt: skip
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", **env}
     return subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
 
 
@@ -58,26 +56,28 @@ def test_rank_count_mismatch_is_a_clear_error(tmp_path):
 
 @pytest.mark.parametrize("method", ["asgd", "easgd"])
 def test_baselines_run_over_the_same_transport(tmp_path, method):
-    res = snep_train(
-        3,
-        tmp_path,
-        "--workers",
-        "2",
-        "--method",
-        method,
-        "--step-size",
-        "3e-3",
-        "--step-unit",
-        "absolute",
-    )
+    flags = ("--workers", "2", "--method", method, "--step-size", "3e-3", "--step-unit", "absolute")
+    res = snep_train(3, tmp_path, *flags)
     assert res.returncode == 0, res.stderr
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["stats"]["transport"] == "mpi"
-    # it learns: the error is below chance (0.9 on the 360 digits) by more than 5 binomial
-    # SEs (0.016 each); how far it gets in 150 asynchronous iterations depends on how the
-    # ranks are scheduled (A-SGD measured 0.43-0.53 here), so no tighter bound
-    chance, n_test = 0.9, 360
-    assert summary["final"]["mean_error"] < chance - 5 * (chance * (1 - chance) / n_test) ** 0.5
+    from snep.cli import main
+
+    argv = ["train", *flags, "--iterations", "150", "--eval-every", "50", "--hidden", "16",
+            "--out", str(tmp_path), "--name", "inproc", "--no-progress", "-q"]  # fmt: skip
+    assert main(argv) == 0
+    want = json.loads((tmp_path / "inproc" / "summary.json").read_text())["final"]["mean_error"]
+    # the same run in process (deterministic: A-SGD 0.439, EASGD 0.117 test error on the
+    # 360 digits).  Under MPI only the schedule differs (same seeds, shards and steps):
+    # which pushes are stale.  It moves the error as little as the sampling noise of
+    # the test set: within 3 binomial SEs of the in-process error (0.026 for A-SGD,
+    # 0.017 for EASGD).  Measured over 9 MPI runs each, 3 of them on a loaded machine
+    # (ranks starved, down to 4 of 16 pushes from one worker): A-SGD 0.425-0.439 (0.5
+    # SE), EASGD 0.092-0.131 (1.5 SE); other seeds in process: A-SGD 0.31-0.53
+    n_test = 360
+    se = (want * (1 - want) / n_test) ** 0.5
+    got = summary["final"]["mean_error"]
+    assert abs(got - want) <= 3 * se, f"MPI {got}, in process {want}, binomial SE {se:.3f}"
 
 
 def test_synchronous_mpi_run_equals_the_in_process_run_bitwise(tmp_path):
@@ -95,3 +95,74 @@ def test_synchronous_mpi_run_equals_the_in_process_run_bitwise(tmp_path):
         with np.load(tmp_path / "inproc" / "posterior.npz") as b:
             np.testing.assert_array_equal(a["precision"], b["precision"])
             np.testing.assert_array_equal(a["precision_mean"], b["precision_mean"])
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: a synchronous MPI run resumed with --resume is not the uninterrupted run. "
+    "(1) On resume each worker registers its last pushed site and then receive()s the "
+    "server's theta rebuilt from all of them (python/snep/transport/mpi.py, WorkerLoop.run: "
+    "'if self.resumed: ... w.receive(self._reply(recv_buf))'; ServerLoop.register), i.e. "
+    "the theta after every worker's last push, whereas in the uninterrupted run worker i "
+    "last received the reply to its own push (theta as of its push, without the later "
+    "pushes of workers i+1..): workers 0..n-2 get another cavity and version_seen, so the "
+    "chains, the posterior and staleness_mean diverge (dropping that receive makes "
+    "posterior.npz bitwise equal). (2) The server writes server.npz in the evaluation "
+    "thread (ServerLoop._record) before scoring the record that goes to metrics.jsonl, so "
+    "a job ended in between loses that record for good: the resumed run starts after it "
+    "(here the abort at iteration 99 usually comes while the first, slow evaluation at "
+    "50 is still being scored). (3) bytes_moved restarts from 0 in the resumed process "
+    "(ServerLoop.__init__), so the later records and summary.json undercount it.",
+)
+def test_synchronous_mpi_run_interrupted_and_resumed_equals_the_uninterrupted_run(tmp_path):
+    """Interrupted: rank 2 (worker 1) raises at its iteration 99 (SNEP_TEST_FAIL_*) and
+    the job aborts; its checkpoints are the server's at the evaluation at iteration 50
+    and each worker's at iteration 51 (every eval_every iterations, at the first
+    iteration without a push).  Resumed with ``--resume``, it must end as the straight
+    run: posterior.npz bitwise, and the metrics records but for wall-clock fields.
+
+    Which evaluations an MPI run makes depends on timing (one is scored at a time on a
+    second thread; a due one is skipped while another is in flight), so records are
+    matched by server version: the first evaluation (made before the interruption) and
+    the final one must be in both runs, and records of the same version must agree.
+    """
+    cfg = tmp_path / "sync.toml"
+    cfg.write_text("[train]\nsynchronous = true\n")
+    common = ("--workers", "3", "--config", str(cfg), "--backend", "cpu", "-q", "--no-plot")
+    res = snep_train(4, tmp_path / "straight", *common, iterations=100)
+    assert res.returncode == 0, res.stderr
+    fail = {"SNEP_TEST_FAIL_WORKER": "1", "SNEP_TEST_FAIL_AT": "99"}
+    res = snep_train(4, tmp_path / "stopped", *common, iterations=100, **fail)
+    assert res.returncode != 0 and "injected failure at iteration 99" in res.stderr
+    run = tmp_path / "stopped" / "run"
+    with np.load(run / "checkpoints" / "server.npz") as f:
+        assert list(f["last_iteration"]) == [50, 50, 50]
+    for w in range(3):
+        with np.load(run / "checkpoints" / f"worker-{w}.npz") as f:
+            assert int(f["counters"][0]) == 51
+    res = subprocess.run(
+        [MPIEXEC, "-n", "4", sys.executable, "-m", "snep", "train", "--resume", str(run),
+         "--no-progress", "-q", "--no-plot"],
+        capture_output=True, text=True, timeout=240,
+        env={**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+
+    straight = tmp_path / "straight" / "run"
+    with np.load(run / "posterior.npz") as a, np.load(straight / "posterior.npz") as b:
+        assert sorted(a.files) == sorted(b.files)
+        for key in b.files:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    wall_clock = ("wall_seconds", "server_comm_seconds")
+
+    def by_version(path):
+        lines = (path / "metrics.jsonl").read_text().splitlines()
+        recs = [json.loads(line) for line in lines]
+        found = {r["version"]: {k: v for k, v in r.items() if k not in wall_clock} for r in recs}
+        assert len(found) == len(recs), "two records of the same server version"
+        return found
+
+    got, want = by_version(run), by_version(straight)
+    assert min(want) in got and max(want) in got, (sorted(got), sorted(want))
+    for version in sorted(set(got) & set(want)):
+        assert got[version] == want[version], f"record of version {version}"

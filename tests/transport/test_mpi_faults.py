@@ -16,12 +16,8 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("mpi4py")
 MPIEXEC = shutil.which("mpiexec")
-pytestmark = [
-    pytest.mark.mpi,
-    pytest.mark.skipif(MPIEXEC is None, reason="mpiexec not found (pip install mpich)"),
-]
+pytestmark = [pytest.mark.mpi, pytest.mark.requires("mpi")]  # see the repository's conftest.py
 
 
 def command(n_ranks: int, tmp_path: Path, iterations: int, *extra: str) -> list[str]:
