@@ -99,20 +99,16 @@ def test_synchronous_mpi_run_equals_the_in_process_run_bitwise(tmp_path):
 
 @pytest.mark.xfail(
     strict=True,
-    reason="bug: a synchronous MPI run resumed with --resume is not the uninterrupted run. "
-    "(1) On resume each worker registers its last pushed site and then receive()s the "
-    "server's theta rebuilt from all of them (python/snep/transport/mpi.py, WorkerLoop.run: "
-    "'if self.resumed: ... w.receive(self._reply(recv_buf))'; ServerLoop.register), i.e. "
-    "the theta after every worker's last push, whereas in the uninterrupted run worker i "
-    "last received the reply to its own push (theta as of its push, without the later "
-    "pushes of workers i+1..): workers 0..n-2 get another cavity and version_seen, so the "
-    "chains, the posterior and staleness_mean diverge (dropping that receive makes "
-    "posterior.npz bitwise equal). (2) The server writes server.npz in the evaluation "
-    "thread (ServerLoop._record) before scoring the record that goes to metrics.jsonl, so "
-    "a job ended in between loses that record for good: the resumed run starts after it "
-    "(here the abort at iteration 99 usually comes while the first, slow evaluation at "
-    "50 is still being scored). (3) bytes_moved restarts from 0 in the resumed process "
-    "(ServerLoop.__init__), so the later records and summary.json undercount it.",
+    reason="bug: a synchronous MPI run resumed with --resume loses an evaluation record "
+    "(posterior.npz is already bitwise the uninterrupted run's: the resumed worker keeps the "
+    "cavity of its last reply, python/snep/transport/mpi.py WorkerLoop.run). The server "
+    "writes server.npz in the evaluation thread (ServerLoop._record) before scoring the "
+    "record that goes to metrics.jsonl, so a job ended in between loses that record for "
+    "good: the resumed run starts after it (here the abort at iteration 99 usually comes "
+    "while the first, slow evaluation at 50 is still being scored). Writing the checkpoint "
+    "after the record needs a server checkpoint at the start and the record count in it "
+    "(to drop records made again, as in process). bytes_moved also restarts from 0 in the "
+    "resumed process (ServerLoop.__init__).",
 )
 def test_synchronous_mpi_run_interrupted_and_resumed_equals_the_uninterrupted_run(tmp_path):
     """Interrupted: rank 2 (worker 1) raises at its iteration 99 (SNEP_TEST_FAIL_*) and

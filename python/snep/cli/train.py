@@ -157,9 +157,13 @@ def _run_mpi(args: argparse.Namespace, config: Any) -> int:
     resume = args.resume is not None
     run_dir = None
     if rank == 0:  # every rank checkpoints into the run directory rank 0 chose
-        run_dir = (
-            args.resume if resume else rundir.create_run_dir(args.out, args.name, config=config)
-        )
+        try:
+            run_dir = (
+                args.resume if resume else rundir.create_run_dir(args.out, args.name, config=config)
+            )
+        except Exception as exc:  # the other ranks wait in the broadcast: end the job
+            print(f"snep: error: rank 0: {exc}", file=sys.stderr, flush=True)
+            comm.Abort(2)
     run_dir = Path(comm.bcast(str(run_dir) if run_dir else "", root=0))
     checkpoints = run_dir / rundir.CHECKPOINTS_DIR
     if rank != 0:

@@ -377,9 +377,11 @@ class WorkerLoop:
         )
         self.comm.Send([send_buf, MPI.DOUBLE], dest=0, tag=TAG)
         self.comm.Recv([recv_buf, MPI.DOUBLE], source=0, tag=TAG)
-        if self.resumed:  # theta rebuilt from every worker's last site: an ordinary reply
+        if self.resumed:
+            # the worker goes on from its checkpoint, with the cavity of its last reply as
+            # in the run that was not interrupted; the theta the server rebuilt from every
+            # worker's last site is newer, and reaches it with its next reply
             w.in_flight = False
-            w.receive(self._reply(recv_buf))
         else:
             w.start(self._reply(recv_buf))
         if self.checkpoint is not None:  # a resumable state exists from the start
