@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "fit": "snep.run.fit",
+    "Model": "snep.model.protocol",
     "FitResult": "snep.run.setup",
     "Config": "snep.config",
     "load_config": "snep.config",

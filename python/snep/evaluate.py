@@ -14,9 +14,7 @@ import numpy as np
 from snep.backends import Backend, get_backend
 from snep.backends.base import is_host
 from snep.config import Config
-from snep.data.dataset import Dataset
 from snep.metrics import classification_metrics
-from snep.model.spec import ParamSpec
 from snep.posterior import Posterior, predict_proba_params
 
 __all__ = ["Evaluator"]
@@ -35,29 +33,49 @@ class Evaluator:
     random numbers), so successive scores differ only through the posterior.
     """
 
-    def __init__(self, spec: ParamSpec, dataset: Dataset, backend: Backend, config: Config):
+    def __init__(
+        self, spec: Any, dataset: Any, backend: Backend, config: Config, model: Any = None
+    ):
         if not is_host(backend):  # the posterior is on the host: score it there
             backend = get_backend("cpu", config.train.threads)
         self.spec = spec
-        self.x = np.ascontiguousarray(dataset.x_test, dtype=backend.dtype)
-        self.y = dataset.y_test
+        self.model = model
+        # a user's model is scored when it predicts classes and the data have a test
+        # part of class labels; else its records hold no test metrics
+        self.scores = model is None or (
+            callable(getattr(model, "predict_proba", None))
+            and getattr(dataset, "y_test", None) is not None
+            and np.asarray(dataset.y_test).dtype.kind in "biu"
+        )
+        if self.scores:
+            self.x = np.ascontiguousarray(dataset.x_test, dtype=backend.dtype)
+            self.y = np.asarray(dataset.y_test)
         self.backend = backend
         self.n_samples = config.train.bma_samples
         self.seed = config.train.seed
 
+    def _probs(self, params: np.ndarray) -> np.ndarray:
+        """Mean predictive probabilities (N, K) over the rows of ``params`` (S, P)."""
+        if self.model is None:
+            return predict_proba_params(self.spec, params, self.x, self.backend)
+        params = np.ascontiguousarray(params, dtype=self.backend.dtype)
+        return np.asarray(self.model.predict_proba(params, self.x)).mean(0, dtype=np.float64)
+
     def point(self, params: np.ndarray, prefix: str = "mean_") -> dict[str, float]:
         """Metrics of the point estimate ``params`` (P,)."""
-        probs = predict_proba_params(self.spec, params[None], self.x, self.backend)
-        return classification_metrics(probs, self.y, prefix)
+        if not self.scores:
+            return {}
+        return classification_metrics(self._probs(params[None]), self.y, prefix)
 
     def __call__(self, state: _HasPosterior) -> dict[str, Any]:
         """Metrics of a server (or anything with natural parameters and an average)."""
+        if not self.scores:
+            return {}
         post = Posterior(self.spec, state.precision, state.precision_mean)
         out = self.point(post.mean, "mean_")
         if not getattr(state, "point_estimate", False):  # the baselines hold a point
             draws = post.sample(self.n_samples, self.seed)
-            probs = predict_proba_params(self.spec, draws, self.x, self.backend)
-            out.update(classification_metrics(probs, self.y, "bma_"))
+            out.update(classification_metrics(self._probs(draws), self.y, "bma_"))
         if state.average_mean is not None:
             out.update(self.point(state.average_mean, "avg_"))
         return out

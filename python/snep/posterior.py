@@ -9,8 +9,9 @@ when the server averaged the posterior, ``average_mean`` and ``average_var``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -18,6 +19,7 @@ from snep.backends import Backend, get_backend
 from snep.errors import DataError
 from snep.family import DiagGaussian, moments
 from snep.io import save_npz
+from snep.model.protocol import FlatSpec
 from snep.model.spec import ParamSpec
 
 __all__ = ["Posterior", "predict_proba_params"]
@@ -53,11 +55,14 @@ class Posterior:
         Running average of the posterior's moments kept by the server.
     """
 
-    spec: ParamSpec
+    spec: ParamSpec | FlatSpec
     precision: np.ndarray
     precision_mean: np.ndarray
     average_mean: np.ndarray | None = None
     average_var: np.ndarray | None = None
+    #: a user's model (snep.model.protocol) whose predict_proba serves the predictions;
+    #: not saved (``posterior.npz`` holds arrays only: pass it again after a load)
+    model: Any = field(default=None, repr=False, compare=False)
 
     @property
     def mean(self) -> np.ndarray:
@@ -80,6 +85,7 @@ class Posterior:
         n_samples: int = 20,
         seed: int = 0,
         backend: Backend | str = "auto",
+        model: Any = None,
     ) -> np.ndarray:
         """Predictive class probabilities (N, K).
 
@@ -90,8 +96,17 @@ class Posterior:
             from q (Bayesian model average); ``mean``: point estimate at the
             posterior mean; ``average``: point estimate at the server's running
             average of the mean.
+        model : object, optional
+            A user's model with ``predict_proba(params, x)`` (default: the one this
+            posterior was fitted with, else the MLP of ``spec``).
         """
         backend = get_backend(backend) if isinstance(backend, str) else backend
+        model = model if model is not None else self.model
+        if model is None and not self.spec.layer_sizes:
+            raise ValueError(
+                "this posterior is over a user's model's parameters (no MLP layout): pass "
+                "model=, an object with predict_proba(params, x)"
+            )
         if method == "mean":
             params = self.mean[None]
         elif method == "average":
@@ -105,7 +120,13 @@ class Posterior:
             params = self.sample(n_samples, seed)
         else:
             raise ValueError(f"method={method!r} is not one of {list(METHODS)}")
-        return predict_proba_params(self.spec, params, x, backend)
+        if model is None:
+            return predict_proba_params(self.spec, params, x, backend)
+        if not callable(getattr(model, "predict_proba", None)):
+            raise ValueError(f"model {type(model).__name__} has no predict_proba(params, x)")
+        params = np.ascontiguousarray(params, dtype=backend.dtype)
+        x = np.ascontiguousarray(x, dtype=backend.dtype)
+        return np.asarray(model.predict_proba(params, x)).mean(0, dtype=np.float64)
 
     def save(self, path: str | Path) -> Path:
         """Write ``posterior.npz`` atomically (format in the module docstring)."""
@@ -144,7 +165,9 @@ class Posterior:
             missing = {"precision", "precision_mean", "layer_sizes"} - set(f.files)
             if missing:
                 raise DataError(f"{str(path)!r} lacks array(s) {sorted(missing)}; found {f.files}")
-            spec = ParamSpec(tuple(int(s) for s in f["layer_sizes"]))
+            sizes = tuple(int(s) for s in f["layer_sizes"])
+            # no layer sizes: a user's model's flat parameters
+            spec = ParamSpec(sizes) if sizes else FlatSpec(int(f["precision"].size))
             arrays = {}
             for key in ("precision", "precision_mean", "average_mean", "average_var"):
                 if key not in f.files:

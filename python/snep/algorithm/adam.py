@@ -27,6 +27,7 @@ def run_adam(
     dataset: Dataset,
     backend: Backend | None = None,
     callback: Callable[[dict[str, Any]], None] | None = None,
+    model: Any = None,
 ) -> FitResult:
     """Single-worker Adam on the log posterior (the MAP baseline of docs/method.md §1.7).
 
@@ -34,14 +35,15 @@ def run_adam(
     ``beta1 = 0.9`` (unless set), the prior as the Gaussian factor and no site.
     The returned "posterior" is the point estimate with a negligible variance.
     """
-    setup = RunSetup.create(config, dataset, backend)  # iterations from epochs if 0
+    setup = RunSetup.create(config, dataset, backend, model)  # iterations from epochs if 0
     config, backend, spec = setup.config, setup.backend, setup.spec
     train, sampler = config.train, config.sampler
     x = np.ascontiguousarray(dataset.x_train, dtype=backend.dtype)
-    y = np.ascontiguousarray(dataset.y_train, dtype=np.int32)
+    y_train = np.asarray(dataset.y_train)
+    y = np.ascontiguousarray(y_train, np.int32 if y_train.dtype.kind in "biu" else backend.dtype)
     n_data, batch = len(y), min(train.batch_size, len(y))
     stream = MinibatchStream(n_data, batch, worker_seed(train.seed, 0) % 2**63)
-    mlp = backend.mlp(spec, 1, batch)
+    mlp = setup.model if setup.model is not None else backend.mlp(spec, 1, batch)
     a = ChainArrays.zeros(1, spec.size, backend.dtype)
     a.x[0] = setup.initial_position()
     prior = setup.prior()
@@ -49,8 +51,8 @@ def run_adam(
     a.site_prec[...] = 1.0  # unused (no site step); keeps the arithmetic finite
     a.cavity_prec[...] = 1.0
     grad = np.zeros_like(a.x)
-    bx = np.zeros((1, batch, spec.layer_sizes[0]), backend.dtype)
-    by = np.zeros((1, batch), np.int32)
+    bx = np.zeros((1, batch, *x.shape[1:]), backend.dtype)
+    by = np.zeros((1, batch), y.dtype)
     beta1 = sampler.beta1 if sampler.beta1 > 0 else 0.9
     s = PassScalars(
         lik_scale=n_data / batch,
@@ -86,5 +88,5 @@ def run_adam(
                 callback(record)
     mean = a.x[0].astype(np.float64)
     prec = np.full(spec.size, 1e12)
-    posterior = Posterior(spec, prec, prec * mean)
+    posterior = Posterior(spec, prec, prec * mean, model=setup.model)
     return FitResult(posterior, history, {"wall_seconds": time.perf_counter() - t_start})

@@ -221,7 +221,9 @@ class SnepWorker:
         self.xp = xp = array_module(backend)
         self._defer_fired = hasattr(backend, "take_fired")
         self.x_data = np.ascontiguousarray(x, dtype=dtype)
-        self.y_data = np.ascontiguousarray(y, dtype=np.int32)
+        # integer class labels as int32 (the MLP's kernels), other targets in the dtype
+        y_dtype = np.int32 if np.asarray(y).dtype.kind in "biu" else dtype
+        self.y_data = np.ascontiguousarray(y, dtype=y_dtype)
         n_local = len(self.y_data)
         self.batch_size = min(train.batch_size, n_local)
         self.beta = snep.effective_beta(n_workers)
@@ -275,14 +277,15 @@ class SnepWorker:
         """The minibatch buffers (on the device with a device backend, which also holds a
         copy of the shard)."""
         C, xp, dtype, backend = self.n_chains, self.xp, self.backend.dtype, self.backend
-        self.batch_x = np.zeros((C, self.batch_size, self.x_data.shape[1]), dtype)
-        self.batch_y = np.zeros((C, self.batch_size), np.int32)
+        self.batch_x = np.zeros((C, self.batch_size, *self.x_data.shape[1:]), dtype)
+        y_dtype = self.y_data.dtype
+        self.batch_y = np.zeros((C, self.batch_size), y_dtype)
         self._on_device = xp is not np
         if self._on_device:  # the shard is copied once; a minibatch is gathered there
             self._x_dev = to_device(backend, self.x_data, dtype)
-            self._y_dev = to_device(backend, self.y_data, np.int32)
-            self.batch_x = xp.zeros((C, self.batch_size, self.x_data.shape[1]), dtype)
-            self.batch_y = xp.zeros((C, self.batch_size), np.int32)
+            self._y_dev = to_device(backend, self.y_data, y_dtype)
+            self.batch_x = xp.zeros((C, self.batch_size, *self.x_data.shape[1:]), dtype)
+            self.batch_y = xp.zeros((C, self.batch_size), y_dtype)
 
     def _init_chains(self, x0: np.ndarray) -> None:
         """Every chain at ``x0``; the initial site N(x0, n * v_init) (docs/method.md §1.4)."""

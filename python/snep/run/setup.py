@@ -22,7 +22,9 @@ from snep.backends import Backend, MLPKernels, get_backend
 from snep.config import METHODS, Config, Method
 from snep.data.dataset import Dataset
 from snep.data.sharding import make_shards
+from snep.errors import ConfigError
 from snep.family import DiagGaussian
+from snep.model.protocol import FlatSpec, check_model
 from snep.model.spec import ParamSpec, init_params
 from snep.posterior import Posterior
 
@@ -64,10 +66,21 @@ def prior_for(config: Config, spec: ParamSpec) -> DiagGaussian:
     return DiagGaussian(np.full(p, 1.0 / config.snep.prior_var), np.zeros(p))
 
 
-def initial_position(config: Config, spec: ParamSpec) -> np.ndarray:
-    """The position every worker starts from (the same on every rank and in process)."""
-    seed = worker_seed(config.train.seed, 2**31) % 2**63
-    return init_params(spec, np.random.default_rng(seed))
+def initial_position(config: Config, spec: ParamSpec, model: Any = None) -> np.ndarray:
+    """The position every worker starts from (the same on every rank and in process):
+    the MLP's initialisation, or a user's ``model.init_params(rng)`` (default zeros)."""
+    rng = np.random.default_rng(worker_seed(config.train.seed, 2**31) % 2**63)
+    if model is None:
+        return init_params(spec, rng)
+    if not hasattr(model, "init_params"):
+        return np.zeros(spec.size)
+    x0 = np.asarray(model.init_params(rng), np.float64)
+    if x0.shape != (spec.size,):
+        raise ConfigError(
+            f"model {type(model).__name__}.init_params returned shape {x0.shape}; expected "
+            f"({spec.size},) (n_params)"
+        )
+    return x0
 
 
 def model_factory(config: Config, backend: Backend, spec: ParamSpec) -> Callable[[int], MLPKernels]:
@@ -101,7 +114,7 @@ def make_server(config: Config, prior: DiagGaussian, x0: np.ndarray, n_workers: 
     return server_class.from_config(config, prior, x0, n_workers)
 
 
-def server_posterior(spec: ParamSpec, server: Any) -> Posterior:
+def server_posterior(spec: ParamSpec | FlatSpec, server: Any, model: Any = None) -> Posterior:
     """The :class:`Posterior` a server holds (copies, so the run may go on)."""
     return Posterior(
         spec,
@@ -109,6 +122,7 @@ def server_posterior(spec: ParamSpec, server: Any) -> Posterior:
         np.array(server.precision_mean),
         None if server.average_mean is None else server.average_mean.copy(),
         None if server.average_var is None else server.average_var.copy(),
+        model=model,
     )
 
 
@@ -117,24 +131,33 @@ class RunSetup:
     """The pieces of one run of ``config`` on ``dataset`` with ``backend``.
 
     Build with :meth:`create`, which resolves the run length from the data set's size
-    (:meth:`snep.config.Config.with_data_size`) and the backend from the config.
+    (:meth:`snep.config.Config.with_data_size`) and the backend from the config.  With a
+    user's ``model`` (:mod:`snep.model.protocol`) it replaces the MLP: its ``n_params``
+    flat parameters, its likelihood on every worker, its ``predict_proba`` for scoring.
     """
 
     config: Config
-    dataset: Dataset
+    dataset: Any
     backend: Backend
-    spec: ParamSpec
+    spec: ParamSpec | FlatSpec
+    model: Any = None
 
     @classmethod
     def create(
-        cls, config: Config, dataset: Dataset, backend: Backend | str | None = None
+        cls,
+        config: Config,
+        dataset: Any,
+        backend: Backend | str | None = None,
+        model: Any = None,
     ) -> RunSetup:
         """The setup of ``config`` on ``dataset``; ``backend`` by name or instance
-        (default ``train.backend``)."""
+        (default ``train.backend``); ``model``: a user's model instead of the MLP."""
         config = config.with_data_size(dataset.n_train)
         if backend is None or isinstance(backend, str):
             backend = get_backend(backend or config.train.backend, config.train.threads)
-        return cls(config, dataset, backend, build_spec(config, dataset))
+        if model is None:
+            return cls(config, dataset, backend, build_spec(config, dataset))
+        return cls(config, dataset, backend, FlatSpec(check_model(model)), model)
 
     @property
     def method(self) -> Method:
@@ -147,7 +170,7 @@ class RunSetup:
 
     def initial_position(self) -> np.ndarray:
         """The shared initial position (:func:`initial_position`)."""
-        return initial_position(self.config, self.spec)
+        return initial_position(self.config, self.spec, self.model)
 
     def shard_indices(self) -> list[np.ndarray]:
         """Each worker's training rows (``train.sharding``, seeded by ``train.seed``)."""
@@ -165,7 +188,10 @@ class RunSetup:
         return [(d.x_train[idx], d.y_train[idx]) for idx in self.shard_indices()]
 
     def model_factory(self) -> Callable[[int], MLPKernels]:
-        """``batch -> MLP kernels`` of a worker (:func:`model_factory`)."""
+        """``batch -> MLP kernels`` of a worker (:func:`model_factory`), or the user's
+        model (shared: the contract of :mod:`snep.model.protocol`)."""
+        if self.model is not None:
+            return lambda batch: self.model
         return model_factory(self.config, self.backend, self.spec)
 
     def make_worker(self, worker_id: int, x: np.ndarray, y: np.ndarray) -> Any:
@@ -185,8 +211,8 @@ class RunSetup:
         """The metrics of a server's posterior on the evaluation split."""
         from snep.evaluate import Evaluator
 
-        return Evaluator(self.spec, self.dataset, self.backend, self.config)
+        return Evaluator(self.spec, self.dataset, self.backend, self.config, self.model)
 
     def to_posterior(self, server: Any) -> Posterior:
         """The posterior the server holds (:func:`server_posterior`)."""
-        return server_posterior(self.spec, server)
+        return server_posterior(self.spec, server, self.model)

@@ -367,6 +367,7 @@ def run_in_process(
     callback: Callback | None = None,
     checkpoint: str | Path | None = None,
     resume: str | Path | None = None,
+    model: Any = None,
 ) -> FitResult:
     """Run ``train.method`` (SNEP, EP or a distributed baseline) with
     ``config.train.workers`` simulated workers.
@@ -376,7 +377,7 @@ def run_in_process(
     evaluations (methods that checkpoint, :attr:`snep.config.Method.checkpointed`);
     ``resume``: a checkpoint to continue from.
     """
-    setup = RunSetup.create(config, dataset, backend)
+    setup = RunSetup.create(config, dataset, backend, model)
     save = None
     if checkpoint is not None and setup.method.checkpointed:
         save = lambda state: save_npz(checkpoint, **state)  # noqa: E731

@@ -88,6 +88,7 @@ def run_mpi(
     comm: Any = None,
     checkpoint_dir: Path | None = None,
     resume: bool = False,
+    model: Any = None,
 ) -> FitResult | None:
     """Run SNEP over MPI; returns the :class:`FitResult` on rank 0, None on workers.
 
@@ -119,8 +120,8 @@ def run_mpi(
             )
         backend = backend or rank_backend(config, comm)
         if rank != 0:
-            check_backend(config, backend, mpi=True)
-        setup = RunSetup.create(config, dataset, backend)
+            check_backend(config, backend, mpi=True, model=model)
+        setup = RunSetup.create(config, dataset, backend, model)
         if not method.checkpointed:
             checkpoint_dir = None  # the baselines keep no checkpoints
         with blas_threads(config, setup.spec.size):
