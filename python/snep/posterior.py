@@ -128,6 +128,21 @@ class Posterior:
         x = np.ascontiguousarray(x, dtype=backend.dtype)
         return np.asarray(model.predict_proba(params, x)).mean(0, dtype=np.float64)
 
+    def predict(
+        self,
+        x: np.ndarray,
+        n_samples: int = 20,
+        seed: int = 0,
+        backend: Backend | str = "auto",
+    ) -> dict[str, np.ndarray]:
+        """The model average's predictions on ``x`` with their uncertainty:
+        ``probs`` (N, K), ``classes`` (N,), the predictive ``entropy`` and the
+        ``mutual_information`` (its epistemic part), in nats
+        (:func:`snep.predict.predict`)."""
+        from snep.predict import predict
+
+        return predict(self, x, n_samples, seed, backend)
+
     def save(self, path: str | Path) -> Path:
         """Write ``posterior.npz`` atomically (format in the module docstring)."""
         extra = {

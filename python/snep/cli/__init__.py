@@ -1,12 +1,12 @@
-"""Command-line interface: ``snep train``, ``snep evaluate``, ``snep experiment``,
-``snep info``.
+"""Command-line interface: ``snep train``, ``snep evaluate``, ``snep predict``,
+``snep experiment``, ``snep info``.
 
 One module per command (:mod:`snep.cli.train`, :mod:`snep.cli.evaluate`,
-:mod:`snep.cli.experiment`, :mod:`snep.cli.info`); the flags of ``snep train`` are
-listed once, in :mod:`snep.cli.flags`.  ``snep train`` runs SNEP with a posterior
-server (Hasenclever et al., "Distributed Bayesian Learning with Stochastic Natural
-Gradient Expectation Propagation and the Posterior Server", JMLR 18 (2017)), its EP
-variant or a baseline, and writes a run directory (:mod:`snep.rundir`).
+:mod:`snep.cli.predict`, :mod:`snep.cli.experiment`, :mod:`snep.cli.info`); the
+flags of ``snep train`` are listed once, in :mod:`snep.cli.flags`.  ``snep train``
+runs SNEP with a posterior server (Hasenclever et al., "Distributed Bayesian Learning
+with Stochastic Natural Gradient Expectation Propagation and the Posterior Server",
+JMLR 18 (2017)), its EP variant or a baseline, and writes a run directory (:mod:`snep.rundir`).
 
 Only light modules are imported here: ``--threads`` sets the thread variables before
 NumPy and Numba are imported (:mod:`snep.threads`).  Errors of snep
@@ -22,7 +22,7 @@ import sys
 from collections.abc import Sequence
 
 import snep
-from snep.cli import evaluate, experiment, info, train
+from snep.cli import evaluate, experiment, info, predict, train
 from snep.cli.output import format_metrics_table
 from snep.cli.train import resolve_config
 from snep.errors import SnepError
@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {snep.__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
     sub.required = True
-    for command in (train, evaluate, experiment, info):
+    for command in (train, evaluate, predict, experiment, info):
         command.add_parser(sub)
     return parser
 

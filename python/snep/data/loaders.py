@@ -30,6 +30,7 @@ from snep.errors import DataError
 __all__ = [
     "DATASET_NAMES",
     "find_shared_data",
+    "flatten_unit",
     "load_dataset",
     "load_digits",
     "load_idx",
@@ -220,7 +221,7 @@ def save_idx(
     return path
 
 
-def _flatten_unit(x: np.ndarray, source: str) -> np.ndarray:
+def flatten_unit(x: np.ndarray, source: str) -> np.ndarray:
     """Turn uint8 pixels or float values in [0, 1] into float32 (N, D) in [0, 1]."""
     n = x.shape[0]
     if x.dtype == np.uint8:
@@ -317,9 +318,9 @@ def _build_dataset(
     if n_classes is None:
         n_classes = int(max(ytr.max(), yte.max())) + 1
     return Dataset(
-        x_train=_flatten_unit(x_train, f"{source}: x_train"),
+        x_train=flatten_unit(x_train, f"{source}: x_train"),
         y_train=ytr,
-        x_test=_flatten_unit(x_test, f"{source}: x_test"),
+        x_test=flatten_unit(x_test, f"{source}: x_test"),
         y_test=yte,
         n_classes=n_classes,
         name=name,
