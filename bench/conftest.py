@@ -55,6 +55,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """XLA's CPU threads (the JAX peer) follow the first ``--bench-threads`` count; set
+    before JAX loads, and only when the environment does not set ``XLA_FLAGS``."""
+    import os
+
+    n = bench_threads(config)[0]
+    multi = "true" if n > 1 else "false"
+    os.environ.setdefault(
+        "XLA_FLAGS", f"--xla_cpu_multi_thread_eigen={multi} intra_op_parallelism_threads={n}"
+    )
+
+
 def bench_threads(config: pytest.Config) -> list[int]:
     """The thread counts asked for with ``--bench-threads``."""
     raw = str(config.getoption("--bench-threads"))

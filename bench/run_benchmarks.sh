@@ -20,8 +20,8 @@ ts=$(date +%Y%m%d-%H%M%S)
 out=bench/results
 mkdir -p "$out"
 
-echo "== the PyTorch baseline computes snep's maths (bench/test_torch_reference.py) =="
-"$PYTHON" -m pytest bench/test_torch_reference.py -q -p no:cacheprovider
+echo "== the PyTorch and JAX peers compute snep's maths (bench/test_*_reference.py) =="
+"$PYTHON" -m pytest bench/test_torch_reference.py bench/test_jax_reference.py -q -p no:cacheprovider
 
 summaries=()
 for suite in worker_iteration fused_pass; do

@@ -9,7 +9,9 @@ Groups (per size ``c<chains>-b<batch>`` and thread count ``t<n>``):
     in-process ``PosteriorServer`` and its reply (so the *median* is an iteration without
     sync and the *mean* includes the amortised sync); with 8 chains (``--bench-large``) the
     same hot path batched over chains.  Also the sync alone (push + server + reply).
-    (b) the same iteration written plainly in PyTorch eager (``bench/torch_reference.py``).
+    (b) the same iteration written plainly in PyTorch eager (``bench/torch_reference.py``);
+    (b') the same iteration as one ``jax.jit`` function (``bench/jax_reference.py``), the
+    strongest CPU peer (skipped without JAX).
 ``fwd+bwd``
     (c) the bare GEMMs of the forward + backward in numpy (3 forward, 3 weight-gradient,
     2 input-gradient ``np.matmul`` into preallocated outputs);
@@ -153,6 +155,46 @@ def test_torch_iteration(benchmark, torch, spec, shard, sampler, size, threads):
         ),
     )
     assert torch.isfinite(tw.state["x"]).all()
+
+
+# ------------------------------------------------------------- (b') JAX jit iteration
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_jax_iteration(benchmark, spec, shard, sampler, size, threads):
+    jax = pytest.importorskip("jax")
+    from jax_reference import JaxSnepWorker
+
+    chains, batch = size
+    it, _ = _snep_iteration(spec, shard, sampler, size, threads)
+    scalars = it.worker.scalars if chains == 1 else it.scalars
+    arrays = it.worker.arrays if chains == 1 else it.arrays
+    jw = JaxSnepWorker(
+        spec, sampler_kind(sampler), scalars, shard[0], shard[1],
+        n_chains=chains, batch_size=batch, n_inner=it.config.snep.n_inner,
+    )  # fmt: skip
+    jw.load(arrays)
+    del it
+
+    def step() -> None:
+        jw.step()
+        jw.block()  # asynchronous dispatch: time the computation, not its launch
+
+    bench_call(
+        benchmark,
+        step,
+        group=f"iteration c{chains}-b{batch} t{threads}",
+        warmup=5,
+        **_info(
+            spec,
+            size,
+            threads,
+            bench="iteration",
+            impl="jax",
+            backend=f"jax-jit {jax.__version__}",
+            sampler=sampler,
+            what="JaxSnepWorker.step (one jax.jit function; no sync)",
+        ),
+    )
+    assert bool(jax.numpy.isfinite(jw.state["x"]).all())
 
 
 # ------------------------------------------------------------------ (c) bare numpy GEMMs
