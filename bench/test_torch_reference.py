@@ -19,6 +19,7 @@ from snep.samplers.reference import ChainArrays, fused_step_reference  # noqa: E
 from snep.samplers.scalars import PassScalars, SamplerKind  # noqa: E402
 from torch_reference import (  # noqa: E402
     STATE_FIELDS,
+    CompiledTorchSnepWorker,
     TorchFwdBwd,
     TorchSnepWorker,
     layer_views,
@@ -153,3 +154,26 @@ def test_worker_runs_and_refreshes_the_anchor():
     assert not torch.equal(tw.state["x"], x_before)
     np.testing.assert_array_equal(st["anchor_prec"], st["cavity_prec"] + st["site_prec"])
     np.testing.assert_array_equal(st["anchor_pm"], st["cavity_pm"] + st["site_pm"])
+
+
+@pytest.mark.parametrize("kind", [SamplerKind.SGLD, SamplerKind.ADAM_SGLD], ids=["SGLD", "ADAM"])
+def test_compiled_iteration_matches_the_eager_one(kind):
+    """The torch.compile peer computes the eager baseline's iteration (so the oracle's)."""
+    rng = np.random.default_rng(int(kind))
+    a = _state(rng, 1)
+    x, y = _batch(rng, 1, 20)
+    xi = rng.normal(0, 1, a.x.shape).astype(np.float32)
+    s = _scalars(kind, noise_scale=1.0)
+    args = (SPEC, kind, s, x.reshape(-1, SPEC.n_inputs), y.reshape(-1), 1, 20)
+    eager, compiled = TorchSnepWorker(*args), CompiledTorchSnepWorker(*args)
+    eager.load(a)
+    compiled.load(a)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
+    eager.step_on(xt, yt, _noise_tensors(xi))
+    compiled.step_on(xt, yt, torch.from_numpy(xi))
+    for name in STATE_FIELDS:
+        want = eager.state[name].numpy()
+        scale = max(np.abs(want).max(), 1.0)
+        np.testing.assert_allclose(
+            compiled.state[name].numpy(), want, rtol=2e-4, atol=2e-6 * scale, err_msg=name
+        )

@@ -10,6 +10,7 @@ Groups (per size ``c<chains>-b<batch>`` and thread count ``t<n>``):
     sync and the *mean* includes the amortised sync); with 8 chains (``--bench-large``) the
     same hot path batched over chains.  Also the sync alone (push + server + reply).
     (b) the same iteration written plainly in PyTorch eager (``bench/torch_reference.py``);
+    (b'') the same iteration compiled with ``torch.compile`` (``CompiledTorchSnepWorker``);
     (b') the same iteration as one ``jax.jit`` function (``bench/jax_reference.py``), the
     strongest CPU peer (skipped without JAX).
 ``fwd+bwd``
@@ -152,6 +153,40 @@ def test_torch_iteration(benchmark, torch, spec, shard, sampler, size, threads):
             backend=f"torch-eager {torch.__version__}",
             sampler=sampler,
             what="TorchSnepWorker.step (no sync)",
+        ),
+    )
+    assert torch.isfinite(tw.state["x"]).all()
+
+
+# --------------------------------------------------------- (b'') torch.compile iteration
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_torch_compile_iteration(benchmark, torch, spec, shard, sampler, size, threads):
+    from torch_reference import CompiledTorchSnepWorker
+
+    chains, batch = size
+    it, _ = _snep_iteration(spec, shard, sampler, size, threads)
+    scalars = it.worker.scalars if chains == 1 else it.scalars
+    arrays = it.worker.arrays if chains == 1 else it.arrays
+    tw = CompiledTorchSnepWorker(
+        spec, sampler_kind(sampler), scalars, shard[0], shard[1],
+        n_chains=chains, batch_size=batch, n_inner=it.config.snep.n_inner,
+    )  # fmt: skip
+    tw.load(arrays)
+    del it
+    bench_call(
+        benchmark,
+        tw.step,
+        group=f"iteration c{chains}-b{batch} t{threads}",
+        warmup=5,  # the first call compiles (~20 s)
+        **_info(
+            spec,
+            size,
+            threads,
+            bench="iteration",
+            impl="torch-compile",
+            backend=f"torch.compile {torch.__version__}",
+            sampler=sampler,
+            what="CompiledTorchSnepWorker.step (torch.func.grad + update, compiled; no sync)",
         ),
     )
     assert torch.isfinite(tw.state["x"]).all()
