@@ -75,6 +75,15 @@ def _snep_iteration(spec, shard, sampler, size, threads):
     )
 
 
+def _peer_start(spec, shard, sampler, size, threads):
+    """The scalars, chain arrays and anchor period of the snep benchmark's start, for a
+    peer to start from the same state with the same configuration."""
+    it, _ = _snep_iteration(spec, shard, sampler, size, threads)
+    if size[0] == 1:
+        return it.worker.scalars, it.worker.arrays, it.config.snep.n_inner
+    return it.scalars, it.arrays, it.config.snep.n_inner
+
+
 # ------------------------------------------------------------------ (a) snep iteration
 @pytest.mark.parametrize("sampler", SAMPLERS)
 def test_snep_iteration(benchmark, spec, shard, sampler, size, threads):
@@ -124,21 +133,12 @@ def test_torch_iteration(benchmark, torch, spec, shard, sampler, size, threads):
 
     chains, batch = size
     # same configuration and starting state as the snep benchmark
-    it, _ = _snep_iteration(spec, shard, sampler, size, threads)
-    scalars = it.worker.scalars if chains == 1 else it.scalars
-    arrays = it.worker.arrays if chains == 1 else it.arrays
+    scalars, arrays, n_inner = _peer_start(spec, shard, sampler, size, threads)
     tw = TorchSnepWorker(
-        spec,
-        sampler_kind(sampler),
-        scalars,
-        shard[0],
-        shard[1],
-        n_chains=chains,
-        batch_size=batch,
-        n_inner=it.config.snep.n_inner,
-    )
+        spec, sampler_kind(sampler), scalars, shard[0], shard[1],
+        n_chains=chains, batch_size=batch, n_inner=n_inner,
+    )  # fmt: skip
     tw.load(arrays)
-    del it
     bench_call(
         benchmark,
         tw.step,
@@ -164,15 +164,12 @@ def test_torch_compile_iteration(benchmark, torch, spec, shard, sampler, size, t
     from torch_reference import CompiledTorchSnepWorker
 
     chains, batch = size
-    it, _ = _snep_iteration(spec, shard, sampler, size, threads)
-    scalars = it.worker.scalars if chains == 1 else it.scalars
-    arrays = it.worker.arrays if chains == 1 else it.arrays
+    scalars, arrays, n_inner = _peer_start(spec, shard, sampler, size, threads)
     tw = CompiledTorchSnepWorker(
         spec, sampler_kind(sampler), scalars, shard[0], shard[1],
-        n_chains=chains, batch_size=batch, n_inner=it.config.snep.n_inner,
+        n_chains=chains, batch_size=batch, n_inner=n_inner,
     )  # fmt: skip
     tw.load(arrays)
-    del it
     bench_call(
         benchmark,
         tw.step,
@@ -199,15 +196,12 @@ def test_jax_iteration(benchmark, spec, shard, sampler, size, threads):
     from jax_reference import JaxSnepWorker
 
     chains, batch = size
-    it, _ = _snep_iteration(spec, shard, sampler, size, threads)
-    scalars = it.worker.scalars if chains == 1 else it.scalars
-    arrays = it.worker.arrays if chains == 1 else it.arrays
+    scalars, arrays, n_inner = _peer_start(spec, shard, sampler, size, threads)
     jw = JaxSnepWorker(
         spec, sampler_kind(sampler), scalars, shard[0], shard[1],
-        n_chains=chains, batch_size=batch, n_inner=it.config.snep.n_inner,
+        n_chains=chains, batch_size=batch, n_inner=n_inner,
     )  # fmt: skip
     jw.load(arrays)
-    del it
 
     def step() -> None:
         jw.step()

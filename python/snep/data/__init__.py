@@ -13,6 +13,7 @@ from snep.data.dataset import Dataset, holdout_validation
 from snep.data.loaders import (
     DATASET_NAMES,
     find_shared_data,
+    flatten_unit,
     load_dataset,
     load_digits,
     load_idx,
@@ -31,6 +32,7 @@ __all__ = [
     "Dataset",
     "MinibatchStream",
     "find_shared_data",
+    "flatten_unit",
     "gather_batch",
     "holdout_validation",
     "load_dataset",
