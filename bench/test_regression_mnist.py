@@ -1,6 +1,6 @@
 """Regression check: a short 4-worker SNEP run on MNIST, timed and scored.
 
-The reference configuration of DESIGN §1.8 (the ``paper`` method preset:
+The reference configuration of docs/method.md §1.8 (the ``paper`` method preset:
 784-500-300-10, prior variance 0.5, ε = 0.02, Adam-SGLD h = 1e-3, N_sync = N_inner
 = 10, one chain per worker, batch 100; ``snep train --preset paper``) with 4
 in-process workers for 300 iterations each, on the real MNIST (skipped when
