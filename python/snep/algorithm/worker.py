@@ -30,7 +30,14 @@ import numpy as np
 
 from snep.algorithm.messages import Push, Reply
 from snep.backends import Backend, MLPKernels
-from snep.backends.base import array_module, require_graph_capture, to_device, to_host
+from snep.backends.base import (
+    array_module,
+    is_device,
+    missing_device_methods,
+    require_graph_capture,
+    to_device,
+    to_host,
+)
 from snep.backends.cuda_fused import pack_params
 from snep.config import METHODS, Config
 from snep.data.minibatch import MinibatchStream, gather_batch
@@ -219,7 +226,7 @@ class SnepWorker:
         # the chain arrays live where the backend computes (numpy, or CuPy for cuda); the
         # shard, the minibatch and the float64 sites of the protocol stay on the host
         self.xp = xp = array_module(backend)
-        self._defer_fired = hasattr(backend, "take_fired")
+        self._defer_fired = is_device(backend)  # the guard count is kept on the device
         self.x_data = np.ascontiguousarray(x, dtype=dtype)
         # integer class labels as int32 (the MLP's kernels), other targets in the dtype
         y_dtype = np.int32 if np.asarray(y).dtype.kind in "biu" else dtype
@@ -342,11 +349,8 @@ class SnepWorker:
         an iteration; and the launches can be captured in a CUDA graph and replayed,
         :mod:`snep.backends.cuda_graph`)."""
         backend = self.backend
-        missing = [
-            m for m in ("step_inputs", "run_eager", "fused_step_device_params")
-            if not hasattr(backend, m)
-        ]  # fmt: skip
-        if missing:
+        if not is_device(backend):
+            missing = missing_device_methods(backend)
             raise ConfigError(
                 f"backend {getattr(backend, 'name', type(backend).__name__)!r} keeps its arrays "
                 f"on a device but lacks {missing}: a device backend stages each iteration's "

@@ -1,15 +1,18 @@
-"""The small interface every compute backend implements (docs/method.md §2).
+"""The interfaces of the compute backends (docs/method.md §2), complete.
 
-Backends whose arrays live on a device (``cuda``) also define ``xp`` (their array
-module, e.g. CuPy), ``to_host(a)`` (a numpy copy), ``to_device(a, dtype)`` and
-``take_fired()`` (the guard count accumulated on the device, read only at syncs);
-host backends need none of them: :func:`array_module`, :func:`to_host`,
-:func:`to_device` and :func:`is_host` supply the numpy defaults.
+:class:`Backend` is what every backend implements (``numpy``, ``cpu``, ``cuda``).
+:class:`DeviceBackend` adds what a backend whose arrays live on a device (``cuda``)
+implements: ``xp`` (its array module, e.g. CuPy), the host/device copies, the guard
+count kept on the device, and the staged, capturable iteration
+(:mod:`snep.backends.cuda_graph`).  Code asks ``isinstance(backend, DeviceBackend)``
+(:func:`is_device`), never for single attributes; host backends need none of it:
+:func:`array_module`, :func:`to_host`, :func:`to_device` and :func:`is_host` supply the
+numpy defaults.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -20,9 +23,12 @@ from snep.samplers.scalars import PassScalars, SamplerKind
 
 __all__ = [
     "Backend",
+    "DeviceBackend",
     "MLPKernels",
     "array_module",
+    "is_device",
     "is_host",
+    "missing_device_methods",
     "require_graph_capture",
     "to_device",
     "to_host",
@@ -70,6 +76,76 @@ class Backend(Protocol):
         """The standard normals the fused pass draws for (seed, stream, step)."""
         ...
 
+    def apply_reply(
+        self,
+        arrays: ChainArrays,
+        theta: tuple[Any, Any],
+        sent: tuple[Any, Any],
+        scale_momentum: bool,
+    ) -> None:
+        """A server reply: the new cavity ``theta - sent`` (float64 natural parameters),
+        the anchor moved with it, each chain shifted to keep its standardised position
+        (and SGHMC's momentum scaled with it)."""
+        ...
+
+
+@runtime_checkable
+class DeviceBackend(Backend, Protocol):
+    """A backend whose arrays live on a device: the :class:`Backend` methods plus these."""
+
+    xp: Any
+
+    def to_host(self, a: Any) -> np.ndarray:
+        """A numpy copy of a device array."""
+        ...
+
+    def to_device(self, a: Any, dtype: Any = None) -> Any:
+        """``a`` (host or device) as a device array of ``dtype``."""
+        ...
+
+    def synchronize(self) -> None:
+        """Wait for the queued device work (before MPI reads device memory)."""
+        ...
+
+    def take_fired(self) -> int:
+        """Guard firings counted on the device since the last read."""
+        ...
+
+    def step_inputs(self, n_samples: int, batch_size: int) -> Any:
+        """The staged per-iteration inputs (minibatch indices, pass scalars)."""
+        ...
+
+    def run_eager(self, body: Any) -> None:
+        """Run one iteration's launches now."""
+        ...
+
+    def capture(self, body: Any) -> Any:
+        """Capture one iteration's launches in a CUDA graph (replayed later)."""
+        ...
+
+    def fused_step_device_params(
+        self, kind: SamplerKind, arrays: ChainArrays, grad: Any, params: Any
+    ) -> None:
+        """The fused pass with its scalars read from device memory (capturable)."""
+        ...
+
+
+#: what a device backend implements beyond :class:`Backend`
+DEVICE_METHODS = (
+    "to_host", "to_device", "synchronize", "take_fired", "step_inputs", "run_eager",
+    "capture", "fused_step_device_params",
+)  # fmt: skip
+
+
+def is_device(backend: Any) -> bool:
+    """Whether ``backend`` implements :class:`DeviceBackend`."""
+    return not is_host(backend) and isinstance(backend, DeviceBackend)
+
+
+def missing_device_methods(backend: Any) -> list[str]:
+    """The :class:`DeviceBackend` methods ``backend`` lacks (for error messages)."""
+    return [m for m in DEVICE_METHODS if not callable(getattr(backend, m, None))]
+
 
 def array_module(backend: Any) -> Any:
     """The array module of ``backend``'s arrays (numpy unless it defines ``xp``)."""
@@ -97,7 +173,7 @@ def require_graph_capture(backend: Any) -> None:
     """Raise :class:`ConfigError` unless ``backend`` captures CUDA graphs (``train.cuda_graph``;
     such a backend has ``step_inputs``, ``run_eager``, ``capture`` and
     ``fused_step_device_params``, see :mod:`snep.backends.cuda_graph`)."""
-    if is_host(backend) or not hasattr(backend, "capture"):
+    if not is_device(backend):
         name = getattr(backend, "name", type(backend).__name__)
         raise ConfigError(
             "train.cuda_graph = true needs a device backend that captures CUDA graphs "
