@@ -18,11 +18,10 @@ from snep.algorithm.worker import SAMPLER_KINDS, SnepWorker, pass_scalars
 from snep.backends import get_backend
 from snep.config import Config, ModelConfig, SamplerConfig, SNEPConfig, TrainConfig
 from snep.data.minibatch import MinibatchStream, gather_batch
-from snep.family import DiagGaussian
+from snep.maths.family import DiagGaussian
 from snep.model.mlp_cpu import CpuMLP
 from snep.model.spec import ParamSpec, init_params
-from snep.samplers.reference import ChainArrays
-from snep.samplers.scalars import SamplerKind
+from snep.state import ChainArrays, SamplerKind
 
 __all__ = [
     "HIDDEN",

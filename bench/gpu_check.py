@@ -6,9 +6,9 @@ installs what is missing and runs this script.  Two parts:
 1. **Correctness** (fresh random inputs, outputs poisoned with NaN before each launch,
    float64 numpy oracles; one PASS/FAIL line per check with its max error):
 
-   * ``fill_normal_float32`` vs :func:`snep.samplers.noise.reference_normals`;
+   * ``fill_normal_float32`` vs :func:`snep.maths.noise.reference_normals`;
    * ``fused_step_float32`` for every sampler kind and pass variant, noise passed in, vs
-     :func:`snep.samplers.reference.fused_step_reference` (guard count equal, arrays
+     :func:`snep.maths.oracles.fused_step_reference` (guard count equal, arrays
      within 5e-5 relative, read-only arrays untouched), a grid-stride launch, null
      accumulators, the deferred guard count, and in-kernel noise = passed-in noise; and
      the GPU pass against the ``cpu`` backend's pass (the same header compiled for the
@@ -24,7 +24,7 @@ installs what is missing and runs this script.  Two parts:
      :mod:`snep.model.mlp_numpy`, with cuBLAS GEMMs + epilogues and with each tiled GEMM
      (``tiled-cpp``/``tiled-tf32`` run the C++ softmax-cross-entropy, log-likelihood sum
      and bias-gradient kernels of ``kernels/mlp_gemm.cu`` too);
-   * ``CudaBackend.apply_reply`` vs :func:`snep.samplers.reference.reply_update_reference`;
+   * ``CudaBackend.apply_reply`` vs :func:`snep.maths.oracles.reply_update_reference`;
    * CUDA graphs (:mod:`snep.backends.cuda_graph`): ``fused_step_dparams_float32`` (scalars
      read from device memory) = ``fused_step_float32`` bitwise, and a SNEP run on digits
      with ``train.cuda_graph = true`` = the same run uncaptured;
@@ -70,15 +70,11 @@ from numba import cuda
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))  # torch_reference
 
+from snep.maths.noise import reference_normals  # noqa: E402
+from snep.maths.oracles import fused_step_reference, reply_update_reference  # noqa: E402
 from snep.model import mlp_numpy  # noqa: E402
 from snep.model.spec import ParamSpec, init_params  # noqa: E402
-from snep.samplers.noise import reference_normals  # noqa: E402
-from snep.samplers.reference import (  # noqa: E402
-    ChainArrays,
-    fused_step_reference,
-    reply_update_reference,
-)
-from snep.samplers.scalars import PassScalars, SamplerKind  # noqa: E402
+from snep.state import ChainArrays, PassScalars, SamplerKind  # noqa: E402
 
 __all__ = ["main"]
 

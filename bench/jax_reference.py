@@ -9,7 +9,7 @@ pSGLD, SGHMC or the reference Adam-SGLD with its clipped noise) with noise from
 projection, all on flat ``(C, P)`` float32 state that XLA fuses as it sees fit.  The
 anchor refresh every ``n_inner`` iterations is a second jitted function.  The maths is
 that of ``fused_update`` in ``kernels/snep_fused.cuh`` (float64 oracle:
-``python/snep/samplers/reference.py``), so one iteration with the noise fixed matches
+``python/snep/maths/oracles.py``), so one iteration with the noise fixed matches
 snep to float32 rounding (``bench/test_jax_reference.py``).
 
 JAX is an optional peer (``pip install "jax[cpu]"``); its thread count is XLA's
@@ -27,8 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from snep.model.spec import ParamSpec
-from snep.samplers.reference import ChainArrays
-from snep.samplers.scalars import PassScalars, SamplerKind
+from snep.state import ChainArrays, PassScalars, SamplerKind
 
 __all__ = ["STATE_FIELDS", "JaxSnepWorker", "scalar_args", "snep_update", "step_on"]
 

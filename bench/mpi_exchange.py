@@ -23,7 +23,7 @@ from mpi4py import MPI
 
 from snep.algorithm.messages import Push
 from snep.algorithm.server import PosteriorServer
-from snep.family import DiagGaussian
+from snep.maths.family import DiagGaussian
 from snep.transport.mpi import HEADER, KIND_PUSH, KIND_REPLY, pack, unpack_header
 
 

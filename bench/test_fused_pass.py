@@ -23,8 +23,7 @@ from benchutil import LAYERS, bench_call
 from snep import _native
 from snep.backends import get_backend
 from snep.model.spec import ParamSpec
-from snep.samplers.reference import ChainArrays
-from snep.samplers.scalars import PassScalars, SamplerKind
+from snep.state import ChainArrays, PassScalars, SamplerKind
 
 P = ParamSpec(LAYERS).size  # 545,810
 KINDS = list(SamplerKind)

@@ -12,10 +12,10 @@ import pytest
 pytest.importorskip("jax")
 
 from jax_reference import STATE_FIELDS, JaxSnepWorker, scalar_args, step_on
+from snep.maths.oracles import fused_step_reference
 from snep.model import mlp_numpy
 from snep.model.spec import ParamSpec, init_params
-from snep.samplers.reference import ChainArrays, fused_step_reference
-from snep.samplers.scalars import PassScalars, SamplerKind
+from snep.state import ChainArrays, PassScalars, SamplerKind
 
 SPEC = ParamSpec((12, 16, 8, 5))  # P = 388
 KINDS = list(SamplerKind)

@@ -12,11 +12,15 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from snep.backends import get_backend  # noqa: E402
+from snep.maths.oracles import fused_step_reference  # noqa: E402
 from snep.model import mlp_numpy  # noqa: E402
 from snep.model.mlp_cpu import CpuMLP  # noqa: E402
 from snep.model.spec import ParamSpec, init_params  # noqa: E402
-from snep.samplers.reference import ChainArrays, fused_step_reference  # noqa: E402
-from snep.samplers.scalars import PassScalars, SamplerKind  # noqa: E402
+from snep.state import (  # noqa: E402
+    ChainArrays,
+    PassScalars,
+    SamplerKind,
+)
 from torch_reference import (  # noqa: E402
     STATE_FIELDS,
     CompiledTorchSnepWorker,

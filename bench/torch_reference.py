@@ -15,14 +15,14 @@ Expectation Propagation and the Posterior Server", JMLR 18 (2017): CPU, float32,
 
 No fusion tricks: no ``torch.compile``, no ``foreach`` kernels, no hand-fused ops.  The
 maths is that of ``fused_update`` in ``kernels/snep_fused.cuh`` (the float64 oracle is
-``python/snep/samplers/reference.py``), so one iteration with the noise fixed matches
+``python/snep/maths/oracles.py``), so one iteration with the noise fixed matches
 snep's fused pass to float32 rounding (``bench/test_torch_reference.py``).  The variance
 of the site step uses the kernel's cancellation-free expansion of ``gamma2 - gamma1^2``,
 as a careful float32 implementation would.
 
 State lives in flat ``(C, P)`` tensors (``C`` chains, ``P`` parameters, the layout of
 :class:`snep.model.spec.ParamSpec`); the layers are views into them, so the state can
-be loaded from and compared with snep's :class:`~snep.samplers.reference.ChainArrays`.
+be loaded from and compared with snep's :class:`~snep.maths.oracles.ChainArrays`.
 The sampler and site step implement one sample per iteration (``K = 1``, no moment
 accumulation), the worker's default.
 """
@@ -37,8 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from snep.model.spec import ParamSpec
-from snep.samplers.reference import ChainArrays
-from snep.samplers.scalars import PassScalars, SamplerKind
+from snep.state import ChainArrays, PassScalars, SamplerKind
 
 __all__ = [
     "STATE_FIELDS",

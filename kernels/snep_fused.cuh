@@ -1,7 +1,7 @@
 // The fused per-parameter pass of a SNEP worker iteration: one source of truth
 // shared by the CPU extension (src/fused_pass.cpp) and the CUDA kernel
 // (kernels/fused_step.cu).  The float64 numpy oracle is
-// python/snep/samplers/reference.py; the two must change together.
+// python/snep/maths/oracles.py; the two must change together.
 //
 // For one parameter of one chain it
 //   1. forms the tilted distribution's Gaussian factor eta = anchor - site/beta
@@ -31,7 +31,7 @@ enum SamplerKind : int { SGLD = 0, PSGLD = 1, SGHMC = 2, ADAM_SGLD = 3 };
 
 // Share of the site's precision / beta (the likelihood's curvature, as the site
 // estimates it) by which the tilted factor's precision may fall below prec_floor
-// before the guard fires (python/snep/samplers/reference.py: GUARD_SLACK).
+// before the guard fires (python/snep/maths/oracles.py: GUARD_SLACK).
 constexpr float GUARD_SLACK = 0.5f;
 
 // Scalars of one pass.  Plain data so that host code can fill it and pass it

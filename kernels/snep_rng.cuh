@@ -8,7 +8,7 @@
 // polynomial log and sin/cos (no libm calls, so the loop vectorises).
 //
 // The mapping from words to normals is part of the interface (the numpy
-// reference in python/snep/samplers/noise.py reproduces it):
+// reference in python/snep/maths/noise.py reproduces it):
 //   u  = ((w0 >> 8) + 0.5) * 2^-24            in (0, 1)
 //   t  = ((w1 >> 8) + 0.5) * 2^-23 - 1        in (-1, 1)
 //   r  = sqrt(-2 ln u),  z0 = r cos(pi t),  z1 = r sin(pi t)

@@ -5,7 +5,7 @@ far snep's float32 arithmetic may be from it: for the tests of the Bayesian mode
 Nothing here calls snep's model, backends or metrics: the forward pass unpacks the flat
 parameters by the layout documented in :mod:`snep.model.spec` (per layer ``W`` row-major
 ``(n_in, n_out)``, then ``b``), in float64, and the metrics are recomputed from their
-definitions (:mod:`snep.metrics`).  Only the draws are reproduced from snep's documented
+definitions (:mod:`snep.maths.metrics`).  Only the draws are reproduced from snep's documented
 generator (``Posterior.sample``: ``mean + sd * default_rng(seed).standard_normal((S, P))``),
 so that snep and the reference average the same networks.
 
@@ -29,8 +29,8 @@ import numpy as np
 
 U32 = 2.0**-24  # unit roundoff of float32
 EXP_ULPS = 8  # generous: libm/SVML float32 exp is within 1-4 ulps
-TINY = 1e-12  # the NLL's floor on a probability (snep.metrics)
-N_BINS = 15  # ECE bins (snep.metrics)
+TINY = 1e-12  # the NLL's floor on a probability (snep.maths.metrics)
+N_BINS = 15  # ECE bins (snep.maths.metrics)
 
 
 def gamma(n: int) -> float:

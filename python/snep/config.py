@@ -349,7 +349,7 @@ class SNEPConfig:
     ``score_cv`` (``"local"``, four or more chains; on by default, off in the paper
     preset): the tilted moments are corrected with the score as a control variate,
     cross-fitted over two halves of the chains
-    (:func:`snep.samplers.reference.score_corrected_moments`): exact for a weight no
+    (:func:`snep.maths.oracles.score_corrected_moments`): exact for a weight no
     datum reaches, so its site flattens and q keeps the prior (measured on the wine
     regression: 0.96-0.99 of the prior variance, was 0.66-0.92; SNEP's variances
     within x0.98-1.03 of the gold and EP fixed points, q's precision noise 4-5%, was 19%).

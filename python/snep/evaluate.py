@@ -14,7 +14,7 @@ import numpy as np
 from snep.backends import Backend, get_backend
 from snep.backends.base import is_host
 from snep.config import Config
-from snep.metrics import classification_metrics
+from snep.maths.metrics import classification_metrics
 from snep.posterior import Posterior, predict_proba_params
 
 __all__ = ["Evaluator"]

@@ -17,8 +17,8 @@ import numpy as np
 
 from snep.backends import Backend, get_backend
 from snep.errors import DataError
-from snep.family import DiagGaussian, moments
 from snep.io import save_npz
+from snep.maths.family import DiagGaussian, moments
 from snep.model.protocol import FlatSpec
 from snep.model.spec import ParamSpec
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from snep.backends import Backend, get_backend
 from snep.errors import DataError
-from snep.metrics import predictive_entropy
+from snep.maths.metrics import predictive_entropy
 
 __all__ = ["load_inputs", "predict", "write_predictions"]
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from snep.metrics import auroc, predictive_entropy
+from snep.maths.metrics import auroc, predictive_entropy
 from snep.posterior import Posterior
 
 __all__ = ["entropy_auroc"]

@@ -24,8 +24,7 @@ import numpy as np
 from snep.backends import get_backend
 from snep.backends.cuda_fused import FUSED_PARAMS_DTYPE
 from snep.backends.cuda_graph import step_record_dtype
-from snep.samplers.reference import ChainArrays
-from snep.samplers.scalars import PassScalars
+from snep.state import ChainArrays, PassScalars
 
 
 class GraphRuleError(RuntimeError):

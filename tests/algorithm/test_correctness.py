@@ -27,7 +27,7 @@ import pytest
 
 from snep.backends import get_backend
 from snep.config import Config
-from snep.family import DiagGaussian
+from snep.maths.family import DiagGaussian
 from snep.model import mlp_numpy
 from snep.model.spec import ParamSpec
 from snep.transport.inprocess import simulate

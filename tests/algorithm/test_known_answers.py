@@ -41,7 +41,7 @@ import pytest
 
 from snep.backends import get_backend
 from snep.config import Config
-from snep.family import DiagGaussian
+from snep.maths.family import DiagGaussian
 from snep.transport.inprocess import simulate
 
 from .wine import BinaryLogistic, check_against_fixture, load_reference, wine_problem

@@ -9,7 +9,7 @@ import pytest
 
 from snep.algorithm.messages import Push
 from snep.algorithm.server import PosteriorServer
-from snep.family import DiagGaussian
+from snep.maths.family import DiagGaussian
 
 P = 50
 

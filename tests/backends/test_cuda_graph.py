@@ -15,7 +15,7 @@ import pytest
 from snep.backends.cuda_fused import FUSED_PARAMS_DTYPE, pack_params
 from snep.backends.cuda_graph import step_record_dtype
 from snep.errors import ConfigError
-from snep.samplers.scalars import PassScalars
+from snep.state import PassScalars
 
 
 @pytest.mark.parametrize("n_samples,batch_size", [(1, 1), (1, 100), (3, 7), (8, 1024)])

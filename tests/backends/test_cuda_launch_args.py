@@ -41,8 +41,7 @@ from snep.backends.cuda_fused import (
 )
 from snep.backends.gemm_common import EPILOGUES
 from snep.errors import BackendUnavailableError, ConfigError
-from snep.samplers.reference import ChainArrays
-from snep.samplers.scalars import PassScalars
+from snep.state import ChainArrays, PassScalars
 
 KERNELS = Path(__file__).resolve().parents[2] / "kernels"
 HEADER = KERNELS / "snep_fused.cuh"

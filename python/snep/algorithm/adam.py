@@ -13,11 +13,10 @@ from snep.backends import Backend
 from snep.config import Config
 from snep.data.dataset import Dataset
 from snep.data.minibatch import MinibatchStream, gather_batch
+from snep.maths.noise import NOISE_STREAM_SAMPLER
 from snep.posterior import Posterior
 from snep.run.setup import FitResult, RunSetup
-from snep.samplers.noise import NOISE_STREAM_SAMPLER
-from snep.samplers.reference import ChainArrays
-from snep.samplers.scalars import PassScalars, SamplerKind
+from snep.state import ChainArrays, PassScalars, SamplerKind
 
 __all__ = ["run_adam"]
 

@@ -31,8 +31,8 @@ from snep.algorithm.server import PosteriorServer
 from snep.algorithm.worker import SnepWorker
 from snep.backends import Backend, MLPKernels
 from snep.config import Config
-from snep.family import DiagGaussian
-from snep.samplers.scalars import SamplerKind
+from snep.maths.family import DiagGaussian
+from snep.state import SamplerKind
 
 __all__ = [
     "ASGD_ADAM",

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from snep.algorithm.messages import Push, Reply
-from snep.family import DiagGaussian
+from snep.maths.family import DiagGaussian
 
 __all__ = ["PosteriorServer"]
 

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from snep.algorithm.messages import Push, Reply
+from snep.algorithm.score import accumulate_score, score_moments
 from snep.backends import Backend, MLPKernels
 from snep.backends.base import (
     array_module,
@@ -43,18 +44,16 @@ from snep.config import METHODS, Config
 from snep.data.minibatch import MinibatchStream, gather_batch
 from snep.diagnostics import ChainTrace
 from snep.errors import ConfigError
-from snep.family import DiagGaussian
-from snep.samplers.noise import NOISE_STREAM_SAMPLER
-from snep.samplers.reference import (
+from snep.maths.family import DiagGaussian
+from snep.maths.noise import NOISE_STREAM_SAMPLER
+from snep.maths.oracles import (
     GUARD_SLACK,
-    ChainArrays,
     chain_variance,
     guard_cap,
     local_step_reference,
     site_step_reference,
 )
-from snep.samplers.scalars import PassScalars, SamplerKind
-from snep.samplers.score import accumulate_score, score_moments
+from snep.state import ChainArrays, PassScalars, SamplerKind
 
 __all__ = ["SnepWorker", "chains_per_worker", "pass_scalars", "worker_seed"]
 
@@ -91,7 +90,7 @@ def site_precision_floor(config: Config, n_workers: int, beta: float) -> float:
     bound relative to the worker's cavity would not be: stale cavities let the sites
     overshoot together).  A site that should be flat then fluctuates around zero
     instead of being held above ``1 / v_hi``, which biases it sharp
-    (:func:`~snep.samplers.reference.local_step_reference`).  Off by default: on an MLP
+    (:func:`~snep.maths.oracles.local_step_reference`).  Off by default: on an MLP
     (MNIST, 4 workers) the flattened sites let the chains diverge, with this bound and
     with one keeping each q_loc at least 90% as precise as the prior; p-SNEP keeps
     proper sites (with improper ones its 4- and 8-worker runs on the wine regression
@@ -596,7 +595,7 @@ class SnepWorker:
 
     def _accumulate_score(self) -> None:
         """Accumulate this iteration's samples (before the pass moves them) for the score
-        control variate (:func:`snep.samplers.score.accumulate_score`)."""
+        control variate (:func:`snep.algorithm.score.accumulate_score`)."""
         accumulate_score(
             self.arrays, self.grad, self._acc_g, self._acc_xg, self._acc_g2, self.scalars,
             self.xp,
@@ -605,7 +604,7 @@ class SnepWorker:
     def _score_moments(self, n_per_chain: int) -> tuple[Any, Any]:
         """The tilted mean and variance from the accumulated samples with the score as
         a control variate, cross-fitted over two halves of the chains
-        (:func:`snep.samplers.score.score_moments`): coefficients from the same chains'
+        (:func:`snep.algorithm.score.score_moments`): coefficients from the same chains'
         recent spread correlate with the samples they correct (measured on the wine
         regression with 4 workers: variances x1.08-1.14 of the EP fixed point, against
         x0.98-1.02 cross-fitted)."""
@@ -631,9 +630,9 @@ class SnepWorker:
     def _site_step_from_acc(self, n_per_chain: int, scalars: PassScalars) -> None:
         """The site step from the accumulated samples (``n_per_chain`` per chain), then
         fresh accumulators: on the local posterior's moments (``snep.site_update =
-        "local"``, :func:`~snep.samplers.reference.local_step_reference`; several chains
-        give their unbiased pooled variance, :func:`~snep.samplers.reference.chain_variance`)
-        or on the site's mean parameters (:func:`~snep.samplers.reference.site_step_reference`);
+        "local"``, :func:`~snep.maths.oracles.local_step_reference`; several chains
+        give their unbiased pooled variance, :func:`~snep.maths.oracles.chain_variance`)
+        or on the site's mean parameters (:func:`~snep.maths.oracles.site_step_reference`);
         ``scalars.site_step`` is the step (the SNEP schedule, or EP's damping)."""
         a, xp, f64 = self.arrays, self.xp, np.float64
         sp, spm, cp, cpm = self._rows64()
@@ -687,7 +686,7 @@ class SnepWorker:
     def _ep_update(self) -> None:
         """Damped EP site update from the window's sample moments of every chain (Xu et
         al. 2014): damped in moment space with ``site_update = "local"`` (the step of
-        :func:`~snep.samplers.reference.local_step_reference` with ``eps = damping``),
+        :func:`~snep.maths.oracles.local_step_reference` with ``eps = damping``),
         else in natural parameters."""
         snep = self.config.snep
         a, xp = self.arrays, self.xp  # numpy or CuPy
@@ -775,7 +774,7 @@ class SnepWorker:
 
     def _damp_site_to_guard(self) -> None:
         """After a reply lowered the cavity: the site's precision down to
-        :func:`~snep.samplers.reference.guard_cap` where it exceeds it, keeping the local
+        :func:`~snep.maths.oracles.guard_cap` where it exceeds it, keeping the local
         posterior's mean, so that the guard need not fire (the damping of the site step,
         applied to the new cavity; pushed with the next sync)."""
         a, xp, f64 = self.arrays, self.xp, np.float64

@@ -18,8 +18,7 @@ import numpy as np
 
 from snep.errors import ConfigError
 from snep.model.spec import ParamSpec
-from snep.samplers.reference import ChainArrays
-from snep.samplers.scalars import PassScalars, SamplerKind
+from snep.state import ChainArrays, PassScalars, SamplerKind
 
 __all__ = [
     "Backend",

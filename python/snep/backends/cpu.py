@@ -8,8 +8,7 @@ import numpy as np
 from snep import _native
 from snep.model.mlp_cpu import CpuMLP
 from snep.model.spec import ParamSpec
-from snep.samplers.reference import ChainArrays
-from snep.samplers.scalars import PassScalars, SamplerKind
+from snep.state import ChainArrays, PassScalars, SamplerKind
 
 __all__ = ["CpuBackend", "native_params"]
 

@@ -13,7 +13,7 @@ epilogues also under Numba's CUDA simulator in ``tests/backends``):
 * the fused sampler/site/moment pass and the Philox noise: :mod:`snep.backends.cuda_fused`
   (CuPy ``RawModule``: the AOT fatbin when built, NVRTC otherwise);
 * the server reply (cavity, anchor, chain shift): the oracle
-  :func:`snep.samplers.reference.reply_update_reference` itself, run with CuPy.
+  :func:`snep.maths.oracles.reply_update_reference` itself, run with CuPy.
 
 All arrays of this backend are CuPy arrays; numpy inputs of the MLP (minibatches) are
 copied to the device.  Work is queued on CuPy's current stream (the numba.cuda kernels
@@ -29,9 +29,9 @@ import numpy as np
 
 from snep.backends import cuda_fused
 from snep.backends.cuda_fused import _cupy
+from snep.maths.oracles import reply_update_reference
 from snep.model.spec import ParamSpec
-from snep.samplers.reference import ChainArrays, reply_update_reference
-from snep.samplers.scalars import PassScalars, SamplerKind
+from snep.state import ChainArrays, PassScalars, SamplerKind
 
 cupy = _cupy()  # BackendUnavailableError (naming the pip package) when CuPy is missing
 
@@ -225,7 +225,7 @@ class CudaBackend:
         sent: tuple[Any, Any],
         scale_momentum: bool,
     ) -> None:
-        """A server reply, in place: :func:`snep.samplers.reference.reply_update_reference`
+        """A server reply, in place: :func:`snep.maths.oracles.reply_update_reference`
         (the oracle of ``reply_update`` in ``kernels/snep_fused.cuh``) run on the device
         with CuPy.
 

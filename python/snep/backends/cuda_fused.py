@@ -3,15 +3,15 @@
 The kernels are ``fused_step_float32`` and ``fill_normal_float32`` of
 ``kernels/fused_step.cu``; their per-parameter maths is ``kernels/snep_fused.cuh`` and
 ``kernels/snep_rng.cuh``, shared with the CPU extension (docs/method.md §2, "one source of truth
-per kernel"), and their float64 oracles are :mod:`snep.samplers.reference` and
-:mod:`snep.samplers.noise`.  The maths is that of Hasenclever et al., JMLR 18 (2017)
+per kernel"), and their float64 oracles are :mod:`snep.maths.oracles` and
+:mod:`snep.maths.noise`.  The maths is that of Hasenclever et al., JMLR 18 (2017)
 (SNEP's tilted distribution and site step) with the SG-MCMC rules of docs/method.md §1.5.
 
 * :func:`load_module` loads the kernels once per process: the ahead-of-time fatbin that
   CMake installs as ``snep/kernels/fused_step.fatbin`` when ``nvcc`` was present at build
   time, else ``fused_step.cu`` compiled by NVRTC from the installed sources.
 * :data:`FUSED_PARAMS_DTYPE` is ``struct FusedParams`` byte for byte (built from the fields
-  of :class:`~snep.samplers.scalars.PassScalars` with C layout rules; tested against the
+  of :class:`~snep.state.PassScalars` with C layout rules; tested against the
   header and against ``offsetof`` from a C++ compiler).
 * :data:`FUSED_STEP_ARGS` / :data:`FILL_NORMAL_ARGS` are the kernels' parameter lists,
   ``(name, C type)``, from which the launch arguments are built (tested against the
@@ -31,8 +31,7 @@ from typing import Any
 import numpy as np
 
 from snep.errors import BackendUnavailableError, ConfigError
-from snep.samplers.reference import ChainArrays
-from snep.samplers.scalars import PassScalars, SamplerKind
+from snep.state import ChainArrays, PassScalars, SamplerKind
 
 __all__ = [
     "BLOCK_THREADS",
@@ -568,7 +567,7 @@ def fill_normal(
     """Fill ``out`` (C, P) with the fused pass's standard normals, in place.
 
     Entry ``[c, j]`` is the normal of parameter ``j`` of chain ``chain0 + c`` at ``step`` on
-    ``stream`` (Philox4x32-10 keyed by ``seed``; :func:`snep.samplers.noise.reference_normals`
+    ``stream`` (Philox4x32-10 keyed by ``seed``; :func:`snep.maths.noise.reference_normals`
     is its float64 oracle).  Returns ``out``; ``max_blocks`` caps the grid.
     """
     cupy = _cupy()

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from snep.maths.noise import reference_normals
+from snep.maths.oracles import fused_step_reference, reply_update_reference
 from snep.model import mlp_numpy
 from snep.model.spec import ParamSpec
-from snep.samplers.noise import reference_normals
-from snep.samplers.reference import ChainArrays, fused_step_reference, reply_update_reference
-from snep.samplers.scalars import PassScalars, SamplerKind
+from snep.state import ChainArrays, PassScalars, SamplerKind
 
 __all__ = ["NumpyBackend"]
 

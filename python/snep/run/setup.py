@@ -23,7 +23,7 @@ from snep.config import METHODS, Config, Method
 from snep.data.dataset import Dataset
 from snep.data.sharding import make_shards
 from snep.errors import ConfigError
-from snep.family import DiagGaussian
+from snep.maths.family import DiagGaussian
 from snep.model.protocol import FlatSpec, check_model
 from snep.model.spec import ParamSpec, init_params
 from snep.posterior import Posterior

@@ -28,8 +28,8 @@ from snep.backends import Backend, MLPKernels
 from snep.config import Config
 from snep.data.dataset import Dataset
 from snep.errors import ConfigError, DataError
-from snep.family import DiagGaussian
 from snep.io import save_npz
+from snep.maths.family import DiagGaussian
 from snep.run.setup import FitResult, RunSetup, make_server, make_worker
 
 __all__ = [

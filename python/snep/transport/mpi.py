@@ -466,6 +466,6 @@ def _injected_failure(worker: int, what: str = "FAIL") -> int:
 
 
 def _gaussian(prec: np.ndarray, pm: np.ndarray):
-    from snep.family import DiagGaussian
+    from snep.maths.family import DiagGaussian
 
     return DiagGaussian(prec, pm)

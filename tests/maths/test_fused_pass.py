@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from snep.backends import get_backend
-from snep.samplers.noise import reference_normals
-from snep.samplers.reference import ChainArrays, fused_step_reference
-from snep.samplers.scalars import PassScalars, SamplerKind
+from snep.maths.noise import reference_normals
+from snep.maths.oracles import fused_step_reference
+from snep.state import ChainArrays, PassScalars, SamplerKind
 
 KINDS = list(SamplerKind)
 

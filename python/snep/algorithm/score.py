@@ -3,7 +3,7 @@
 Before a fused pass moves the chains, the worker adds, per chain and parameter, the
 sample ``x``, ``x^2``, the gradient ``g`` of the log tilted density at ``x`` and
 ``x g`` and ``g^2`` to its accumulators, from which
-:func:`snep.samplers.reference.score_corrected_moments` forms the tilted moments.
+:func:`snep.maths.oracles.score_corrected_moments` forms the tilted moments.
 ``g`` is the fused pass's own (``kernels/snep_fused.cuh``, step 1): the minibatch
 log-likelihood gradient scaled by ``lik_scale`` plus the Gaussian factor ``anchor -
 site / beta`` with its precision guarded as the pass guards it.
@@ -20,14 +20,13 @@ from typing import Any
 import numba
 import numpy as np
 
-from snep.samplers.reference import (
+from snep.maths.oracles import (
     GUARD_SLACK,
-    ChainArrays,
     chain_covariance,
     chain_variance,
     score_corrected_moments,
 )
-from snep.samplers.scalars import PassScalars
+from snep.state import ChainArrays, PassScalars
 
 __all__ = ["accumulate_score", "score_moments"]
 
@@ -103,7 +102,7 @@ def score_moments(
     score as a control variate, cross-fitted over the chain halves ``[0, split)`` and
     ``[split, C)``; updates ``stats`` and zeroes ``acc_g``, ``acc_xg``, ``acc_g2``.
 
-    Each half's estimate (:func:`~snep.samplers.reference.score_corrected_moments`)
+    Each half's estimate (:func:`~snep.maths.oracles.score_corrected_moments`)
     takes its coefficients from the *other* half's running estimates in ``stats``
     (``(2, 3, P)`` float64, per half: the gradient noise's variance, ``inf`` before the
     first step; the variance of ``x``; the covariance of ``x`` and ``g``), so they are

@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 
 from snep import _native
-from snep.samplers.noise import philox4x32_10, reference_normals
+from snep.maths.noise import philox4x32_10, reference_normals
 
 
 def test_philox_known_answer_random123():

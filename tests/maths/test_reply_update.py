@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from snep.backends import get_backend
-from snep.samplers.reference import ChainArrays
+from snep.state import ChainArrays
 
 from .test_fused_pass import random_state
 

@@ -17,8 +17,7 @@ import pytest
 from scipy.linalg import solve_discrete_lyapunov
 
 from snep.backends import get_backend
-from snep.samplers.reference import ChainArrays
-from snep.samplers.scalars import PassScalars, SamplerKind
+from snep.state import ChainArrays, PassScalars, SamplerKind
 
 P = 16_384
 MEAN, PREC = 1.5, 4.0  # target N(1.5, 0.25)

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from snep import family as fam
+from snep.maths import family as fam
 
 N = 7
 prec_st = arrays(np.float64, N, elements=st.floats(1e-3, 1e3))

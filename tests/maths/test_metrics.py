@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from snep.metrics import classification_metrics, expected_calibration_error, nll, test_error
+from snep.maths.metrics import classification_metrics, expected_calibration_error, nll, test_error
 
 
 def test_error_and_nll_by_hand():
@@ -40,7 +40,7 @@ def test_classification_metrics_prefix():
 
 
 def test_auroc_against_the_pairwise_definition():
-    from snep.metrics import auroc
+    from snep.maths.metrics import auroc
 
     rng = np.random.default_rng(0)
     pos = np.round(rng.normal(1.0, 1.0, 60), 1)  # rounded: ties between and within
@@ -54,7 +54,7 @@ def test_auroc_against_the_pairwise_definition():
 
 
 def test_predictive_entropy():
-    from snep.metrics import predictive_entropy
+    from snep.maths.metrics import predictive_entropy
 
     probs = np.array([[1.0, 0.0, 0.0], [1 / 3, 1 / 3, 1 / 3], [0.5, 0.5, 0.0]])
     np.testing.assert_allclose(predictive_entropy(probs), [0.0, np.log(3), np.log(2)], atol=1e-9)

@@ -16,16 +16,14 @@ noise passed in, so that the comparison is exact up to rounding).  It mirrors
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from snep.samplers.scalars import PassScalars, SamplerKind
+from snep.state import ChainArrays, PassScalars, SamplerKind
 
 __all__ = [
     "GUARD_SLACK",
-    "ChainArrays",
     "chain_variance",
     "fused_step_reference",
     "guard_cap",
@@ -39,78 +37,6 @@ __all__ = [
 #: for) by which the tilted factor's precision may fall below ``prec_floor`` before the
 #: guard raises it (``GUARD_SLACK`` in kernels/snep_fused.cuh)
 GUARD_SLACK = 0.5
-
-
-@dataclass
-class ChainArrays:
-    """Per-chain arrays of a worker, each of shape (n_chains, P).
-
-    ``s1``/``s2`` are the sampler state: pSGLD's running mean square in ``s1``;
-    SGHMC's momentum in ``s1``; Adam's first and second moments in ``s1`` and
-    ``s2``.  ``acc_x``/``acc_x2`` accumulate the samples' moments.
-    """
-
-    x: np.ndarray
-    anchor_prec: np.ndarray
-    anchor_pm: np.ndarray
-    site_prec: np.ndarray
-    site_pm: np.ndarray
-    cavity_prec: np.ndarray
-    cavity_pm: np.ndarray
-    s1: np.ndarray
-    s2: np.ndarray
-    acc_x: np.ndarray
-    acc_x2: np.ndarray
-
-    @classmethod
-    def zeros(
-        cls, n_chains: int, n_params: int, dtype: type = np.float32, xp: Any = np
-    ) -> ChainArrays:
-        """All-zero arrays of array module ``xp`` (precisions must be filled before use)."""
-        return cls(*(xp.zeros((n_chains, n_params), dtype) for _ in range(11)))
-
-    @classmethod
-    def random(
-        cls, rng: np.random.Generator, n_chains: int, n_params: int, dtype: type = np.float32
-    ) -> ChainArrays:
-        """A random proper worker state for tests and checks: about 5% of the
-        elements have a negative tilted precision, so the guard fires there."""
-        c, p = n_chains, n_params
-        a = cls.zeros(c, p, dtype)
-        a.x[...] = rng.normal(0, 1, (c, p))
-        a.site_prec[...] = rng.uniform(0.5, 20, (c, p))
-        a.site_pm[...] = a.site_prec * rng.normal(0, 1, (c, p))
-        a.cavity_prec[...] = rng.uniform(1, 50, (c, p))
-        a.cavity_pm[...] = a.cavity_prec * rng.normal(0, 1, (c, p))
-        a.anchor_prec[...] = a.cavity_prec + a.site_prec
-        bad = rng.random((c, p)) < 0.05
-        a.anchor_prec[bad] = 0.5 * a.site_prec[bad]
-        a.anchor_pm[...] = a.cavity_pm + a.site_pm
-        a.s1[...] = rng.uniform(0.0, 2.0, (c, p))
-        a.s2[...] = rng.uniform(0.1, 2.0, (c, p))
-        a.acc_x[...] = rng.normal(0, 1, (c, p))
-        a.acc_x2[...] = a.acc_x**2 + rng.uniform(0, 1, (c, p))
-        return a
-
-    def astype(self, dtype: type) -> ChainArrays:
-        """A copy with every array converted to ``dtype``."""
-        return ChainArrays(*(np.array(a, dtype=dtype) for a in self.arrays()))
-
-    def arrays(self) -> tuple[np.ndarray, ...]:
-        """The arrays in field order."""
-        return (
-            self.x,
-            self.anchor_prec,
-            self.anchor_pm,
-            self.site_prec,
-            self.site_pm,
-            self.cavity_prec,
-            self.cavity_pm,
-            self.s1,
-            self.s2,
-            self.acc_x,
-            self.acc_x2,
-        )
 
 
 def fused_step_reference(

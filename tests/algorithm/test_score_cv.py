@@ -1,4 +1,4 @@
-"""The score control variate of the tilted moments (snep.samplers.reference).
+"""The score control variate of the tilted moments (snep.maths.oracles).
 
 Checked against properties known without snep: integration by parts makes the
 corrected moments exact for a Gaussian target whose precision is the coefficient's
@@ -11,7 +11,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from snep.samplers.reference import chain_covariance, chain_variance, score_corrected_moments
+from snep.maths.oracles import (
+    chain_covariance,
+    chain_variance,
+    score_corrected_moments,
+)
 
 
 def _sums(x: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -95,9 +99,9 @@ def test_unbiased_for_a_non_gaussian_target(precision, noise_var):
 def test_host_accumulation_matches_the_array_expressions_and_float64():
     import types
 
-    from snep.samplers.reference import GUARD_SLACK, ChainArrays
-    from snep.samplers.scalars import PassScalars
-    from snep.samplers.score import accumulate_score
+    from snep.algorithm.score import accumulate_score
+    from snep.maths.oracles import GUARD_SLACK
+    from snep.state import ChainArrays, PassScalars
 
     rng = np.random.default_rng(4)
     C, P = 3, 40
@@ -130,8 +134,8 @@ def test_host_accumulation_matches_the_array_expressions_and_float64():
 
 @pytest.mark.parametrize("first", [True, False])
 def test_host_score_moments_equal_the_array_expressions_bitwise(first):
-    from snep.samplers.reference import ChainArrays
-    from snep.samplers.score import score_moments
+    from snep.algorithm.score import score_moments
+    from snep.state import ChainArrays
 
     class NotNumpy:  # numpy, but not `np` itself: forces the array-expression path
         def __getattr__(self, name):

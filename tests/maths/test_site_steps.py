@@ -1,17 +1,17 @@
 """The site steps after the pass: the step on the local posterior, the pooled chain
-variance and the guard's cap (python/snep/samplers/reference.py)."""
+variance and the guard's cap (python/snep/maths/oracles.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from snep.samplers.reference import (
+from snep.maths.oracles import (
     GUARD_SLACK,
     chain_variance,
     guard_cap,
     local_step_reference,
 )
-from snep.samplers.scalars import PassScalars
+from snep.state import PassScalars
 
 
 def test_chain_variance_is_within_plus_between_and_unbiased_for_ar1_chains():
