@@ -97,8 +97,9 @@ MNIST_DEEP = (
     "--eval-every", "2000",
 )  # fmt: skip
 
-#: Omniglot character classification: 1,623 classes, drawers 0-14 train (24,345
-#: images), drawers 15-19 test (8,115); 784-400-1623 MLP; the reference
+#: Omniglot character classification (the background set, ``--data omniglot``): 964
+#: classes, drawers 0-14 train (14,460 images), drawers 15-19 test (4,820); 784-400-964
+#: MLP; the reference
 #: SNEP/sampler settings, untuned.
 OMNIGLOT = (
     *PAPER, "--data", "omniglot", "--hidden", "400", "--iterations", "3000",
@@ -234,8 +235,8 @@ EXPERIMENTS: dict[str, Experiment] = {
         Experiment(
             "omniglot",
             "Omniglot (drawers 0-14 train / 15-19 test): character classification "
-            "(1,623 classes, 784-400-1623) and alphabet classification (50 classes, "
-            "784-400-50); SNEP with 8 workers against Adam and EASGD",
+            "(964 classes of the background set, 784-400-964) and alphabet classification "
+            "(30 classes, 784-400-30); SNEP with 8 workers against Adam and EASGD",
             "Characters: 15 training images per class, where a posterior should help "
             "most; alphabets: 50 classes of very different sizes.",
             (*_omniglot_arms("omniglot"), *_omniglot_arms("omniglot-alphabet")),
@@ -351,7 +352,7 @@ EXPERIMENTS: dict[str, Experiment] = {
         Experiment(
             "nn-omniglot",
             "Omniglot with the defaults (SGHMC, 8 chains per worker, the score control "
-            "variate): characters (784-400-1623) and alphabets (784-400-50), SNEP with 8 "
+            "variate): characters (784-400-964) and alphabets (784-400-30), SNEP with 8 "
             "workers against Adam and EASGD",
             "The poster's second data set; 20 passes over each shard.",
             tuple(
