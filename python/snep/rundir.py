@@ -17,7 +17,10 @@ added).  It holds:
     One JSON object per line, one line per evaluation, in order, appended and
     flushed as each evaluation is made (a crashed or interrupted run keeps the
     evaluations it made).  Keys: ``iteration`` (mean iteration over workers),
-    ``epochs_per_worker``, ``wall_seconds``, ``comm_seconds``, the test metrics
+    ``epochs_per_worker`` (iteration × batch size / n_train: the passes over the whole
+    training set that one worker's minibatches amount to; ``--epochs`` counts passes
+    over a worker's own shard, so a run of E epochs with n workers ends at E / n),
+    ``wall_seconds``, ``comm_seconds``, the test metrics
     ``{mean,avg,bma}_{error,nll,ece}`` (``error`` is a fraction, ``nll`` in
     nats; ``avg_*`` only once the server averages, ``bma_*`` not for the
     ``adam`` baseline), server counters (``version``, ``pushes``,
