@@ -188,7 +188,8 @@ def update_tensor_(
         precond = 1.0 / (s.rms_eps + sv)
         drift = precond * g
         if s.gamma_term:
-            drift = drift + precond * precond * (1.0 - s.rms_decay) * g * lam_eta / (sv + 1e-30)
+            gamma = precond * precond * (1.0 - s.rms_decay) * g * lam_eta
+            drift = drift + gamma / ((sv + 1e-30) * s.bias_corr2)
         x += 0.5 * eps * drift + s.noise_scale * torch.sqrt(eps * precond) * xi
     elif kind == SamplerKind.SGHMC:
         noise_sd = s.noise_scale * math.sqrt(2.0 * s.friction * eps)

@@ -131,8 +131,10 @@ SNEP_HD int fused_update(float& x, float grad, float ap, float apm, float& sp, f
         const float G = 1.0f / (p.rms_eps + sv);
         // Gamma_j = dG_j/dx_j with V a function of x through g, and dg_j/dx_j
         // approximated by the curvature -Lambda_eta of the Gaussian factor
-        // (exact for the prior part).
-        const float gamma = G * G * (1.0f - p.rms_decay) * g * lam_eta / (sv + 1e-30f);
+        // (exact for the prior part); d sqrt(V / bias_corr2) / dV carries the
+        // 1 / bias_corr2 of the bias correction.
+        const float gamma =
+            G * G * (1.0f - p.rms_decay) * g * lam_eta / ((sv + 1e-30f) * p.bias_corr2);
         const float drift = (FLAGS & F_GAMMA) ? G * g + gamma : G * g;
         x += 0.5f * eps * drift + p.noise_scale * sqrtf(eps * G) * xi;
     } else if (KIND == SGHMC) {

@@ -65,7 +65,10 @@ def fused_step_reference(
         G = 1.0 / (p.rms_eps + sv)
         drift = G * g
         if p.gamma_term:
-            drift = drift + G * G * (1.0 - p.rms_decay) * g * lam_eta / (sv + 1e-30)
+            # dG/dx = G^2 (1 - rms_decay) g Lambda_eta / (sqrt(V / bc2) bc2): the
+            # bias correction's 1 / bc2 is part of the derivative
+            gamma = G * G * (1.0 - p.rms_decay) * g * lam_eta / ((sv + 1e-30) * p.bias_corr2)
+            drift = drift + gamma
         x += 0.5 * eps * drift + p.noise_scale * np.sqrt(eps * G) * noise
     elif kind == SamplerKind.SGHMC:
         mom = (1.0 - p.friction) * a.s1 + eps * g
