@@ -32,6 +32,9 @@ from snep.transport.inprocess import Callback
 
 __all__ = ["broadcast_config", "mpi_world_size", "run_mpi"]
 
+#: seconds a failing rank waits, after writing its error, before aborting the job
+ABORT_GRACE_SECONDS = 0.5
+
 
 def broadcast_config(comm: Any, config: Config | None) -> Config:
     """Rank 0's config on every rank (JSON bytes, no pickle)."""
@@ -135,6 +138,9 @@ def run_mpi(
             + "".join(traceback.format_exc(limit=5))
         )
         sys.stderr.flush()
+        # mpiexec forwards each rank's stderr asynchronously: give it a moment to pass the
+        # message on before the abort kills this process (under load it was lost)
+        time.sleep(ABORT_GRACE_SECONDS)
         world.Abort(1)
         raise
     finally:
