@@ -56,10 +56,7 @@ class Evaluator:
 
     def _probs(self, params: np.ndarray) -> np.ndarray:
         """Mean predictive probabilities (N, K) over the rows of ``params`` (S, P)."""
-        if self.model is None:
-            return predict_proba_params(self.spec, params, self.x, self.backend)
-        params = np.ascontiguousarray(params, dtype=self.backend.dtype)
-        return np.asarray(self.model.predict_proba(params, self.x)).mean(0, dtype=np.float64)
+        return predict_proba_params(self.spec, params, self.x, self.backend, model=self.model)
 
     def point(self, params: np.ndarray, prefix: str = "mean_") -> dict[str, float]:
         """Metrics of the point estimate ``params`` (P,)."""

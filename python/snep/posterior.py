@@ -9,6 +9,7 @@ when the server averaged the posterior, ``average_mean`` and ``average_var``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,22 +23,58 @@ from snep.maths.family import DiagGaussian, moments
 from snep.model.protocol import FlatSpec
 from snep.model.spec import ParamSpec
 
-__all__ = ["Posterior", "predict_proba_params"]
+__all__ = ["Posterior", "draw_probabilities", "predict_proba_params"]
 
 METHODS = ("mean", "average", "bma")
 
 
-def predict_proba_params(
-    spec: ParamSpec, params: np.ndarray, x: np.ndarray, backend: Backend, chunk: int = 2048
-) -> np.ndarray:
-    """Mean over the rows of ``params`` (S, P) of the predictive probabilities (N, K)."""
+def draw_probabilities(
+    spec: ParamSpec | FlatSpec,
+    params: np.ndarray,
+    x: np.ndarray,
+    backend: Backend,
+    model: Any = None,
+    chunk: int = 2048,
+) -> Iterator[tuple[slice, np.ndarray]]:
+    """The predictive probabilities of each row of ``params`` (S, P), by chunks of the
+    inputs ``x`` (N, ...): yields ``(rows, probs)`` with ``probs`` (S, n, K) in the
+    backend's dtype.  They come from ``model.predict_proba`` (a user's model,
+    :mod:`snep.model.protocol`) or, without one, from the backend's MLP of ``spec``."""
+    if model is not None:
+        if not callable(getattr(model, "predict_proba", None)):
+            raise ValueError(f"model {type(model).__name__} has no predict_proba(params, x)")
+        predictor = model
+    elif not spec.layer_sizes:
+        raise ValueError(
+            "this posterior is over a user's model's parameters (no MLP layout): pass "
+            "model=, an object with predict_proba(params, x)"
+        )
+    else:
+        predictor = backend.mlp(spec, params.shape[0], 1)
     params = np.ascontiguousarray(params, dtype=backend.dtype)
     x = np.ascontiguousarray(x, dtype=backend.dtype)
-    mlp = backend.mlp(spec, params.shape[0], 1)
-    out = np.empty((x.shape[0], spec.layer_sizes[-1]), np.float64)
     for lo in range(0, x.shape[0], chunk):
-        probs = mlp.predict_proba(params, x[lo : lo + chunk])
-        out[lo : lo + chunk] = probs.mean(axis=0, dtype=np.float64)
+        rows = slice(lo, lo + chunk)
+        yield rows, np.asarray(predictor.predict_proba(params, x[rows]))
+
+
+def predict_proba_params(
+    spec: ParamSpec | FlatSpec,
+    params: np.ndarray,
+    x: np.ndarray,
+    backend: Backend,
+    chunk: int = 2048,
+    model: Any = None,
+) -> np.ndarray:
+    """Mean over the rows of ``params`` (S, P) of the predictive probabilities (N, K)
+    (:func:`draw_probabilities`)."""
+    out = None
+    for rows, probs in draw_probabilities(spec, params, x, backend, model, chunk):
+        if out is None:
+            out = np.empty((x.shape[0], probs.shape[-1]), np.float64)
+        out[rows] = probs.mean(axis=0, dtype=np.float64)
+    if out is None:  # no inputs
+        return np.empty((0, spec.layer_sizes[-1] if spec.layer_sizes else 0), np.float64)
     return out
 
 
@@ -102,11 +139,6 @@ class Posterior:
         """
         backend = get_backend(backend) if isinstance(backend, str) else backend
         model = model if model is not None else self.model
-        if model is None and not self.spec.layer_sizes:
-            raise ValueError(
-                "this posterior is over a user's model's parameters (no MLP layout): pass "
-                "model=, an object with predict_proba(params, x)"
-            )
         if method == "mean":
             params = self.mean[None]
         elif method == "average":
@@ -120,13 +152,7 @@ class Posterior:
             params = self.sample(n_samples, seed)
         else:
             raise ValueError(f"method={method!r} is not one of {list(METHODS)}")
-        if model is None:
-            return predict_proba_params(self.spec, params, x, backend)
-        if not callable(getattr(model, "predict_proba", None)):
-            raise ValueError(f"model {type(model).__name__} has no predict_proba(params, x)")
-        params = np.ascontiguousarray(params, dtype=backend.dtype)
-        x = np.ascontiguousarray(x, dtype=backend.dtype)
-        return np.asarray(model.predict_proba(params, x)).mean(0, dtype=np.float64)
+        return predict_proba_params(self.spec, params, x, backend, model=model)
 
     def predict(
         self,

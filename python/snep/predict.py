@@ -18,16 +18,12 @@ import numpy as np
 from snep.backends import Backend, get_backend
 from snep.errors import DataError
 from snep.maths.metrics import predictive_entropy
+from snep.posterior import draw_probabilities
 
 __all__ = ["load_inputs", "predict", "write_predictions"]
 
 #: inputs scored at once (memory: S x chunk x K probabilities)
 CHUNK = 2048
-
-
-def _entropy_rows(p: np.ndarray) -> np.ndarray:
-    """Entropy (nats) over the last axis of ``p`` (..., K)."""
-    return -np.sum(p * np.log(np.maximum(p, np.finfo(np.float64).tiny)), axis=-1)
 
 
 def predict(
@@ -63,17 +59,14 @@ def predict(
     if x.dtype.kind == "f" and not np.isfinite(x).all():
         row = int(np.argwhere(~np.isfinite(x))[0][0])
         raise DataError(f"inputs have non-finite values (first in row {row}); remove them")
-    draws = np.ascontiguousarray(posterior.sample(n_samples, seed), dtype=backend.dtype)
-    x = np.ascontiguousarray(x, dtype=backend.dtype)
-    model = posterior.model
-    if model is None and not sizes:
+    if posterior.model is None and not sizes:
         raise DataError("the posterior is over a user's model: set posterior.model first")
-    mlp = backend.mlp(posterior.spec, n_samples, 1) if model is None else model
+    draws = posterior.sample(n_samples, seed)
     probs, expected_entropy = [], []
-    for lo in range(0, len(x), CHUNK):
-        p = np.asarray(mlp.predict_proba(draws, x[lo : lo + CHUNK]), np.float64)  # (S, n, K)
+    for _, p in draw_probabilities(posterior.spec, draws, x, backend, posterior.model, CHUNK):
+        p = p.astype(np.float64)  # (S, n, K)
         probs.append(p.mean(0))
-        expected_entropy.append(_entropy_rows(p).mean(0))
+        expected_entropy.append(predictive_entropy(p).mean(0))
     mean = np.concatenate(probs) if probs else np.zeros((0, 0))
     entropy = predictive_entropy(mean)
     mutual = np.maximum(entropy - np.concatenate(expected_entropy), 0.0)

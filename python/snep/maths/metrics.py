@@ -58,9 +58,10 @@ def classification_metrics(probs: np.ndarray, y: np.ndarray, prefix: str = "") -
 
 
 def predictive_entropy(probs: np.ndarray) -> np.ndarray:
-    """Entropy (nats) of each row of ``probs`` (N, K): the predictive uncertainty."""
+    """Entropy (nats) over the last axis of ``probs`` (..., K), e.g. of each row of
+    (N, K): the predictive uncertainty."""
     p = np.asarray(probs, np.float64)
-    return -np.sum(p * np.log(np.maximum(p, _TINY)), axis=1)
+    return -np.sum(p * np.log(np.maximum(p, _TINY)), axis=-1)
 
 
 def auroc(scores_positive: np.ndarray, scores_negative: np.ndarray) -> float:
