@@ -120,21 +120,22 @@ def snep_update(
     return out, fired.sum()
 
 
-@partial(jax.jit, static_argnums=(0, 1, 8))
-def _step(spec, kind, st, x_data, y_data, idx, key, s, update_site):
-    x, y = x_data[idx], y_data[idx]  # (C, B, D), (C, B)
+def _iterate(spec, kind, st, x, y, xi, s, update_site):
+    """One iteration on the minibatch ``(x, y)`` with the noise ``xi``: the minibatch
+    log-likelihood per chain before the step, ``jax.grad``, the sampler + site step."""
     ll, grad = jax.value_and_grad(lambda p: loglik(spec, p, x, y).sum())(st["x"])
-    xi = jax.random.normal(key, st["x"].shape, jnp.float32)
     st, fired = snep_update(kind, st, grad, s, xi, update_site)
     return st, ll, fired
 
 
-@partial(jax.jit, static_argnums=(0, 1, 7))
-def step_on(spec, kind, st, x, y, xi, s, update_site):
-    """One iteration on a given minibatch with given noise (for the tests)."""
-    grad = jax.grad(lambda p: loglik(spec, p, x, y).sum())(st["x"])
-    st, fired = snep_update(kind, st, grad, s, xi, update_site)
-    return st, loglik(spec, st["x"], x, y), fired
+#: one iteration on a given minibatch with given noise (for the tests)
+step_on = jax.jit(_iterate, static_argnums=(0, 1, 7))
+
+
+@partial(jax.jit, static_argnums=(0, 1, 8))
+def _step(spec, kind, st, x_data, y_data, idx, key, s, update_site):
+    xi = jax.random.normal(key, st["x"].shape, jnp.float32)
+    return _iterate(spec, kind, st, x_data[idx], y_data[idx], xi, s, update_site)
 
 
 @jax.jit

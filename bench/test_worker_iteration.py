@@ -75,13 +75,30 @@ def _snep_iteration(spec, shard, sampler, size, threads):
     )
 
 
-def _peer_start(spec, shard, sampler, size, threads):
-    """The scalars, chain arrays and anchor period of the snep benchmark's start, for a
-    peer to start from the same state with the same configuration."""
+def _peer(worker_class, spec, shard, sampler, size, threads):
+    """A peer's worker (``torch_reference`` / ``jax_reference`` API) with the snep
+    benchmark's configuration and starting state."""
     it, _ = _snep_iteration(spec, shard, sampler, size, threads)
-    if size[0] == 1:
-        return it.worker.scalars, it.worker.arrays, it.config.snep.n_inner
-    return it.scalars, it.arrays, it.config.snep.n_inner
+    single = size[0] == 1
+    scalars = it.worker.scalars if single else it.scalars
+    peer = worker_class(
+        spec, sampler_kind(sampler), scalars, shard[0], shard[1],
+        n_chains=size[0], batch_size=size[1], n_inner=it.config.snep.n_inner,
+    )  # fmt: skip
+    peer.load(it.worker.arrays if single else it.arrays)
+    return peer
+
+
+def _time_peer(benchmark, step, spec, size, threads, sampler, impl, backend, what):
+    """Time a peer's iteration in the snep iteration's group."""
+    bench_call(
+        benchmark,
+        step,
+        group=f"iteration c{size[0]}-b{size[1]} t{threads}",
+        warmup=5,  # torch.compile compiles at the first call (~20 s)
+        **_info(spec, size, threads, bench="iteration", impl=impl, backend=backend,
+                sampler=sampler, what=what),
+    )  # fmt: skip
 
 
 # ------------------------------------------------------------------ (a) snep iteration
@@ -131,30 +148,10 @@ def test_snep_sync(benchmark, spec, shard, size, threads):
 def test_torch_iteration(benchmark, torch, spec, shard, sampler, size, threads):
     from torch_reference import TorchSnepWorker
 
-    chains, batch = size
-    # same configuration and starting state as the snep benchmark
-    scalars, arrays, n_inner = _peer_start(spec, shard, sampler, size, threads)
-    tw = TorchSnepWorker(
-        spec, sampler_kind(sampler), scalars, shard[0], shard[1],
-        n_chains=chains, batch_size=batch, n_inner=n_inner,
-    )  # fmt: skip
-    tw.load(arrays)
-    bench_call(
-        benchmark,
-        tw.step,
-        group=f"iteration c{chains}-b{batch} t{threads}",
-        warmup=5,
-        **_info(
-            spec,
-            size,
-            threads,
-            bench="iteration",
-            impl="torch",
-            backend=f"torch-eager {torch.__version__}",
-            sampler=sampler,
-            what="TorchSnepWorker.step (no sync)",
-        ),
-    )
+    tw = _peer(TorchSnepWorker, spec, shard, sampler, size, threads)
+    backend = f"torch-eager {torch.__version__}"
+    what = "TorchSnepWorker.step (no sync)"
+    _time_peer(benchmark, tw.step, spec, size, threads, sampler, "torch", backend, what)
     assert torch.isfinite(tw.state["x"]).all()
 
 
@@ -163,29 +160,10 @@ def test_torch_iteration(benchmark, torch, spec, shard, sampler, size, threads):
 def test_torch_compile_iteration(benchmark, torch, spec, shard, sampler, size, threads):
     from torch_reference import CompiledTorchSnepWorker
 
-    chains, batch = size
-    scalars, arrays, n_inner = _peer_start(spec, shard, sampler, size, threads)
-    tw = CompiledTorchSnepWorker(
-        spec, sampler_kind(sampler), scalars, shard[0], shard[1],
-        n_chains=chains, batch_size=batch, n_inner=n_inner,
-    )  # fmt: skip
-    tw.load(arrays)
-    bench_call(
-        benchmark,
-        tw.step,
-        group=f"iteration c{chains}-b{batch} t{threads}",
-        warmup=5,  # the first call compiles (~20 s)
-        **_info(
-            spec,
-            size,
-            threads,
-            bench="iteration",
-            impl="torch-compile",
-            backend=f"torch.compile {torch.__version__}",
-            sampler=sampler,
-            what="CompiledTorchSnepWorker.step (torch.func.grad + update, compiled; no sync)",
-        ),
-    )
+    tw = _peer(CompiledTorchSnepWorker, spec, shard, sampler, size, threads)
+    backend = f"torch.compile {torch.__version__}"
+    what = "CompiledTorchSnepWorker.step (torch.func.grad + update, compiled; no sync)"
+    _time_peer(benchmark, tw.step, spec, size, threads, sampler, "torch-compile", backend, what)
     assert torch.isfinite(tw.state["x"]).all()
 
 
@@ -195,34 +173,15 @@ def test_jax_iteration(benchmark, spec, shard, sampler, size, threads):
     jax = pytest.importorskip("jax")
     from jax_reference import JaxSnepWorker
 
-    chains, batch = size
-    scalars, arrays, n_inner = _peer_start(spec, shard, sampler, size, threads)
-    jw = JaxSnepWorker(
-        spec, sampler_kind(sampler), scalars, shard[0], shard[1],
-        n_chains=chains, batch_size=batch, n_inner=n_inner,
-    )  # fmt: skip
-    jw.load(arrays)
+    jw = _peer(JaxSnepWorker, spec, shard, sampler, size, threads)
 
     def step() -> None:
         jw.step()
         jw.block()  # asynchronous dispatch: time the computation, not its launch
 
-    bench_call(
-        benchmark,
-        step,
-        group=f"iteration c{chains}-b{batch} t{threads}",
-        warmup=5,
-        **_info(
-            spec,
-            size,
-            threads,
-            bench="iteration",
-            impl="jax",
-            backend=f"jax-jit {jax.__version__}",
-            sampler=sampler,
-            what="JaxSnepWorker.step (one jax.jit function; no sync)",
-        ),
-    )
+    what = "JaxSnepWorker.step (one jax.jit function; no sync)"
+    _time_peer(benchmark, step, spec, size, threads, sampler, "jax", f"jax-jit {jax.__version__}",
+               what)  # fmt: skip
     assert bool(jax.numpy.isfinite(jw.state["x"]).all())
 
 
