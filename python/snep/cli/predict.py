@@ -50,6 +50,8 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """``snep predict``; returns 0."""
+    import numpy as np
+
     from snep.predict import load_inputs, predict, write_predictions
 
     config, posterior = rundir.load_run(args.run_dir)
@@ -57,18 +59,13 @@ def run(args: argparse.Namespace) -> int:
     samples = args.samples or config.train.bma_samples
     out = predict(posterior, x, samples, args.seed, args.backend or "cpu")
     npz, csv = write_predictions(args.out or args.run_dir / "predictions", out)
-    counts = ", ".join(f"{c}: {n}" for c, n in zip(*_unique(out["classes"]), strict=True))
+    classes, counts = np.unique(out["classes"], return_counts=True)
+    counted = ", ".join(f"{c}: {n}" for c, n in zip(classes, counts, strict=True))
     print(f"{len(x)} inputs from {args.inputs}; model average over {samples} draws")
-    print(f"predicted classes ({counts})")
+    print(f"predicted classes ({counted})")
     print(
         f"mean predictive entropy {out['entropy'].mean():.4f} nats, mean mutual "
         f"information {out['mutual_information'].mean():.4f} nats"
     )
     print(f"wrote {npz} and {csv}")
     return 0
-
-
-def _unique(classes: Any) -> tuple[Any, Any]:
-    import numpy as np
-
-    return np.unique(classes, return_counts=True)
