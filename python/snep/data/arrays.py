@@ -70,11 +70,6 @@ class ArrayData:
     def n_test(self) -> int:
         return 0 if self.y_test is None else len(self.y_test)
 
-    @property
-    def labels_are_classes(self) -> bool:
-        """Whether the targets are integer class labels (classification metrics apply)."""
-        return self.y_train.dtype.kind in "biu"
-
 
 def as_model_data(data: Any) -> Any:
     """``data`` as something a run of a user's model reads (``x_train``, ``y_train``,

@@ -143,8 +143,8 @@ class _VirtualTimeRun:
         for w in range(self.n):
             heapq.heappush(self.events, (self.speeds[w], w, STEP, w, None))
         self.order, self.total_steps, self.next_eval = self.n, 0, self.train.eval_every
-        self.comm_seconds, elapsed = 0.0, 0.0
-        self.t_start = time.perf_counter() - elapsed
+        self.comm_seconds = 0.0
+        self.t_start = time.perf_counter()
 
     def restore(self, resume: Mapping[str, np.ndarray]) -> None:
         """Continue from a checkpoint's state (:func:`_restore`)."""
