@@ -115,7 +115,7 @@ def make_worker(
     model = backend.mlp(spec, 1, min(batch, len(shard[1])))
     worker = SnepWorker(0, 1, model, shard[0], shard[1], config, backend, x0)
     server.register(0, worker.initial_site())
-    worker.start(server.theta())
+    worker.start(server.reply_to(0))
     return WorkerBench(worker, server, config)
 
 

@@ -15,7 +15,10 @@ Usage::
 
     python bench/fingerprints.py --write bench/results/fingerprints.json
     python bench/fingerprints.py --check bench/results/fingerprints.json
+    python bench/fingerprints.py --check FILE --set train.wire=float64
 
+``--set KEY=VALUE`` (repeatable) is passed to every run: a change meant to alter the
+numbers under a new default can be checked to leave them alone under the old setting.
 ``--check`` exits with status 1 and names each run whose posterior changed.
 """
 
@@ -52,6 +55,10 @@ COMMON = (
 )  # fmt: skip
 
 
+#: ``--set`` assignments passed to every run
+EXTRA_SETS: list[str] = []
+
+
 def hash_npz(path: Path) -> dict[str, str]:
     """SHA-256 of each array (name, dtype, shape and bytes) in an ``.npz`` file."""
     out = {}
@@ -69,6 +76,8 @@ def run_case(name: str, flags: tuple[str, ...], transport: str, root: Path) -> d
     sync = root / "sync.toml"
     sync.write_text("[train]\nsynchronous = true\n")
     cmd = [sys.executable, "-m", "snep", "train", *COMMON, *flags, "--config", str(sync)]
+    for assignment in EXTRA_SETS:
+        cmd += ["--set", assignment]
     cmd += ["--out", str(root), "--name", out.name]
     if transport == "mpi":
         mpiexec = shutil.which("mpiexec")
@@ -108,7 +117,12 @@ def main(argv: list[str] | None = None) -> int:
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--write", type=Path, metavar="FILE", help="write the fingerprints here")
     g.add_argument("--check", type=Path, metavar="FILE", help="compare with this file")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="a config assignment passed to every run (repeatable)",
+    )  # fmt: skip
     args = p.parse_args(argv)
+    EXTRA_SETS[:] = args.set
     prints = fingerprints()
     if args.write:
         doc = {"machine": machine(), "common_flags": list(COMMON), "runs": prints}

@@ -691,13 +691,11 @@ def check_reply(rep: Report, cupy: Any, backend: Any) -> None:
             p = 70_001
             a32 = random_state(rng, 2, p)
             a64 = a32.astype(np.float64)
-            sent_prec = a32.site_prec[0].astype(np.float64) * rng.uniform(0.5, 1.5, p)
-            sent_pm = a32.site_pm[0].astype(np.float64) + rng.normal(0, 0.1, p)
-            theta_prec = sent_prec + rng.uniform(1, 50, p)
-            theta_pm = sent_pm + theta_prec * rng.normal(0, 1, p)
+            cavity_prec = rng.uniform(1, 50, p).astype(np.float32)
+            cavity_pm = (cavity_prec * rng.normal(0, 1, p)).astype(np.float32)
             ad = chain_arrays_to_device(a32)
-            backend.apply_reply(ad, (theta_prec, theta_pm), (sent_prec, sent_pm), momentum)
-            reply_update_reference(a64, theta_prec, theta_pm, sent_prec, sent_pm, momentum)
+            backend.apply_reply(ad, (cavity_prec, cavity_pm), momentum)
+            reply_update_reference(a64, cavity_prec, cavity_pm, momentum)
             errs = [rel_err(g.get(), w) for g, w in zip(ad.arrays(), a64.arrays(), strict=True)]
             return max(errs), 2e-6, ""
 
@@ -798,8 +796,8 @@ def check_device_messages(rep: Report, cupy: Any, backend: Any) -> None:
         def on_device(r: Reply) -> Reply:
             return Reply(cupy.asarray(r.precision), cupy.asarray(r.precision_mean), r.version)
 
-        host.start(servers[0].theta())
-        dev.start(on_device(servers[1].theta()))
+        host.start(servers[0].reply_to(0))
+        dev.start(on_device(servers[1].reply_to(0)))
         worst, pushes = 0.0, 0
         for _ in range(45):
             ph, pd = host.step(), dev.step()

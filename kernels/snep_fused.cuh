@@ -257,18 +257,15 @@ SNEP_HD auto dispatch_kind_flags(int kind, int flags, F& f) {
 }
 
 // A server reply for one parameter (docs/method.md §1.3, "Sync"): the cavity becomes
-// theta - sent (computed in float64), the anchor moves with the cavity, and the
-// chain is shifted so that its standardised position under the local posterior
-// cavity + site is kept: x <- m_new + sqrt(v_new / v_old) (x - m_old).  With
-// `scale_momentum` (SGHMC) the momentum is scaled by the same factor.
+// the reply's (theta - lambda_i, computed by the server in float64), the anchor moves
+// with the cavity, and the chain is shifted so that its standardised position under
+// the local posterior cavity + site is kept: x <- m_new + sqrt(v_new / v_old) (x - m_old).
+// With `scale_momentum` (SGHMC) the momentum is scaled by the same factor.
 SNEP_HD void reply_update(float& x, float& cavity_prec, float& cavity_pm, float& anchor_prec,
                           float& anchor_pm, float site_prec, float site_pm, float& momentum,
-                          double theta_prec, double theta_pm, double sent_prec,
-                          double sent_pm, int scale_momentum) {
+                          float new_cp, float new_cpm, int scale_momentum) {
     const float old_prec = cavity_prec + site_prec;
     const float old_mean = (cavity_pm + site_pm) / old_prec;
-    const float new_cp = (float)(theta_prec - sent_prec);
-    const float new_cpm = (float)(theta_pm - sent_pm);
     anchor_prec = (anchor_prec - cavity_prec) + new_cp;
     anchor_pm = (anchor_pm - cavity_pm) + new_cpm;
     cavity_prec = new_cp;

@@ -135,9 +135,8 @@ void fill_normal_cpu(float* out, int64_t n_chains, int64_t n_params, uint64_t se
     }
 }
 
-SNEP_CLONES void reply_tile(const ChainArrays& a, const double* __restrict tp,
-                            const double* __restrict tpm, const double* __restrict sp,
-                            const double* __restrict spm, int64_t first, int64_t count,
+SNEP_CLONES void reply_tile(const ChainArrays& a, const float* __restrict rp,
+                            const float* __restrict rpm, int64_t first, int64_t count,
                             int scale_momentum) {
     float* __restrict x = a.x + first;
     // the fused pass only reads the cavity and anchor (const in ChainArrays); a reply writes them
@@ -148,22 +147,21 @@ SNEP_CLONES void reply_tile(const ChainArrays& a, const double* __restrict tp,
     const float* __restrict site = a.site_prec + first;
     const float* __restrict site_m = a.site_pm + first;
     float* __restrict mom = a.s1 + first;
-    tp += first, tpm += first, sp += first, spm += first;
+    rp += first, rpm += first;
 #pragma GCC ivdep
     for (int64_t i = 0; i < count; ++i)
-        reply_update(x[i], cp[i], cpm[i], ap[i], apm[i], site[i], site_m[i], mom[i], tp[i], tpm[i],
-                     sp[i], spm[i], scale_momentum);
+        reply_update(x[i], cp[i], cpm[i], ap[i], apm[i], site[i], site_m[i], mom[i], rp[i], rpm[i],
+                     scale_momentum);
 }
 
-void reply_update_cpu(const ChainArrays& a, const double* theta_prec, const double* theta_pm,
-                      const double* sent_prec, const double* sent_pm, int64_t n_params,
-                      int scale_momentum, int n_threads) {
+void reply_update_cpu(const ChainArrays& a, const float* cavity_prec, const float* cavity_pm,
+                      int64_t n_params, int scale_momentum, int n_threads) {
     const int64_t n_tiles = (n_params + TILE - 1) / TILE;
 #pragma omp parallel for schedule(static) num_threads(n_threads) \
     if (n_tiles >= MIN_PARALLEL_TILES)
     for (int64_t t = 0; t < n_tiles; ++t) {
         const int64_t first = t * TILE;
-        reply_tile(a, theta_prec, theta_pm, sent_prec, sent_pm, first,
+        reply_tile(a, cavity_prec, cavity_pm, first,
                    std::min(TILE, n_params - first), scale_momentum);
     }
 }

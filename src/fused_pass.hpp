@@ -18,10 +18,9 @@ int64_t fused_pass_cpu(int kind, const ChainArrays* arrays, int64_t n_chains, in
 void fill_normal_cpu(float* out, int64_t n_chains, int64_t n_params, uint64_t seed,
                      uint32_t stream, uint32_t step, uint32_t chain0, int n_threads);
 
-// Applies a server reply to one chain (reply_update over all n_params).
-void reply_update_cpu(const ChainArrays& a, const double* theta_prec, const double* theta_pm,
-                      const double* sent_prec, const double* sent_pm, int64_t n_params,
-                      int scale_momentum, int n_threads);
+// Applies a server reply (the new cavity) to one chain (reply_update over all n_params).
+void reply_update_cpu(const ChainArrays& a, const float* cavity_prec, const float* cavity_pm,
+                      int64_t n_params, int scale_momentum, int n_threads);
 
 // Raw Philox4x32-10 words: out (n_blocks x 4) for counters (block, chain, step, stream).
 void philox_words_cpu(uint32_t* out, int64_t n_blocks, uint64_t seed, uint32_t stream,

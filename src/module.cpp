@@ -79,29 +79,28 @@ int64_t fused_step(int kind, Mat x, Mat grad, Mat anchor_prec, Mat anchor_pm, Ma
                                 threads_or_default(n_threads));
 }
 
-using Vec64 = nb::ndarray<const double, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
+using Vec32 = nb::ndarray<const float, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
 
 void reply_update(Mat x, Mat cavity_prec, Mat cavity_pm, Mat anchor_prec, Mat anchor_pm,
-                  Mat site_prec, Mat site_pm, Mat s1, Vec64 theta_prec, Vec64 theta_pm,
-                  Vec64 sent_prec, Vec64 sent_pm, bool scale_momentum, int n_threads) {
+                  Mat site_prec, Mat site_pm, Mat s1, Vec32 reply_prec, Vec32 reply_pm,
+                  bool scale_momentum, int n_threads) {
     const size_t p = x.shape(1);
     if (x.shape(0) != 1)
         throw std::invalid_argument("reply_update: one chain expected, x has shape " +
                                     shape_str(x));
     for (auto* m : {&cavity_prec, &cavity_pm, &anchor_prec, &anchor_pm, &site_prec, &site_pm, &s1})
         check_shape("chain array", *m, 1, p);
-    for (auto* v : {&theta_prec, &theta_pm, &sent_prec, &sent_pm})
+    for (auto* v : {&reply_prec, &reply_pm})
         if (v->shape(0) != p)
-            throw std::invalid_argument("reply_update: a float64 array has length " +
+            throw std::invalid_argument("reply_update: a reply's cavity array has length " +
                                         std::to_string(v->shape(0)) + ", expected " +
                                         std::to_string(p));
     snep::ChainArrays a{x.data(),       nullptr,         anchor_prec.data(), anchor_pm.data(),
                         site_prec.data(), site_pm.data(), cavity_prec.data(), cavity_pm.data(),
                         s1.data(),      nullptr,         nullptr,            nullptr};
     nb::gil_scoped_release release;
-    snep::reply_update_cpu(a, theta_prec.data(), theta_pm.data(), sent_prec.data(),
-                           sent_pm.data(), (int64_t)p, scale_momentum ? 1 : 0,
-                           threads_or_default(n_threads));
+    snep::reply_update_cpu(a, reply_prec.data(), reply_pm.data(), (int64_t)p,
+                           scale_momentum ? 1 : 0, threads_or_default(n_threads));
 }
 
 void fill_normal(Mat out, uint64_t seed, uint32_t stream, uint32_t step, uint32_t chain0,
@@ -161,10 +160,11 @@ NB_MODULE(_native, m) {
           "One fused sampler + moment + SNEP site pass over (chains, P) float32 arrays, in "
           "place. Returns how often the tilted-precision guard fired.");
     m.def("reply_update", &reply_update, "x"_a, "cavity_prec"_a, "cavity_pm"_a, "anchor_prec"_a,
-          "anchor_pm"_a, "site_prec"_a, "site_pm"_a, "s1"_a, "theta_prec"_a, "theta_pm"_a,
-          "sent_prec"_a, "sent_pm"_a, "scale_momentum"_a, "n_threads"_a = 0,
-          "Apply a server reply to one chain in one pass: cavity = theta - sent, anchor "
-          "moved with it, chain (and SGHMC momentum) shifted to keep its standardised position.");
+          "anchor_pm"_a, "site_prec"_a, "site_pm"_a, "s1"_a, "reply_prec"_a, "reply_pm"_a,
+          "scale_momentum"_a, "n_threads"_a = 0,
+          "Apply a server reply to one chain in one pass: the cavity becomes the reply's "
+          "(float32), the anchor moves with it, the chain (and SGHMC momentum) is shifted "
+          "to keep its standardised position.");
     m.def("fill_normal", &fill_normal, "out"_a, "seed"_a, "stream"_a, "step"_a, "chain0"_a = 0,
           "n_threads"_a = 0, "Fill (chains, P) float32 with the fused pass's standard normals.");
     m.def("philox_words", &philox_words, "out"_a, "seed"_a, "stream"_a, "step"_a, "chain"_a,

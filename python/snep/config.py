@@ -440,6 +440,10 @@ class TrainConfig:
     ``cuda_aware_mpi`` (runs under mpiexec, backend cuda): the MPI library is CUDA-aware,
     so each worker computes its push in device memory and hands MPI device buffers;
     otherwise messages are staged through host memory.
+    ``wire``: the dtype of the arrays in pushes and replies, ``"float32"`` (half the
+    bytes; a delta's rounding error is carried into the worker's next push) or
+    ``"float64"``; the server's state is float64 either way (docs/architecture.md,
+    "The exchange").
     """
 
     method: str = "snep"
@@ -465,9 +469,11 @@ class TrainConfig:
     cuda_graph: bool = False
     gemm: str = "matmul"
     cuda_aware_mpi: bool = False
+    wire: str = "float32"
 
     def __post_init__(self) -> None:
         _one_of("train.method", self.method, tuple(METHODS))
+        _one_of("train.wire", self.wire, ("float32", "float64"))
         _one_of("train.preset", self.preset, tuple(METHOD_PRESETS))
         _int_at_least("train.workers", self.workers, 1)
         if not METHODS[self.method].distributed and self.workers != 1:

@@ -241,5 +241,5 @@ class DeviceBackend:
     def normals(self, n_chains, n_params, seed, stream, step):
         return _wrap(self.cpu.normals(n_chains, n_params, seed, stream, step))
 
-    def apply_reply(self, arrays, theta, sent, scale_momentum):
-        self.cpu.apply_reply(self._bare_arrays(arrays), theta, sent, scale_momentum)
+    def apply_reply(self, arrays, cavity, scale_momentum):
+        self.cpu.apply_reply(self._bare_arrays(arrays), tuple(map(_bare, cavity)), scale_momentum)

@@ -210,8 +210,8 @@ def test_device_messages_equal_host_messages_bitwise(digits):
     to_dev = lambda r: type(r)(  # noqa: E731  the reply a CUDA-aware MPI leaves on the device
         backend.to_device(r.precision), backend.to_device(r.precision_mean), r.version, r.accepted
     )
-    host.start(srv_h.theta())
-    dev.start(to_dev(srv_d.theta()))
+    host.start(srv_h.reply_to(0))
+    dev.start(to_dev(srv_d.reply_to(0)))
     pushes = 0
     for _ in range(45):
         ph, pd = host.step(), dev.step()

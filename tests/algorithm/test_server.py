@@ -120,7 +120,7 @@ def test_a_rejected_nan_push_rolls_the_worker_back_to_the_servers_record():
     for w in workers:
         server.register(w.worker, w.initial_site())
     for w in workers:
-        w.start(server.theta())
+        w.start(server.reply_to(w.worker))
 
     def agree(w) -> None:
         np.testing.assert_array_equal(server.sites[w.worker].precision, w.sent.precision)

@@ -16,7 +16,7 @@ except ImportError:  # skipped, or failed where SNEP_REQUIRE names mpi (see conf
 
 from snep.config import Config
 from snep.transport.launch import broadcast_config
-from snep.transport.mpi import HEADER, KIND_PUSH, KIND_REPLY, pack, unpack_header
+from snep.transport.mpi import KIND_PUSH, KIND_REPLY, Message, pack, unpack_header
 
 pytestmark = [pytest.mark.mpi, pytest.mark.requires("mpi")]
 
@@ -32,28 +32,29 @@ def test_rank_zero_config_reaches_every_rank():
 def test_push_and_reply_between_rank_zero_and_every_other_rank():
     comm = MPI.COMM_WORLD.Dup()
     rank, size, p = comm.Get_rank(), comm.Get_size(), 1001
-    buf = np.empty(HEADER + 2 * p)
+    msg = Message(p, np.float32)
     if rank == 0:
         theta = np.zeros(2 * p)
         for _ in range(size - 1):
             status = MPI.Status()
-            comm.Recv([buf, MPI.DOUBLE], source=MPI.ANY_SOURCE, tag=5, status=status)
-            _, worker, *_ = unpack_header(buf, (KIND_PUSH,), p, "server")
+            comm.Recv(msg.mpi(), source=MPI.ANY_SOURCE, tag=5, status=status)
+            _, worker, *_ = unpack_header(msg.header, (KIND_PUSH,), p, "server", 4)
             assert worker == status.Get_source() - 1
-            theta += buf[HEADER:]
-            out = pack(np.empty_like(buf), KIND_REPLY, worker, 1, precision=theta[:p],
+            theta[:p] += msg.precision
+            theta[p:] += msg.precision_mean
+            out = pack(Message(p, np.float32), KIND_REPLY, worker, 1, precision=theta[:p],
                        precision_mean=theta[p:])  # fmt: skip
-            comm.Send([out, MPI.DOUBLE], dest=status.Get_source(), tag=5)
+            comm.Send(out.mpi(), dest=status.Get_source(), tag=5)
         # deltas commute: theta is the sum of every worker's delta whatever the order
         expected = sum(float(r) for r in range(1, size))
         np.testing.assert_allclose(theta, expected)
     else:
         delta = np.full(p, float(rank))
-        pack(buf, KIND_PUSH, rank - 1, 0, 10, 0, precision=delta, precision_mean=delta)
-        comm.Send([buf, MPI.DOUBLE], dest=0, tag=5)
-        comm.Recv([buf, MPI.DOUBLE], source=0, tag=5)
-        unpack_header(buf, (KIND_REPLY,), p, f"worker {rank - 1}")
-        assert np.all(buf[HEADER:] >= rank)  # our own delta is in the reply
+        pack(msg, KIND_PUSH, rank - 1, 0, 10, 0, precision=delta, precision_mean=delta)
+        comm.Send(msg.mpi(), dest=0, tag=5)
+        comm.Recv(msg.mpi(), source=0, tag=5)
+        unpack_header(msg.header, (KIND_REPLY,), p, f"worker {rank - 1}", 4)
+        assert np.all(msg.precision >= rank) and np.all(msg.precision_mean >= rank)
     comm.Barrier()
     comm.Free()
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from snep.algorithm.messages import Push, Reply
+from snep.algorithm.messages import Push, Reply, wire_dtype
 from snep.algorithm.server import PosteriorServer
 from snep.algorithm.worker import SnepWorker
 from snep.backends import Backend, MLPKernels
@@ -58,10 +58,15 @@ class _PointServer:
     @classmethod
     def from_config(cls, config: Any, prior: Any, x0: np.ndarray, n_workers: int) -> Any:
         """The server of a run of ``config`` (:attr:`snep.config.Method.server`)."""
-        return cls(x0, n_workers, config.train.averaging_start)
+        return cls(x0, n_workers, config.train.averaging_start, config.train.wire)
 
-    def __init__(self, x0: np.ndarray, n_workers: int, average_from: int) -> None:
+    def __init__(
+        self, x0: np.ndarray, n_workers: int, average_from: int, wire: str = "float32"
+    ) -> None:
         self.center = np.array(x0, np.float64)
+        self.wire = wire
+        dtype = wire_dtype(wire)
+        self._reply = (np.empty(self.center.size, dtype), np.zeros(self.center.size, dtype))
         self.n_workers = n_workers
         self.average_from = average_from
         self.version = 0
@@ -73,7 +78,6 @@ class _PointServer:
         self.average_count = 0
         self.average_mean: np.ndarray | None = None
         self.average_var = None
-        self._zeros = np.zeros_like(self.center)
 
     @property
     def precision(self) -> np.ndarray:
@@ -87,8 +91,23 @@ class _PointServer:
         self.registered_workers.add(worker)
         return len(self.registered_workers) == self.n_workers
 
-    def theta(self) -> Reply:
-        return Reply(self.center, self._zeros, self.version)
+    def theta(self) -> DiagGaussian:
+        return DiagGaussian(self.precision, self.precision_mean)
+
+    def reply_to(
+        self,
+        worker: int,
+        out: tuple[np.ndarray, np.ndarray] | None = None,
+        accepted: bool = True,
+        center: np.ndarray | None = None,
+    ) -> Reply:
+        """The centre (``center``: the one given, else the current one) in ``out[0]``,
+        zeros in ``out[1]``, in the wire's dtype (``out``: by default a buffer of this
+        server's, reused for the next reply)."""
+        out = self._reply if out is None else out
+        np.copyto(out[0], self.center if center is None else center, casting="same_kind")
+        out[1][...] = 0.0
+        return Reply(out[0], out[1], self.version, accepted)
 
     def _after_push(self, msg: Push) -> None:
         self.staleness[msg.worker].append(self.version - msg.version_seen)
@@ -118,8 +137,10 @@ class _PointServer:
 class AsgdServer(_PointServer):
     """Downpour's parameter server: an Adam ascent step per pushed gradient."""
 
-    def __init__(self, x0: np.ndarray, n_workers: int, average_from: int, lr: float) -> None:
-        super().__init__(x0, n_workers, average_from)
+    def __init__(
+        self, x0: np.ndarray, n_workers: int, average_from: int, lr: float, wire: str = "float32"
+    ) -> None:
+        super().__init__(x0, n_workers, average_from, wire)
         self.lr = lr
         self.m = np.zeros_like(self.center)
         self.v = np.zeros_like(self.center)
@@ -128,13 +149,14 @@ class AsgdServer(_PointServer):
     @classmethod
     def from_config(cls, config: Any, prior: Any, x0: np.ndarray, n_workers: int) -> Any:
         """The server of a run of ``config``, with the sampler's learning rate."""
-        return cls(x0, n_workers, config.train.averaging_start, config.sampler.learning_rate)
+        t = config.train
+        return cls(x0, n_workers, t.averaging_start, config.sampler.learning_rate, t.wire)
 
-    def push(self, msg: Push) -> Reply:
+    def push(self, msg: Push, out: tuple[np.ndarray, np.ndarray] | None = None) -> Reply:
         g = msg.delta_precision
         if not np.isfinite(g).all():
             self.rejected += 1
-            return Reply(self.center, self._zeros, self.version, accepted=False)
+            return self.reply_to(msg.worker, out, accepted=False)
         b1, b2, eps = ASGD_ADAM["beta1"], ASGD_ADAM["beta2"], ASGD_ADAM["eps"]
         self.steps += 1
         self.m *= b1
@@ -145,25 +167,27 @@ class AsgdServer(_PointServer):
         v_hat = self.v / (1 - b2**self.steps)
         self.center += self.lr * m_hat / (np.sqrt(v_hat) + eps)
         self._after_push(msg)
-        return Reply(self.center, self._zeros, self.version)
+        return self.reply_to(msg.worker, out)
 
 
 class EasgdServer(_PointServer):
     """EASGD's centre variable: ``c += alpha (x_i - c)``; replies with c before the move."""
 
-    def __init__(self, x0: np.ndarray, n_workers: int, average_from: int) -> None:
-        super().__init__(x0, n_workers, average_from)
+    def __init__(
+        self, x0: np.ndarray, n_workers: int, average_from: int, wire: str = "float32"
+    ) -> None:
+        super().__init__(x0, n_workers, average_from, wire)
         self._before = np.empty_like(self.center)
 
-    def push(self, msg: Push) -> Reply:
+    def push(self, msg: Push, out: tuple[np.ndarray, np.ndarray] | None = None) -> Reply:
         x = msg.delta_precision
         if not np.isfinite(x).all():
             self.rejected += 1
-            return Reply(self.center, self._zeros, self.version, accepted=False)
+            return self.reply_to(msg.worker, out, accepted=False)
         np.copyto(self._before, self.center)
         self.center += MOVING_RATE * (x - self.center)
         self._after_push(msg)
-        return Reply(self._before, self._zeros, self.version)
+        return self.reply_to(msg.worker, out, center=self._before)
 
 
 class _PointWorker(SnepWorker):
@@ -196,6 +220,8 @@ class _PointWorker(SnepWorker):
         self.kind = SamplerKind.ADAM_SGLD
         self.prior_prec = prior_prec
         self._payload = np.zeros(a.x.shape[1])
+        wire = wire_dtype(config.train.wire)
+        self._push_arrays = (np.empty(a.x.shape[1], wire), np.zeros(a.x.shape[1], wire))
 
     def start(self, reply: Reply) -> None:
         self.arrays.x[0] = reply.precision
@@ -213,9 +239,9 @@ class _PointWorker(SnepWorker):
         return None
 
     def make_push(self) -> Push:
-        push = Push(
-            self.worker, self.iteration, self._payload, np.zeros_like(self._payload), self.version
-        )
+        """The payload, in the wire's dtype, in the first slot (zeros in the second)."""
+        np.copyto(self._push_arrays[0], self._payload, casting="same_kind")
+        push = Push(self.worker, self.iteration, *self._push_arrays, self.version)
         self.in_flight = True
         self.last_push = self.iteration
         self.pushes += 1
@@ -237,7 +263,6 @@ class AsgdWorker(_PointWorker):
 
     def make_push(self) -> Push:
         push = super().make_push()
-        push.delta_precision = self._payload.copy()
         self._payload[...] = 0.0
         return push
 

@@ -2,6 +2,13 @@
 
 Plain arrays and integers only, so that a transport can send them as typed
 buffers (the in-process runner passes them directly; MPI sends the arrays).
+
+The arrays are already in the wire's dtype (``train.wire``, float32 by default): a
+worker rounds its delta before it pushes and counts the rounded delta as sent, and the
+server rounds the cavity it replies with, so that the in-process runner and MPI see the
+same numbers and a synchronous MPI run equals the in-process run bitwise.  Rounding a
+delta loses nothing for good: what the rounding left out stays in the difference
+between the worker's site and what it has sent, and goes with its next push.
 """
 
 from __future__ import annotations
@@ -10,7 +17,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Push", "Reply"]
+__all__ = ["WIRE_DTYPES", "Push", "Reply", "wire_dtype"]
+
+WIRE_DTYPES = ("float32", "float64")
+
+
+def wire_dtype(wire: str) -> np.dtype:
+    """The numpy dtype of message arrays for ``train.wire``."""
+    if wire not in WIRE_DTYPES:
+        raise ValueError(f"train.wire = {wire!r}: expected one of {WIRE_DTYPES}")
+    return np.dtype(wire)
 
 
 @dataclass
@@ -19,16 +35,18 @@ class Push:
 
     worker: int
     iteration: int
-    delta_precision: np.ndarray  # (P,) float64
-    delta_precision_mean: np.ndarray  # (P,) float64
+    delta_precision: np.ndarray  # (P,) the wire's dtype
+    delta_precision_mean: np.ndarray  # (P,) the wire's dtype
     version_seen: int  # the posterior version the worker held when it pushed
 
 
 @dataclass
 class Reply:
-    """The server's global natural parameters ``theta`` after applying a push."""
+    """The server's answer to a push (or to registration): for SNEP the answered worker's
+    cavity ``c_i = theta - lambda_i`` after the push, in natural parameters; for the
+    point-estimate baselines the centre in ``precision`` (and zeros)."""
 
-    precision: np.ndarray  # (P,) float64
-    precision_mean: np.ndarray  # (P,) float64
+    precision: np.ndarray  # (P,) the wire's dtype
+    precision_mean: np.ndarray  # (P,) the wire's dtype
     version: int
     accepted: bool = True

@@ -6,6 +6,11 @@ State: ``theta = theta_0 + sum_i lambda_i^sent`` in float64, a version
 counter, each worker's last iteration and accumulated site, and running
 averages of the posterior's moments from a configurable iteration on.  Deltas
 commute, so the result does not depend on arrival order.
+
+A push's reply is the pushing worker's cavity ``c_i = theta - lambda_i``, computed
+here in float64 and rounded once to the wire's dtype (``train.wire``): what the
+worker needs, with no cancellation left for it to do in lower precision.  The
+per-push arithmetic is one fused pass (:mod:`snep.algorithm.server_apply`).
 """
 
 from __future__ import annotations
@@ -15,16 +20,13 @@ from typing import Any
 
 import numpy as np
 
-from snep.algorithm.messages import Push, Reply
+from snep.algorithm.messages import Push, Reply, wire_dtype
+from snep.algorithm.server_apply import apply_push, cavity, delta_is_finite, start_average
 from snep.maths.family import DiagGaussian
 
 __all__ = ["PosteriorServer"]
 
-
-def _all_finite(x: np.ndarray) -> bool:
-    """True when every entry is finite; one reduction, no temporary array."""
-    total = float(np.add.reduce(x, axis=None))
-    return np.isfinite(total) or bool(np.isfinite(x).all())
+_EMPTY = np.zeros(0)  # the averages' place in a pass that does not average
 
 
 class PosteriorServer:
@@ -39,9 +41,13 @@ class PosteriorServer:
     average_from : int
         Pushes from worker iterations at or after this one update the running
         average of the posterior mean and variance.
+    wire : {"float32", "float64"}
+        The dtype of the replies' cavities (:func:`snep.algorithm.messages.wire_dtype`).
     """
 
-    def __init__(self, prior: DiagGaussian, n_workers: int, average_from: int) -> None:
+    def __init__(
+        self, prior: DiagGaussian, n_workers: int, average_from: int, wire: str = "float32"
+    ) -> None:
         self.prior = DiagGaussian(
             np.array(prior.precision, np.float64), np.array(prior.precision_mean, np.float64)
         )
@@ -58,6 +64,8 @@ class PosteriorServer:
         self.average_count = 0
         self.average_mean: np.ndarray | None = None
         self.average_var: np.ndarray | None = None
+        self.wire = wire
+        self._replies: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # per worker, reused
 
     def set_average_from(self, average_from: int) -> None:
         """Average from worker iteration ``average_from`` on (a resumed run whose length,
@@ -77,7 +85,7 @@ class PosteriorServer:
         cls, config: Any, prior: DiagGaussian, x0: np.ndarray, n_workers: int
     ) -> PosteriorServer:
         """The server of a run of ``config`` (:attr:`snep.config.Method.server`)."""
-        return cls(prior, n_workers, config.train.averaging_start)
+        return cls(prior, n_workers, config.train.averaging_start, config.train.wire)
 
     @property
     def registered(self) -> bool:
@@ -112,46 +120,69 @@ class PosteriorServer:
             self.precision += g.precision
             self.precision_mean += g.precision_mean
 
-    def theta(self) -> Reply:
+    def theta(self) -> DiagGaussian:
         """The current global natural parameters (views; copy to keep)."""
-        return Reply(self.precision, self.precision_mean, self.version)
+        return DiagGaussian(self.precision, self.precision_mean)
 
-    def push(self, msg: Push) -> Reply:
-        """Apply ``theta += Delta``; a non-finite delta is rejected and counted."""
+    def _reply_buffer(self, worker: int) -> tuple[np.ndarray, np.ndarray]:
+        if worker not in self._replies:
+            dtype, p = wire_dtype(self.wire), self.precision.size
+            self._replies[worker] = (np.empty(p, dtype), np.empty(p, dtype))
+        return self._replies[worker]
+
+    def reply_to(
+        self, worker: int, out: tuple[np.ndarray, np.ndarray] | None = None, accepted: bool = True
+    ) -> Reply:
+        """Worker ``worker``'s cavity ``theta - lambda_i`` now, written into ``out`` (a pair
+        of arrays of the wire's dtype; by default a buffer of this server's, reused for
+        this worker's next reply, so the caller copies a reply it keeps)."""
+        out = self._reply_buffer(worker) if out is None else out
+        site = self.sites[worker]
+        cavity(self.precision, self.precision_mean, site.precision, site.precision_mean, *out)
+        return Reply(out[0], out[1], self.version, accepted)
+
+    def push(self, msg: Push, out: tuple[np.ndarray, np.ndarray] | None = None) -> Reply:
+        """Apply ``theta += Delta`` and reply with the worker's new cavity
+        (:meth:`reply_to`'s ``out``); a non-finite delta is rejected and counted, and the
+        reply is the cavity the worker had."""
         w = msg.worker
         self.staleness[w].append(self.version - msg.version_seen)
-        if not (_all_finite(msg.delta_precision) and _all_finite(msg.delta_precision_mean)):
+        if not delta_is_finite(msg.delta_precision, msg.delta_precision_mean):
             self.rejected += 1
-            return Reply(self.precision, self.precision_mean, self.version, accepted=False)
-        self.precision += msg.delta_precision
-        self.precision_mean += msg.delta_precision_mean
+            return self.reply_to(w, out, accepted=False)
+        out = self._reply_buffer(w) if out is None else out
         site = self.sites[w]
-        site.precision[...] += msg.delta_precision
-        site.precision_mean[...] += msg.delta_precision_mean
         self.version += 1
         self.last_iteration[w] = msg.iteration
         self.pushes[w] += 1
-        if msg.iteration >= self.average_from:
-            self._update_average()
-        return Reply(self.precision, self.precision_mean, self.version)
-
-    def _update_average(self) -> None:
-        self.average_count += 1
-        if self.average_mean is None:
-            self.average_var = 1.0 / self.precision
-            self.average_mean = self.precision_mean * self.average_var
-            self._tmp = np.empty_like(self.precision)
-            return
-        # running means, updated in place: avg += (x - avg) / count
-        w, tmp = 1.0 / self.average_count, self._tmp
-        np.divide(1.0, self.precision, out=tmp)
-        np.subtract(tmp, self.average_var, out=tmp)
-        tmp *= w
-        self.average_var += tmp
-        np.divide(self.precision_mean, self.precision, out=tmp)
-        np.subtract(tmp, self.average_mean, out=tmp)
-        tmp *= w
-        self.average_mean += tmp
+        weight, avg_var, avg_mean = 0.0, _EMPTY, _EMPTY
+        averaging = msg.iteration >= self.average_from
+        if averaging:
+            self.average_count += 1
+            if self.average_mean is not None:  # running means: avg += (x - avg) / count
+                weight, avg_var, avg_mean = (
+                    1.0 / self.average_count,
+                    self.average_var,
+                    self.average_mean,
+                )
+        apply_push(
+            self.precision,
+            self.precision_mean,
+            site.precision,
+            site.precision_mean,
+            msg.delta_precision,
+            msg.delta_precision_mean,
+            out[0],
+            out[1],
+            avg_var,
+            avg_mean,
+            weight,
+        )
+        if averaging and self.average_mean is None:
+            self.average_var, self.average_mean = start_average(
+                self.precision, self.precision_mean
+            )
+        return Reply(out[0], out[1], self.version)
 
     def staleness_report(self, wall_seconds: float) -> dict[str, Any]:
         """Per-worker staleness (mean and max versions behind at a push), syncs per second."""
@@ -186,11 +217,13 @@ class PosteriorServer:
         return state
 
     @classmethod
-    def from_state_dict(cls, state: Mapping[str, np.ndarray]) -> PosteriorServer:
-        """Rebuild a server saved by :meth:`state_dict`."""
+    def from_state_dict(
+        cls, state: Mapping[str, np.ndarray], wire: str = "float32"
+    ) -> PosteriorServer:
+        """Rebuild a server saved by :meth:`state_dict` (replying in ``wire``'s dtype)."""
         n, average_from, version, rejected, average_count = (int(v) for v in state["scalars"])
         prior = DiagGaussian(state["prior_precision"], state["prior_precision_mean"])
-        server = cls(prior, n, average_from)
+        server = cls(prior, n, average_from, wire)
         server.precision[...] = state["precision"]
         server.precision_mean[...] = state["precision_mean"]
         for w in range(n):
@@ -206,7 +239,6 @@ class PosteriorServer:
         if "average_mean" in state:
             server.average_mean = np.array(state["average_mean"], np.float64)
             server.average_var = np.array(state["average_var"], np.float64)
-            server._tmp = np.empty_like(server.precision)
         return server
 
     def stats(self) -> dict[str, float]:

@@ -12,8 +12,10 @@ and one natural-gradient step on the site, fused in one pass over the
 parameters (``kernels/snep_fused.cuh``).  Every ``n_inner`` iterations the
 anchor is refreshed to the local posterior ``theta_loc = c_i + lambda_i``;
 every ``n_sync`` iterations (at most one request in flight) it pushes
-``Delta = lambda_i - lambda_i^sent``, and when the server's reply arrives it
-sets the cavity and shifts the chain so its standardised position is kept.
+``Delta = lambda_i - lambda_i^sent`` rounded to the wire's dtype (and counts the
+rounded delta as sent, so the rounding error goes with the next push), and when the
+server's reply, its new cavity, arrives it sets the cavity and shifts the chain so its
+standardised position is kept.
 
 ``method="ep"`` is the EP-with-MCMC-moments / SMS variant (Xu et al. 2014):
 the tilted moments are estimated from the samples of a window of ``ep_window``
@@ -28,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from snep.algorithm.messages import Push, Reply
+from snep.algorithm.messages import Push, Reply, wire_dtype
 from snep.algorithm.score import accumulate_score, score_moments
 from snep.backends import Backend, MLPKernels
 from snep.backends.base import (
@@ -323,10 +325,21 @@ class SnepWorker:
         self.sent = self._site64()
         self._sent_before_push = self._site64()
         self._scratch = self._site64()
-        self._delta = self._site64()  # a push's arrays: valid until the next push
+        self._delta = self._site64()  # a push's Δ in float64
+        # the push's arrays in the wire's dtype (Δ itself on a float64 wire): valid
+        # until the next push
+        self._wire = wire_dtype(self.config.train.wire)
+        self._delta_wire = self._wire_site(self._delta)
         # array module of those float64 sites, and so of pushes and replies: numpy (host
         # messages), or the backend's with CUDA-aware MPI (enable_device_messages)
         self._mx = np
+
+    def _wire_site(self, delta: DiagGaussian) -> DiagGaussian:
+        if self._wire == np.float64:
+            return delta
+        return DiagGaussian(
+            delta.precision.astype(self._wire), delta.precision_mean.astype(self._wire)
+        )
 
     def _init_counters(self) -> None:
         self.iteration = 0  # completed iterations
@@ -363,6 +376,15 @@ class SnepWorker:
         self._bodies: dict[bool, object] = {}
         self._loglik_buf = self.xp.zeros((), np.float64)
 
+    def bind_push_arrays(self, precision: Any, precision_mean: Any) -> None:
+        """Compute every later push's Δ (in the wire's dtype) into these arrays: a
+        transport's send buffer, so that sending copies nothing.  They must live where
+        the protocol's arrays do (the host, or the device with device messages)."""
+        wire = DiagGaussian(precision, precision_mean)
+        if self._delta_wire is self._delta:  # a float64 wire: Δ is computed there
+            self._delta = wire
+        self._delta_wire = wire
+
     @property
     def device_messages(self) -> bool:
         """Whether pushes and replies are device arrays (:meth:`enable_device_messages`)."""
@@ -390,6 +412,7 @@ class SnepWorker:
 
         self.sent, self._sent_before_push = on_device(self.sent), on_device(self._sent_before_push)
         self._scratch, self._delta = on_device(self._scratch), on_device(self._delta)
+        self._delta_wire = self._wire_site(self._delta)
         self._mx = self.xp
 
     def _protocol_host(self, a: object) -> np.ndarray:
@@ -446,7 +469,7 @@ class SnepWorker:
         )
 
     def start(self, reply: Reply) -> None:
-        """Registration reply: set the cavity from ``theta`` and the anchor to ``theta_loc``;
+        """Registration reply: set the cavity and the anchor to ``theta_loc``;
         with several chains, draw each chain from the local posterior ``theta_loc`` (chains
         start dispersed, so that the cross-chain diagnostics can see poor mixing)."""
         self._set_cavity(reply)
@@ -460,18 +483,17 @@ class SnepWorker:
             self.arrays.x[...] = to_device(self.backend, x, self.arrays.x.dtype)
 
     def _set_cavity(self, reply: Reply) -> None:
-        a, tmp, mx = self.arrays, self._delta, self._mx  # the last push's Δ is not needed
-        mx.subtract(reply.precision, self.sent.precision, out=tmp.precision)
-        mx.subtract(reply.precision_mean, self.sent.precision_mean, out=tmp.precision_mean)
-        if mx is not np:  # device messages: float64 -> float32 on the device
-            a.cavity_prec[...] = tmp.precision
-            a.cavity_pm[...] = tmp.precision_mean
+        """The cavity from a reply (computed by the server in float64, in the wire's dtype)."""
+        a = self.arrays
+        if self._mx is not np:  # device messages: already on the device
+            a.cavity_prec[...] = reply.precision
+            a.cavity_pm[...] = reply.precision_mean
         elif self.xp is np:
-            np.copyto(a.cavity_prec, tmp.precision, casting="same_kind")
-            np.copyto(a.cavity_pm, tmp.precision_mean, casting="same_kind")
-        else:  # float64 -> float32 on the host, then one copy to the device
-            a.cavity_prec[...] = to_device(self.backend, tmp.precision, a.cavity_prec.dtype)
-            a.cavity_pm[...] = to_device(self.backend, tmp.precision_mean, a.cavity_pm.dtype)
+            np.copyto(a.cavity_prec, reply.precision, casting="same_kind")
+            np.copyto(a.cavity_pm, reply.precision_mean, casting="same_kind")
+        else:  # rounded to the chain's dtype on the host, then one copy to the device
+            a.cavity_prec[...] = to_device(self.backend, reply.precision, a.cavity_prec.dtype)
+            a.cavity_pm[...] = to_device(self.backend, reply.precision_mean, a.cavity_pm.dtype)
 
     def _refresh_anchor(self) -> None:
         a, xp = self.arrays, self.xp
@@ -734,7 +756,10 @@ class SnepWorker:
     def make_push(self) -> Push:
         """Push ``Delta = lambda_i - lambda_i^sent`` now (the caller checks none is in flight).
 
-        The push's arrays are the worker's buffers: valid until its next push.
+        ``Delta`` is computed in float64 and rounded to the wire's dtype; what counts as
+        sent is ``lambda_i^sent + Delta_rounded``, the site the server will hold, so the
+        rounding error stays in the next ``Delta``.  The push's arrays are the worker's
+        buffers: valid until its next push.
         """
         a, site, delta, mx = self.arrays, self._scratch, self._delta, self._mx
         if mx is np:
@@ -746,8 +771,14 @@ class SnepWorker:
         self._collect_fired()
         mx.subtract(site.precision, self.sent.precision, out=delta.precision)
         mx.subtract(site.precision_mean, self.sent.precision_mean, out=delta.precision_mean)
+        wire = self._delta_wire
+        if wire is not delta:  # the site the server will hold: sent + the rounded delta
+            wire.precision[...] = delta.precision
+            wire.precision_mean[...] = delta.precision_mean
+            mx.add(self.sent.precision, wire.precision, out=site.precision)
+            mx.add(self.sent.precision_mean, wire.precision_mean, out=site.precision_mean)
         push = Push(
-            self.worker, self.iteration, delta.precision, delta.precision_mean, self.version
+            self.worker, self.iteration, wire.precision, wire.precision_mean, self.version
         )
         # rotate: previous <- sent, sent <- this site, scratch <- the free set
         self._sent_before_push, self.sent, self._scratch = self.sent, site, self._sent_before_push
@@ -765,7 +796,6 @@ class SnepWorker:
         self.backend.apply_reply(
             self.arrays,
             (reply.precision, reply.precision_mean),
-            (self.sent.precision, self.sent.precision_mean),
             scale_momentum=self.kind == SamplerKind.SGHMC,
         )
         if self._pooled and self.config.snep.site_update == "local":

@@ -78,13 +78,12 @@ class Backend(Protocol):
     def apply_reply(
         self,
         arrays: ChainArrays,
-        theta: tuple[Any, Any],
-        sent: tuple[Any, Any],
+        cavity: tuple[Any, Any],
         scale_momentum: bool,
     ) -> None:
-        """A server reply: the new cavity ``theta - sent`` (float64 natural parameters),
-        the anchor moved with it, each chain shifted to keep its standardised position
-        (and SGHMC's momentum scaled with it)."""
+        """A server reply: the new cavity (natural parameters, the wire's dtype), the
+        anchor moved with it, each chain shifted to keep its standardised position (and
+        SGHMC's momentum scaled with it)."""
         ...
 
 

@@ -80,11 +80,12 @@ class CpuBackend:
     def apply_reply(
         self,
         arrays: ChainArrays,
-        theta: tuple[np.ndarray, np.ndarray],
-        sent: tuple[np.ndarray, np.ndarray],
+        cavity: tuple[np.ndarray, np.ndarray],
         scale_momentum: bool,
     ) -> None:
         a = arrays
+        # a float64 wire's cavity rounded once, as the kernel's float arithmetic would
+        cp, cpm = (np.ascontiguousarray(c, np.float32) for c in cavity)
         for c in range(a.x.shape[0]):  # one chain per call; rows are contiguous views
             row = slice(c, c + 1)
             _native.reply_update(
@@ -96,10 +97,8 @@ class CpuBackend:
                 a.site_prec[row],
                 a.site_pm[row],
                 a.s1[row],
-                theta[0],
-                theta[1],
-                sent[0],
-                sent[1],
+                cp,
+                cpm,
                 scale_momentum,
                 self.n_threads,
             )

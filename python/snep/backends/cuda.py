@@ -221,24 +221,19 @@ class CudaBackend:
     def apply_reply(
         self,
         arrays: ChainArrays,
-        theta: tuple[Any, Any],
-        sent: tuple[Any, Any],
+        cavity: tuple[Any, Any],
         scale_momentum: bool,
     ) -> None:
         """A server reply, in place: :func:`snep.maths.oracles.reply_update_reference`
         (the oracle of ``reply_update`` in ``kernels/snep_fused.cuh``) run on the device
         with CuPy.
 
-        The cavity becomes ``theta - sent`` (the difference in float64), the anchor moves
-        with the cavity, and the chain is shifted to keep its standardised position under
+        The cavity becomes the reply's (rounded to float32), the anchor moves with the
+        cavity, and the chain is shifted to keep its standardised position under
         ``cavity + site``: ``x <- m_new + sqrt(v_new / v_old) (x - m_old)`` (docs/method.md §1.3);
-        with ``scale_momentum`` (SGHMC) the momentum ``s1`` is scaled too.  ``theta``/``sent``
-        are (precision, precision_mean) pairs of shape (P,) or (C, P), host or device, any
-        float dtype.
+        with ``scale_momentum`` (SGHMC) the momentum ``s1`` is scaled too.  ``cavity`` is
+        a (precision, precision_mean) pair of shape (P,) or (C, P), host or device, in the
+        wire's dtype.
         """
-        f64 = np.float64
-        theta_prec, theta_pm = (cupy.asarray(t, f64) for t in theta)
-        sent_prec, sent_pm = (cupy.asarray(t, f64) for t in sent)
-        reply_update_reference(
-            arrays, theta_prec, theta_pm, sent_prec, sent_pm, scale_momentum, xp=cupy
-        )
+        cavity_prec, cavity_pm = (cupy.asarray(c, np.float32) for c in cavity)
+        reply_update_reference(arrays, cavity_prec, cavity_pm, scale_momentum, xp=cupy)

@@ -58,8 +58,7 @@ class NumpyBackend:
     def apply_reply(
         self,
         arrays: ChainArrays,
-        theta: tuple[np.ndarray, np.ndarray],
-        sent: tuple[np.ndarray, np.ndarray],
+        cavity: tuple[np.ndarray, np.ndarray],
         scale_momentum: bool,
     ) -> None:
-        reply_update_reference(arrays, theta[0], theta[1], sent[0], sent[1], scale_momentum)
+        reply_update_reference(arrays, cavity[0], cavity[1], scale_momentum)

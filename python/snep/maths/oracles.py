@@ -308,16 +308,15 @@ def guard_cap(anchor_prec: Any, cavity_prec: Any, p: PassScalars, xp: Any = np) 
 
 def reply_update_reference(
     a: ChainArrays,
-    theta_prec: np.ndarray,
-    theta_pm: np.ndarray,
-    sent_prec: np.ndarray,
-    sent_pm: np.ndarray,
+    cavity_prec: np.ndarray,
+    cavity_pm: np.ndarray,
     scale_momentum: bool,
     xp: Any = np,
 ) -> None:
     """A server reply, in place (oracle of ``reply_update`` in kernels/snep_fused.cuh).
 
-    The cavity becomes ``theta - sent``, the anchor moves with the cavity, and the
+    The cavity becomes the reply's (the server's ``theta - lambda_i``, rounded to the
+    chain arrays' dtype), the anchor moves with the cavity, and the
     chain is shifted to keep its standardised position under the local posterior
     ``cavity + site``: ``x <- m_new + sqrt(v_new / v_old) (x - m_old)`` (docs/method.md §1.3);
     with ``scale_momentum`` (SGHMC) the momentum is scaled by the same factor.
@@ -326,8 +325,8 @@ def reply_update_reference(
     """
     old_prec = a.cavity_prec + a.site_prec
     old_mean = (a.cavity_pm + a.site_pm) / old_prec
-    new_cp = theta_prec - sent_prec
-    new_cpm = theta_pm - sent_pm
+    new_cp = xp.asarray(cavity_prec).astype(a.cavity_prec.dtype, copy=False)
+    new_cpm = xp.asarray(cavity_pm).astype(a.cavity_pm.dtype, copy=False)
     a.anchor_prec[...] = a.anchor_prec - a.cavity_prec + new_cp
     a.anchor_pm[...] = a.anchor_pm - a.cavity_pm + new_cpm
     a.cavity_prec[...] = new_cp

@@ -139,7 +139,7 @@ class _VirtualTimeRun:
         for w in self.workers:
             server.register(w.worker, w.initial_site())
         for w in self.workers:
-            w.start(server.theta())
+            w.start(server.reply_to(w.worker))
         for w in range(self.n):
             heapq.heappush(self.events, (self.speeds[w], w, STEP, w, None))
         self.order, self.total_steps, self.next_eval = self.n, 0, self.train.eval_every
@@ -325,7 +325,8 @@ def _restore(resume: Mapping[str, np.ndarray], workers: list[SnepWorker], config
             "eval_every, checkpoint_every and threads may change)"
         )
     server = PosteriorServer.from_state_dict(
-        {k.removeprefix("server."): v for k, v in resume.items() if k.startswith("server.")}
+        {k.removeprefix("server."): v for k, v in resume.items() if k.startswith("server.")},
+        config.train.wire,
     )
     server.set_average_from(config.train.averaging_start)  # the run's length may change
     for w in workers:

@@ -220,7 +220,7 @@ def _serve(comm, setup: RunSetup, callback, checkpoint_dir, resume: bool) -> Fit
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
         path = _checkpoint_file(checkpoint_dir, "server.npz", resume)
         if resume:
-            server = PosteriorServer.from_state_dict(_load_state(path))
+            server = PosteriorServer.from_state_dict(_load_state(path), t.wire)
             server.set_average_from(t.averaging_start)  # the run's length may change
         save = lambda state: save_npz(path, **state)  # noqa: E731
     loop = ServerLoop(

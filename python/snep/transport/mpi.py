@@ -5,11 +5,15 @@ Rank 0 is the server, ranks 1..n the workers; the same :class:`SnepWorker`
 and :class:`PosteriorServer` objects as the in-process runner do the maths,
 this module only moves their messages.
 
-Messages are typed float64 buffers on a duplicated communicator (never
-pickle): an 8-slot header ``[kind, worker, version, n_params, iteration,
-version_seen, accepted, 0]`` followed by ``2 P`` payload values (precision,
-then precision-mean).  Integers up to 2^53 are exact in float64.  A header
-whose kind or parameter count does not match raises :class:`ProtocolError`
+Messages are typed byte buffers on a duplicated communicator (never pickle): an
+8-slot int64 header ``[kind, worker, version, n_params, iteration, version_seen,
+accepted, itemsize]`` followed by ``2 P`` payload values (precision, then
+precision-mean) in the wire's dtype (``train.wire``; float64 for registration, whose
+sites a resumed server rebuilds theta from).  A push's delta is read by the server
+where it arrived and the reply, the worker's cavity, is written by the server's pass
+straight into the send buffer; a worker computes its push in its send buffer and
+reads its reply where it arrived: no copy that a view can replace.  A header whose
+kind, parameter count or value size does not match raises :class:`ProtocolError`
 naming both sides' values.  The server polls with non-blocking receives
 (MPICH's one-sided operations only progress while the target calls MPI, so
 two-sided messages it is); each worker has at most one request in flight.
@@ -30,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from snep.algorithm.messages import Push, Reply
+from snep.algorithm.messages import Push, Reply, wire_dtype
 from snep.algorithm.server import PosteriorServer
 from snep.algorithm.worker import SnepWorker
 from snep.errors import SnepError
@@ -41,14 +45,17 @@ __all__ = [
     "KIND_PUSH",
     "KIND_REGISTER",
     "KIND_REPLY",
+    "Message",
     "ProtocolError",
     "ServerLoop",
     "WorkerLoop",
     "pack",
+    "pack_header",
     "unpack_header",
 ]
 
-HEADER = 8
+HEADER = 8  # int64 slots
+HEADER_BYTES = 8 * HEADER
 KIND_REGISTER, KIND_PUSH, KIND_REPLY, KIND_DONE = 1, 2, 3, 4
 KIND_NAMES = {KIND_REGISTER: "register", KIND_PUSH: "push", KIND_REPLY: "reply", KIND_DONE: "done"}
 TAG = 77
@@ -58,8 +65,53 @@ class ProtocolError(SnepError, RuntimeError):
     """A message does not match what the receiver expects."""
 
 
+class Message:
+    """One message buffer: ``HEADER`` int64 slots, then ``2 P`` payload values of ``dtype``
+    (precision, then precision-mean), as views on one byte buffer that MPI sends whole.
+
+    ``xp`` makes the buffer where it lives (numpy; the backend's array module for the
+    device buffers of a CUDA-aware MPI).  :meth:`mpi` is the buffer argument of a send
+    or a receive.
+    """
+
+    def __init__(self, n_params: int, dtype: Any, xp: Any = np) -> None:
+        self.n_params = n = int(n_params)
+        self.dtype = np.dtype(dtype)
+        self.raw = xp.zeros(HEADER_BYTES + 2 * n * self.dtype.itemsize, np.uint8)
+        self.header = self.raw[:HEADER_BYTES].view(np.int64)
+        payload = self.raw[HEADER_BYTES:].view(self.dtype)
+        self.precision, self.precision_mean = payload[:n], payload[n:]
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.raw.nbytes)
+
+    def mpi(self) -> list[Any]:
+        from mpi4py import MPI
+
+        return [self.raw, MPI.BYTE]
+
+
+def pack_header(
+    kind: int,
+    worker: int,
+    version: int,
+    n_params: int,
+    itemsize: int,
+    iteration: int = 0,
+    version_seen: int = 0,
+    accepted: bool = True,
+) -> np.ndarray:
+    """A host header: ``[kind, worker, version, n_params, iteration, version_seen,
+    accepted, itemsize]`` (the payload's bytes per value, 0 for a header-only message)."""
+    return np.array(
+        (kind, worker, version, n_params, iteration, version_seen, int(accepted), itemsize),
+        np.int64,
+    )
+
+
 def pack(
-    buf: np.ndarray,
+    msg: Message,
     kind: int,
     worker: int,
     version: int,
@@ -68,19 +120,31 @@ def pack(
     accepted: bool = True,
     precision: np.ndarray | None = None,
     precision_mean: np.ndarray | None = None,
-) -> np.ndarray:
-    """Write a message into ``buf`` (length ``HEADER + 2 P``) and return it."""
-    n = (len(buf) - HEADER) // 2
-    buf[:HEADER] = (kind, worker, version, n, iteration, version_seen, float(accepted), 0.0)
+) -> Message:
+    """Write a host message (header, and the payload unless it is already there) and
+    return it.  A payload array that is the message's own view is not copied."""
+    msg.header[...] = pack_header(
+        kind, worker, version, msg.n_params, msg.dtype.itemsize, iteration, version_seen,
+        accepted,
+    )  # fmt: skip
     if precision is not None:
-        buf[HEADER : HEADER + n] = precision
-        buf[HEADER + n :] = precision_mean
-    return buf
+        for dst, src in ((msg.precision, precision), (msg.precision_mean, precision_mean)):
+            if src is not dst:
+                np.copyto(dst, src, casting="same_kind")
+    return msg
 
 
-def unpack_header(buf: np.ndarray, expect_kinds: tuple[int, ...], n_params: int, where: str):
-    """Validated ``(kind, worker, version, iteration, version_seen, accepted)``."""
-    kind, worker, version, n, iteration, seen, accepted, _ = (int(v) for v in buf[:HEADER])
+def unpack_header(
+    header: np.ndarray,
+    expect_kinds: tuple[int, ...],
+    n_params: int,
+    where: str,
+    itemsize: int | None = None,
+):
+    """Validated ``(kind, worker, version, iteration, version_seen, accepted)`` of a host
+    header; ``itemsize``: the payload's bytes per value this side expects (the same
+    ``train.wire`` on both sides), checked on messages that carry a payload."""
+    kind, worker, version, n, iteration, seen, accepted, size = (int(v) for v in header)
     if kind not in expect_kinds:
         raise ProtocolError(
             f"{where}: got a message of kind {KIND_NAMES.get(kind, kind)!r} from worker "
@@ -91,11 +155,12 @@ def unpack_header(buf: np.ndarray, expect_kinds: tuple[int, ...], n_params: int,
             f"{where}: worker {worker} sent {n} parameters, this side has {n_params} "
             "(both sides must build the same model from the same config)"
         )
+    if itemsize is not None and kind != KIND_DONE and size != itemsize:
+        raise ProtocolError(
+            f"{where}: worker {worker} sent {size}-byte values, this side expects "
+            f"{itemsize}-byte ones (both sides must use the same train.wire)"
+        )
     return kind, worker, version, iteration, seen, bool(accepted)
-
-
-def _payload(buf: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    return buf[HEADER : HEADER + n], buf[HEADER + n :]
 
 
 class ServerLoop:
@@ -139,9 +204,10 @@ class ServerLoop:
         self.poll_interval = 1e-4  # seconds between polls when nothing has arrived
         self.bytes_moved = 0
         self.comm_seconds = 0.0
+        self.wire = wire_dtype(getattr(server, "wire", "float64"))
 
-    def _buffer(self) -> np.ndarray:
-        return np.empty(HEADER + 2 * self.n_params)
+    def _message(self) -> Message:
+        return Message(self.n_params, self.wire)
 
     def register(self) -> None:
         """Receive every worker's site, then send theta to all.
@@ -152,33 +218,26 @@ class ServerLoop:
         from mpi4py import MPI
 
         received = {}
-        buf = self._buffer()
+        buf = Message(self.n_params, np.float64)  # sites are registered exactly
         for _ in range(self.n_workers):
             status = MPI.Status()
-            self.comm.Recv([buf, MPI.DOUBLE], source=MPI.ANY_SOURCE, tag=TAG, status=status)
-            _, worker, *_ = unpack_header(buf, (KIND_REGISTER,), self.n_params, "server")
+            self.comm.Recv(buf.mpi(), source=MPI.ANY_SOURCE, tag=TAG, status=status)
+            _, worker, *_ = unpack_header(buf.header, (KIND_REGISTER,), self.n_params, "server", 8)
             if worker != status.Get_source() - 1:
                 raise ProtocolError(
                     f"server: rank {status.Get_source()} registered as worker {worker}, "
                     f"expected worker {status.Get_source() - 1}"
                 )
-            prec, pm = _payload(buf, self.n_params)
-            received[worker] = _gaussian(prec.copy(), pm.copy())
+            received[worker] = _gaussian(buf.precision.copy(), buf.precision_mean.copy())
             if not self.resumed:
                 self.server.register(worker, received[worker])
         if self.resumed:
             self.server.reset_sites(received)
-        theta = self.server.theta()
-        out = pack(
-            self._buffer(),
-            KIND_REPLY,
-            -1,
-            theta.version,
-            precision=theta.precision,
-            precision_mean=theta.precision_mean,
-        )
-        for rank in range(1, self.n_workers + 1):
-            self.comm.Send([out, MPI.DOUBLE], dest=rank, tag=TAG)
+        out = self._message()
+        for worker in range(self.n_workers):  # each worker's own cavity
+            reply = self.server.reply_to(worker, out=(out.precision, out.precision_mean))
+            pack(out, KIND_REPLY, worker, reply.version)
+            self.comm.Send(out.mpi(), dest=worker + 1, tag=TAG)
 
     def run(self) -> None:
         """Serve pushes until every worker has sent ``done``."""
@@ -186,10 +245,11 @@ class ServerLoop:
 
         self.register()
         n, p = self.n_workers, self.n_params
-        bufs = [self._buffer() for _ in range(n)]
-        out = [self._buffer() for _ in range(n)]
+        bufs = [self._message() for _ in range(n)]
+        out = [self._message() for _ in range(n)]
         sends: list[Any] = [MPI.REQUEST_NULL] * n
-        recvs = [self.comm.Irecv([bufs[w], MPI.DOUBLE], source=w + 1, tag=TAG) for w in range(n)]
+        recvs = [self.comm.Irecv(bufs[w].mpi(), source=w + 1, tag=TAG) for w in range(n)]
+        itemsize = self.wire.itemsize
         done = [False] * n
         # the next evaluation on the eval_every grid (a resumed run starts mid-way)
         start_iter = int(self.server.last_iteration.mean())
@@ -208,8 +268,9 @@ class ServerLoop:
                     time.sleep(self.poll_interval)
                     continue
             t0 = time.perf_counter()
+            msg = bufs[idx]
             kind, worker, _, iteration, seen, _ = unpack_header(
-                bufs[idx], (KIND_PUSH, KIND_DONE), p, "server"
+                msg.header, (KIND_PUSH, KIND_DONE), p, "server", itemsize
             )
             if worker != idx:
                 raise ProtocolError(f"server: rank {idx + 1} sent a message as worker {worker}")
@@ -217,27 +278,23 @@ class ServerLoop:
                 done[idx] = True
                 recvs[idx] = MPI.REQUEST_NULL
                 continue
-            dprec, dpm = _payload(bufs[idx], p)
-            reply = self.server.push(Push(worker, iteration, dprec, dpm, seen))
+            # the previous reply to this worker has left its buffer (the worker received it
+            # before it pushed again); the server writes the new one there directly
+            sends[idx].Wait()
+            reply = self.server.push(
+                Push(worker, iteration, msg.precision, msg.precision_mean, seen),
+                out=(out[idx].precision, out[idx].precision_mean),
+            )
             if not reply.accepted:
                 sys.stderr.write(
                     f"snep: server rejected a push from worker {worker} at iteration "
                     f"{iteration}: non-finite values in its delta ({self.server.rejected} "
                     "rejected so far); the run goes on\n"
                 )
-            sends[idx].Wait()  # the previous reply to this worker has left its buffer
-            pack(
-                out[idx],
-                KIND_REPLY,
-                worker,
-                reply.version,
-                accepted=reply.accepted,
-                precision=reply.precision,
-                precision_mean=reply.precision_mean,
-            )
-            sends[idx] = self.comm.Isend([out[idx], MPI.DOUBLE], dest=idx + 1, tag=TAG)
-            recvs[idx] = self.comm.Irecv([bufs[idx], MPI.DOUBLE], source=idx + 1, tag=TAG)
-            self.bytes_moved += 2 * bufs[idx].nbytes
+            pack(out[idx], KIND_REPLY, worker, reply.version, accepted=reply.accepted)
+            sends[idx] = self.comm.Isend(out[idx].mpi(), dest=idx + 1, tag=TAG)
+            recvs[idx] = self.comm.Irecv(msg.mpi(), source=idx + 1, tag=TAG)
+            self.bytes_moved += msg.nbytes + out[idx].nbytes
             self.comm_seconds += time.perf_counter() - t0
             mean_iter = float(self.server.last_iteration.mean())
             if self.evaluate is not None and self.eval_every and mean_iter >= next_eval:
@@ -322,61 +379,82 @@ class WorkerLoop:
         self.versions_behind: list[int] = []
         # CUDA-aware MPI (train.cuda_aware_mpi): the message buffers live on the device
         self.device = bool(getattr(worker, "device_messages", False))
+        self.wire = wire_dtype(worker.config.train.wire)
 
-    def _buffer(self) -> Any:
-        if self.device:
-            return self.worker.xp.zeros(HEADER + 2 * self.n_params, np.float64)
-        return np.empty(HEADER + 2 * self.n_params)
+    def _message(self, dtype: Any = None) -> Message:
+        """A message buffer (the wire's dtype unless ``dtype``), on the device for a
+        CUDA-aware MPI."""
+        xp = self.worker.xp if self.device else np
+        return Message(self.n_params, self.wire if dtype is None else dtype, xp)
 
-    def _pack(self, buf: Any, kind: int, *header: Any, precision=None, precision_mean=None):
-        """:func:`pack` into a host buffer, or into a device buffer (header copied from the
-        host, payload copied on the device), ready to send: the device's queued work is
-        waited for, since MPI does not follow CUDA streams.  Every receive into the reply
-        buffer is posted after such a send, so this wait also lets the kernels that read
-        the previous reply in that buffer finish before MPI overwrites it."""
+    def _pack(
+        self,
+        msg: Message,
+        kind: int,
+        worker: int,
+        version: int,
+        iteration: int = 0,
+        version_seen: int = 0,
+        precision: Any = None,
+        precision_mean: Any = None,
+    ) -> Message:
+        """:func:`pack` into a host message, or into a device message (header copied from
+        the host, payload copied on the device unless it is the message's own), ready to
+        send: the device's queued work is waited for, since MPI does not follow CUDA
+        streams.  Every receive into the reply buffer is posted after such a send, so
+        this wait also lets the kernels that read the previous reply in that buffer finish
+        before MPI overwrites it."""
         if not self.device:
-            return pack(buf, kind, *header, precision=precision, precision_mean=precision_mean)
+            return pack(
+                msg, kind, worker, version, iteration, version_seen,
+                precision=precision, precision_mean=precision_mean,
+            )  # fmt: skip
         from snep.backends.base import to_device
 
-        backend, n = self.worker.backend, self.n_params
-        host = pack(np.zeros(HEADER), kind, *header)  # the header alone (n reads as 0)
-        host[3] = n
-        buf[:HEADER] = to_device(backend, host, np.float64)
+        backend = self.worker.backend
+        host = pack_header(
+            kind, worker, version, self.n_params, msg.dtype.itemsize, iteration, version_seen
+        )
+        msg.header[...] = to_device(backend, host, np.int64)
         if precision is not None:
-            buf[HEADER : HEADER + n] = to_device(backend, precision, np.float64)
-            buf[HEADER + n :] = to_device(backend, precision_mean, np.float64)
+            for dst, src in ((msg.precision, precision), (msg.precision_mean, precision_mean)):
+                if src is not dst:
+                    dst[...] = to_device(backend, src, msg.dtype)
         backend.synchronize()
-        return buf
+        return msg
 
-    def _reply(self, buf: Any) -> Reply:
-        header = buf[:HEADER]
+    def _reply(self, msg: Message) -> Reply:
+        header = msg.header
         if self.device:  # the header to the host (a few bytes); the payload stays
             from snep.backends.base import to_host
 
             header = to_host(self.worker.backend, header)
         _, _, version, _, _, accepted = unpack_header(
-            header, (KIND_REPLY,), self.n_params, f"worker {self.worker.worker}"
-        )
-        prec, pm = _payload(buf, self.n_params)
-        return Reply(prec, pm, version, accepted)
+            header, (KIND_REPLY,), self.n_params, f"worker {self.worker.worker}",
+            self.wire.itemsize,
+        )  # fmt: skip
+        return Reply(msg.precision, msg.precision_mean, version, accepted)
 
-    def run(self) -> dict[str, Any]:
-        """Run all iterations; returns the worker's counters."""
-        from mpi4py import MPI
-
+    def register(self) -> tuple[Message, Message]:
+        """Send this worker's site, take the registration reply (start the worker from
+        it, unless resumed); returns the send and receive buffers of the pushes."""
         w = self.worker
-        send_buf, recv_buf = self._buffer(), self._buffer()
+        send_buf, recv_buf = self._message(), self._message()
         site = w.sent if self.resumed else w.initial_site()
+        register = self._message(np.float64)  # the site exactly (a resume rebuilds theta)
         self._pack(
-            send_buf,
+            register,
             KIND_REGISTER,
             w.worker,
             -1,
             precision=site.precision,
             precision_mean=site.precision_mean,
         )
-        self.comm.Send([send_buf, MPI.DOUBLE], dest=0, tag=TAG)
-        self.comm.Recv([recv_buf, MPI.DOUBLE], source=0, tag=TAG)
+        self.comm.Send(register.mpi(), dest=0, tag=TAG)
+        del register
+        self.comm.Recv(recv_buf.mpi(), source=0, tag=TAG)
+        if hasattr(w, "bind_push_arrays"):  # pushes computed in the send buffer: no copy
+            w.bind_push_arrays(send_buf.precision, send_buf.precision_mean)
         if self.resumed:
             # the worker goes on from its checkpoint, with the cavity of its last reply as
             # in the run that was not interrupted; the theta the server rebuilt from every
@@ -384,6 +462,20 @@ class WorkerLoop:
             w.in_flight = False
         else:
             w.start(self._reply(recv_buf))
+        return send_buf, recv_buf
+
+    def exchange(self, push: Push, send_buf: Message, recv_buf: Message) -> Reply:
+        """Send ``push`` and wait for the server's reply (not yet applied to the worker)."""
+        self._send_push(push, send_buf)
+        self.comm.Recv(recv_buf.mpi(), source=0, tag=TAG)
+        return self._reply(recv_buf)
+
+    def run(self) -> dict[str, Any]:
+        """Run all iterations; returns the worker's counters."""
+        from mpi4py import MPI
+
+        w = self.worker
+        send_buf, recv_buf = self.register()
         if self.checkpoint is not None:  # a resumable state exists from the start
             self.checkpoint(w.state_dict())
         last_checkpoint = w.iteration
@@ -415,7 +507,7 @@ class WorkerLoop:
                 w.receive(self._reply(recv_buf))
             if push is not None:
                 self._send_push(push, send_buf)
-                pending = self.comm.Irecv([recv_buf, MPI.DOUBLE], source=0, tag=TAG)
+                pending = self.comm.Irecv(recv_buf.mpi(), source=0, tag=TAG)
                 if self.synchronous:
                     pending.Wait()
                     pending = None
@@ -425,13 +517,10 @@ class WorkerLoop:
         if pending is not None:
             pending.Wait()
             w.receive(self._reply(recv_buf))
-        self._send_push(w.make_push(), send_buf)  # the server gets the last site
-        self.comm.Recv([recv_buf, MPI.DOUBLE], source=0, tag=TAG)
-        w.receive(self._reply(recv_buf))
+        w.receive(self.exchange(w.make_push(), send_buf, recv_buf))  # the last site
         if self.checkpoint is not None:
             self.checkpoint(w.state_dict())
-        self._pack(send_buf, KIND_DONE, w.worker, w.version)
-        self.comm.Send([send_buf, MPI.DOUBLE], dest=0, tag=TAG)
+        self.done(send_buf)
         self.comm_seconds += time.perf_counter() - t0
         if hasattr(w, "diagnostics"):  # the cross-chain R-hat/ESS since the last checkpoint
             w.diagnostics()
@@ -441,9 +530,12 @@ class WorkerLoop:
             "wall_seconds": time.perf_counter() - t_start,
         }
 
-    def _send_push(self, push: Push, buf: Any) -> None:
-        from mpi4py import MPI
+    def done(self, send_buf: Message) -> None:
+        """Tell the server this worker has finished (a header-only message)."""
+        self._pack(send_buf, KIND_DONE, self.worker.worker, self.worker.version)
+        self.comm.Send(send_buf.mpi(), dest=0, tag=TAG)
 
+    def _send_push(self, push: Push, buf: Message) -> None:
         self._pack(
             buf,
             KIND_PUSH,
@@ -454,7 +546,7 @@ class WorkerLoop:
             precision=push.delta_precision,
             precision_mean=push.delta_precision_mean,
         )
-        self.comm.Send([buf, MPI.DOUBLE], dest=0, tag=TAG)
+        self.comm.Send(buf.mpi(), dest=0, tag=TAG)
 
 
 def _injected_failure(worker: int, what: str = "FAIL") -> int:
