@@ -37,16 +37,16 @@ from mpi4py import MPI
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from benchutil import HIDDEN, make_config, make_shard  # noqa: E402
-
-from snep.algorithm.server import PosteriorServer  # noqa: E402
-from snep.algorithm.worker import SnepWorker  # noqa: E402
-from snep.backends import get_backend  # noqa: E402
-from snep.maths.family import DiagGaussian  # noqa: E402
-from snep.model.spec import init_params  # noqa: E402
-from snep.transport.mpi import ServerLoop, WorkerLoop  # noqa: E402
+from benchutil import HIDDEN, make_config, make_shard
+from snep.algorithm.server import PosteriorServer
+from snep.algorithm.worker import SnepWorker
+from snep.backends import get_backend
+from snep.maths.family import DiagGaussian
+from snep.model.spec import ParamSpec, init_params
+from snep.transport.mpi import ServerLoop, WorkerLoop
 
 WARMUP = 5
+POLL: float | None = None  # --poll: the server's poll interval (default: ServerLoop's)
 
 
 def raw_rounds(comm: MPI.Comm, p: int, rounds: int) -> list[float]:
@@ -72,8 +72,6 @@ def snep_rounds(comm: MPI.Comm, wire: str, rounds: int, average: bool) -> dict[s
     """One server session: rank 0 serves; rank 1 registers, syncs ``rounds`` times, is done."""
     cfg = worker_config(wire, average)
     backend = get_backend("cpu", 1)
-    from snep.model.spec import ParamSpec
-
     spec = ParamSpec((784, *HIDDEN, 10))
     x0 = init_params(spec, np.random.default_rng(1))
     p = spec.size
@@ -81,6 +79,8 @@ def snep_rounds(comm: MPI.Comm, wire: str, rounds: int, average: bool) -> dict[s
         prior = DiagGaussian(np.full(p, 1.0 / cfg.snep.prior_var), np.zeros(p))
         server = PosteriorServer.from_config(cfg, prior, x0, 1)
         loop = ServerLoop(comm, server)
+        if POLL is not None:
+            loop.poll_interval = POLL
         loop.run()
         return {"server_serve": [loop.comm_seconds / max(int(server.pushes.sum()), 1)]}
     x, y = make_shard(2000)
@@ -118,7 +118,10 @@ def main() -> None:
         "--average", action="store_true",
         help="the server also updates the running moments (a run's last part)",
     )  # fmt: skip
+    ap.add_argument("--poll", type=float, default=None, help="server poll interval (s)")
     args = ap.parse_args()
+    global POLL
+    POLL = args.poll
     comm = MPI.COMM_WORLD.Dup()
     if comm.Get_size() != 2:
         raise SystemExit("run with mpiexec -n 2")
@@ -131,7 +134,9 @@ def main() -> None:
             t = snep_rounds(comm, wire, args.rounds, args.average)
             t = comm.bcast(t if rank == 1 else None, root=1) | (t if rank == 0 else {})
             comm.Barrier()
-            sync = [a + b + c for a, b, c in zip(t["push"], t["exchange"], t["receive"])]
+            sync = [
+                a + b + c for a, b, c in zip(t["push"], t["exchange"], t["receive"], strict=True)
+            ]
             rep |= {
                 f"{wire}_push_ms": median_ms(t["push"]),
                 f"{wire}_exchange_ms": median_ms(t["exchange"]),
@@ -163,8 +168,7 @@ def main() -> None:
         "mpi": MPI.Get_library_version().splitlines()[0],
         "ratio_snep_over_raw": spread("float32_exchange_over_raw")["median"],
         "target": "exchange <= 1.5x raw Sendrecv of 2P float64 (issue 14)",
-        "command": "mpiexec -n 2 python bench/mpi_exchange.py "
-        + " ".join(sys.argv[1:]),
+        "command": "mpiexec -n 2 python bench/mpi_exchange.py " + " ".join(sys.argv[1:]),
     }
     print(json.dumps(out["summary"], indent=1))
     print(f"ratio_snep_over_raw = {out['ratio_snep_over_raw']:.2f}")

@@ -56,28 +56,37 @@ def test_rank_count_mismatch_is_a_clear_error(tmp_path):
 
 @pytest.mark.parametrize("method", ["asgd", "easgd"])
 def test_baselines_run_over_the_same_transport(tmp_path, method):
+    """Synchronous MPI gives the in-process run bitwise; an asynchronous run learns.
+
+    The asynchronous run's error depends on its schedule: a worker's push leaves without
+    blocking, so while the server waits for a core (3 ranks share 2 cores here; a woken
+    rank may wait a scheduler tick, 4 ms, longer than this whole run) the workers go on
+    with stale parameters and push less often (measured: A-SGD 3 to 11 pushes of 16 per
+    worker, test error 0.53-0.65 against 0.44 in process; EASGD 0.09-0.13 against 0.12).
+    So the asynchronous run is held to learning (error far below chance, 0.9), and the
+    exact comparison is made where the schedule is fixed.
+    """
     flags = ("--workers", "2", "--method", method, "--step-size", "3e-3", "--step-unit", "absolute")
     res = snep_train(3, tmp_path, *flags)
     assert res.returncode == 0, res.stderr
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["stats"]["transport"] == "mpi"
+    assert all(w["pushes"] >= 2 for w in summary["stats"]["workers"])
+    assert summary["final"]["mean_error"] < 0.75
+    sync = tmp_path / "sync.toml"
+    sync.write_text("[train]\nsynchronous = true\n")
+    res = snep_train(3, tmp_path, *flags, "--config", str(sync), "--name", "mpi-sync")
+    assert res.returncode == 0, res.stderr
     from snep.cli import main
 
     argv = ["train", *flags, "--iterations", "150", "--eval-every", "50", "--hidden", "16",
-            "--out", str(tmp_path), "--name", "inproc", "--no-progress", "-q"]  # fmt: skip
+            "--out", str(tmp_path), "--name", "inproc", "--no-progress", "-q",
+            "--config", str(sync)]  # fmt: skip
     assert main(argv) == 0
-    want = json.loads((tmp_path / "inproc" / "summary.json").read_text())["final"]["mean_error"]
-    # the same run in process (deterministic: A-SGD 0.439, EASGD 0.117 test error on the
-    # 360 digits).  Under MPI only the schedule differs (same seeds, shards and steps):
-    # which pushes are stale.  It moves the error as little as the sampling noise of
-    # the test set: within 3 binomial SEs of the in-process error (0.026 for A-SGD,
-    # 0.017 for EASGD).  Measured over 9 MPI runs each, 3 of them on a loaded machine
-    # (ranks starved, down to 4 of 16 pushes from one worker): A-SGD 0.425-0.439 (0.5
-    # SE), EASGD 0.092-0.131 (1.5 SE); other seeds in process: A-SGD 0.31-0.53
-    n_test = 360
-    se = (want * (1 - want) / n_test) ** 0.5
-    got = summary["final"]["mean_error"]
-    assert abs(got - want) <= 3 * se, f"MPI {got}, in process {want}, binomial SE {se:.3f}"
+    with np.load(tmp_path / "mpi-sync" / "posterior.npz") as got:
+        with np.load(tmp_path / "inproc" / "posterior.npz") as want:
+            for name in want.files:
+                np.testing.assert_array_equal(got[name], want[name], err_msg=name)
 
 
 def test_synchronous_mpi_run_equals_the_in_process_run_bitwise(tmp_path):

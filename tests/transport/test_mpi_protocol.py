@@ -49,7 +49,9 @@ def test_parameter_count_mismatch_names_both_sides():
 
 def test_wire_dtype_mismatch_names_both_sides():
     msg = pack(Message(4, np.float64), KIND_PUSH, 1, 0)
-    with pytest.raises(ProtocolError, match="8-byte values, this side expects 4-byte.*train.wire"):
+    with pytest.raises(
+        ProtocolError, match=r"8-byte values, this side expects 4-byte.*train\.wire"
+    ):
         unpack_header(msg.header, (KIND_PUSH,), 4, "server", 4)
 
 

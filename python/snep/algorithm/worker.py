@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from snep.algorithm.exchange_kernels import make_delta
 from snep.algorithm.messages import Push, Reply, wire_dtype
 from snep.algorithm.score import accumulate_score, score_moments
 from snep.backends import Backend, MLPKernels
@@ -761,25 +762,27 @@ class SnepWorker:
         rounding error stays in the next ``Delta``.  The push's arrays are the worker's
         buffers: valid until its next push.
         """
-        a, site, delta, mx = self.arrays, self._scratch, self._delta, self._mx
-        if mx is np:
-            np.copyto(site.precision, to_host(self.backend, a.site_prec[0]))
-            np.copyto(site.precision_mean, to_host(self.backend, a.site_pm[0]))
-        else:  # device messages: float32 -> float64 on the device
+        a, site, delta, wire, mx = (
+            self.arrays, self._scratch, self._delta, self._delta_wire, self._mx
+        )  # fmt: skip
+        self._collect_fired()
+        if mx is np:  # one fused pass per array (exchange_kernels.make_delta)
+            for row, sent, dst, new_sent in (
+                (a.site_prec[0], self.sent.precision, wire.precision, site.precision),
+                (a.site_pm[0], self.sent.precision_mean, wire.precision_mean, site.precision_mean),
+            ):
+                make_delta(np.ascontiguousarray(to_host(self.backend, row)), sent, dst, new_sent)
+        else:  # device messages: the same arithmetic with the backend's array module
             site.precision[...] = a.site_prec[0]
             site.precision_mean[...] = a.site_pm[0]
-        self._collect_fired()
-        mx.subtract(site.precision, self.sent.precision, out=delta.precision)
-        mx.subtract(site.precision_mean, self.sent.precision_mean, out=delta.precision_mean)
-        wire = self._delta_wire
-        if wire is not delta:  # the site the server will hold: sent + the rounded delta
-            wire.precision[...] = delta.precision
-            wire.precision_mean[...] = delta.precision_mean
-            mx.add(self.sent.precision, wire.precision, out=site.precision)
-            mx.add(self.sent.precision_mean, wire.precision_mean, out=site.precision_mean)
-        push = Push(
-            self.worker, self.iteration, wire.precision, wire.precision_mean, self.version
-        )
+            mx.subtract(site.precision, self.sent.precision, out=delta.precision)
+            mx.subtract(site.precision_mean, self.sent.precision_mean, out=delta.precision_mean)
+            if wire is not delta:  # the site the server will hold: sent + the rounded delta
+                wire.precision[...] = delta.precision
+                wire.precision_mean[...] = delta.precision_mean
+                mx.add(self.sent.precision, wire.precision, out=site.precision)
+                mx.add(self.sent.precision_mean, wire.precision_mean, out=site.precision_mean)
+        push = Push(self.worker, self.iteration, wire.precision, wire.precision_mean, self.version)
         # rotate: previous <- sent, sent <- this site, scratch <- the free set
         self._sent_before_push, self.sent, self._scratch = self.sent, site, self._sent_before_push
         self.in_flight = True

@@ -51,6 +51,8 @@ __all__ = [
     "WorkerLoop",
     "pack",
     "pack_header",
+    "post_reply_receives",
+    "reply_ranges",
     "unpack_header",
 ]
 
@@ -90,6 +92,33 @@ class Message:
         from mpi4py import MPI
 
         return [self.raw, MPI.BYTE]
+
+
+#: parameters per chunk of a reply: the server sends each chunk of the cavity as soon as
+#: its pass has written it, and the worker receives it while the next is computed
+REPLY_CHUNK = 1 << 16
+
+
+def reply_ranges(n_params: int) -> list[tuple[int, int]]:
+    """The parameter ranges a reply is sent in (both ends compute the same list)."""
+    return [(i, min(i + REPLY_CHUNK, n_params)) for i in range(0, n_params, REPLY_CHUNK)]
+
+
+def reply_parts(msg: Message, i0: int, i1: int) -> tuple[Any, Any]:
+    """The two payload views (precision, precision-mean) of parameters ``[i0, i1)``."""
+    return msg.precision[i0:i1], msg.precision_mean[i0:i1]
+
+
+def post_reply_receives(comm: Any, msg: Message, source: int) -> list[Any]:
+    """Receives of a reply into ``msg``: its header, then each range's two parts, in the
+    order the server sends them (MPI matches messages between two ranks in order)."""
+    from mpi4py import MPI
+
+    reqs = [comm.Irecv([msg.raw[:HEADER_BYTES], MPI.BYTE], source=source, tag=TAG)]
+    for i0, i1 in reply_ranges(msg.n_params):
+        for part in reply_parts(msg, i0, i1):
+            reqs.append(comm.Irecv([part, MPI.BYTE], source=source, tag=TAG))
+    return reqs
 
 
 def pack_header(
@@ -236,8 +265,24 @@ class ServerLoop:
         out = self._message()
         for worker in range(self.n_workers):  # each worker's own cavity
             reply = self.server.reply_to(worker, out=(out.precision, out.precision_mean))
-            pack(out, KIND_REPLY, worker, reply.version)
-            self.comm.Send(out.mpi(), dest=worker + 1, tag=TAG)
+            sends = [self._send_header(out, worker, reply.version, True)]
+            for i0, i1 in reply_ranges(self.n_params):
+                sends += self._send_range(out, worker, i0, i1)
+            MPI.Request.Waitall(sends)
+
+    def _send_header(self, out: Message, worker: int, version: int, accepted: bool) -> Any:
+        from mpi4py import MPI
+
+        pack(out, KIND_REPLY, worker, version, accepted=accepted)
+        return self.comm.Isend([out.raw[:HEADER_BYTES], MPI.BYTE], dest=worker + 1, tag=TAG)
+
+    def _send_range(self, out: Message, worker: int, i0: int, i1: int) -> list[Any]:
+        from mpi4py import MPI
+
+        return [
+            self.comm.Isend([part, MPI.BYTE], dest=worker + 1, tag=TAG)
+            for part in reply_parts(out, i0, i1)
+        ]
 
     def run(self) -> None:
         """Serve pushes until every worker has sent ``done``."""
@@ -247,7 +292,7 @@ class ServerLoop:
         n, p = self.n_workers, self.n_params
         bufs = [self._message() for _ in range(n)]
         out = [self._message() for _ in range(n)]
-        sends: list[Any] = [MPI.REQUEST_NULL] * n
+        sends: list[list[Any]] = [[] for _ in range(n)]
         recvs = [self.comm.Irecv(bufs[w].mpi(), source=w + 1, tag=TAG) for w in range(n)]
         itemsize = self.wire.itemsize
         done = [False] * n
@@ -279,20 +324,17 @@ class ServerLoop:
                 recvs[idx] = MPI.REQUEST_NULL
                 continue
             # the previous reply to this worker has left its buffer (the worker received it
-            # before it pushed again); the server writes the new one there directly
-            sends[idx].Wait()
-            reply = self.server.push(
-                Push(worker, iteration, msg.precision, msg.precision_mean, seen),
-                out=(out[idx].precision, out[idx].precision_mean),
-            )
+            # before it pushed again); the server writes the new one there directly, and
+            # sends each range of it as soon as it is written (the header first)
+            MPI.Request.Waitall(sends[idx])
+            sends[idx] = self._serve(idx, msg, out[idx], iteration, seen)
+            reply = self._last_reply
             if not reply.accepted:
                 sys.stderr.write(
                     f"snep: server rejected a push from worker {worker} at iteration "
                     f"{iteration}: non-finite values in its delta ({self.server.rejected} "
                     "rejected so far); the run goes on\n"
                 )
-            pack(out[idx], KIND_REPLY, worker, reply.version, accepted=reply.accepted)
-            sends[idx] = self.comm.Isend(out[idx].mpi(), dest=idx + 1, tag=TAG)
             recvs[idx] = self.comm.Irecv(msg.mpi(), source=idx + 1, tag=TAG)
             self.bytes_moved += msg.nbytes + out[idx].nbytes
             self.comm_seconds += time.perf_counter() - t0
@@ -303,7 +345,7 @@ class ServerLoop:
                 if self._evaluation is None or self._evaluation.done():
                     self._evaluate_async(mean_iter, t_start)
                     next_eval += self.eval_every
-        MPI.Request.Waitall(sends)
+        MPI.Request.Waitall([r for per_worker in sends for r in per_worker])
         if self._evaluation is not None:
             self._evaluation.result()
         if self.evaluate is not None and (
@@ -312,6 +354,23 @@ class ServerLoop:
             self._evaluate_async(float(self.server.last_iteration.mean()), t_start).result()
         if self._pool is not None:
             self._pool.shutdown()
+
+    def _serve(self, idx: int, msg: Message, out: Message, iteration: int, seen: int) -> list:
+        """Apply worker ``idx``'s push; its reply leaves range by range (the requests)."""
+        sends: list[Any] = []
+
+        def send(i0: int, i1: int, version: int, accepted: bool) -> None:
+            if i0 == 0:
+                sends.append(self._send_header(out, idx, version, accepted))
+            sends.extend(self._send_range(out, idx, i0, i1))
+
+        self._last_reply = self.server.push(
+            Push(idx, iteration, msg.precision, msg.precision_mean, seen),
+            out=(out.precision, out.precision_mean),
+            on_range=send,
+            chunk=REPLY_CHUNK,
+        )
+        return sends
 
     def _evaluate_async(self, mean_iter: float, t_start: float) -> Future:
         from concurrent.futures import ThreadPoolExecutor
@@ -438,6 +497,8 @@ class WorkerLoop:
     def register(self) -> tuple[Message, Message]:
         """Send this worker's site, take the registration reply (start the worker from
         it, unless resumed); returns the send and receive buffers of the pushes."""
+        from mpi4py import MPI
+
         w = self.worker
         send_buf, recv_buf = self._message(), self._message()
         site = w.sent if self.resumed else w.initial_site()
@@ -452,7 +513,7 @@ class WorkerLoop:
         )
         self.comm.Send(register.mpi(), dest=0, tag=TAG)
         del register
-        self.comm.Recv(recv_buf.mpi(), source=0, tag=TAG)
+        MPI.Request.Waitall(post_reply_receives(self.comm, recv_buf, 0))
         if hasattr(w, "bind_push_arrays"):  # pushes computed in the send buffer: no copy
             w.bind_push_arrays(send_buf.precision, send_buf.precision_mean)
         if self.resumed:
@@ -466,8 +527,11 @@ class WorkerLoop:
 
     def exchange(self, push: Push, send_buf: Message, recv_buf: Message) -> Reply:
         """Send ``push`` and wait for the server's reply (not yet applied to the worker)."""
-        self._send_push(push, send_buf)
-        self.comm.Recv(recv_buf.mpi(), source=0, tag=TAG)
+        from mpi4py import MPI
+
+        sent = self._send_push(push, send_buf)
+        MPI.Request.Waitall(post_reply_receives(self.comm, recv_buf, 0))
+        sent.Wait()
         return self._reply(recv_buf)
 
     def run(self) -> dict[str, Any]:
@@ -479,7 +543,8 @@ class WorkerLoop:
         if self.checkpoint is not None:  # a resumable state exists from the start
             self.checkpoint(w.state_dict())
         last_checkpoint = w.iteration
-        pending: Any = None
+        pending: list[Any] | None = None  # the reply's receives
+        sent: Any = None  # the push's send
         t_start = time.perf_counter()
         fail_at = _injected_failure(w.worker)
         nan_at = _injected_failure(w.worker, "NAN")
@@ -502,20 +567,25 @@ class WorkerLoop:
                 self.checkpoint(w.state_dict())  # between syncs: nothing in flight
                 last_checkpoint = w.iteration
             t0 = time.perf_counter()
-            if pending is not None and pending.Test():
+            if pending is not None and MPI.Request.Testall(pending):
                 pending = None
+                sent.Wait()  # the server has the push: its buffer is free for the next
                 w.receive(self._reply(recv_buf))
             if push is not None:
-                self._send_push(push, send_buf)
-                pending = self.comm.Irecv(recv_buf.mpi(), source=0, tag=TAG)
+                # the push leaves without blocking (the server takes it when it polls);
+                # its reply arrives range by range while the worker goes on
+                sent = self._send_push(push, send_buf)
+                pending = post_reply_receives(self.comm, recv_buf, 0)
                 if self.synchronous:
-                    pending.Wait()
+                    MPI.Request.Waitall(pending)
                     pending = None
+                    sent.Wait()
                     w.receive(self._reply(recv_buf))
             self.comm_seconds += time.perf_counter() - t0
         t0 = time.perf_counter()
         if pending is not None:
-            pending.Wait()
+            MPI.Request.Waitall(pending)
+            sent.Wait()
             w.receive(self._reply(recv_buf))
         w.receive(self.exchange(w.make_push(), send_buf, recv_buf))  # the last site
         if self.checkpoint is not None:
@@ -535,7 +605,9 @@ class WorkerLoop:
         self._pack(send_buf, KIND_DONE, self.worker.worker, self.worker.version)
         self.comm.Send(send_buf.mpi(), dest=0, tag=TAG)
 
-    def _send_push(self, push: Push, buf: Message) -> None:
+    def _send_push(self, push: Push, buf: Message) -> Any:
+        """Send ``push`` from ``buf`` without blocking; the request (wait on it before
+        ``buf`` is written again)."""
         self._pack(
             buf,
             KIND_PUSH,
@@ -546,7 +618,7 @@ class WorkerLoop:
             precision=push.delta_precision,
             precision_mean=push.delta_precision_mean,
         )
-        self.comm.Send(buf.mpi(), dest=0, tag=TAG)
+        return self.comm.Isend(buf.mpi(), dest=0, tag=TAG)
 
 
 def _injected_failure(worker: int, what: str = "FAIL") -> int:
