@@ -794,7 +794,7 @@ class SnepWorker:
         """The server's reply: new cavity, chain shifted to keep its standardised position."""
         self.replies += 1
         self.in_flight = False
-        if not reply.accepted:  # the server kept theta: our last push never happened
+        if not reply.accepted:  # the server kept its state: our last push never happened
             self.sent, self._sent_before_push = self._sent_before_push, self.sent
         self.backend.apply_reply(
             self.arrays,

@@ -206,7 +206,7 @@ class _VirtualTimeRun:
         if push is not None:
             t0 = time.perf_counter()
             reply = self.apply(push)
-            if self.train.reply_delay > 0:  # the reply carries theta as of this push
+            if self.train.reply_delay > 0:  # the reply carries the cavity as of this push
                 reply = Reply(
                     reply.precision.copy(),
                     reply.precision_mean.copy(),

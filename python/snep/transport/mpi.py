@@ -94,14 +94,21 @@ class Message:
         return [self.raw, MPI.BYTE]
 
 
-#: parameters per chunk of a reply: the server sends each chunk of the cavity as soon as
-#: its pass has written it, and the worker receives it while the next is computed
-REPLY_CHUNK = 1 << 16
+#: parameters per range of a reply (0: the whole reply is one message).  With ranges,
+#: the server sends each range of the cavity as soon as its pass has written it, and a
+#: worker that waits for the reply receives it while the next range is computed; but
+#: each message of a reply costs the worker (and the server) one more round of MPI
+#: progress, which a worker that tests once per iteration pays in iterations of delay.
+#: Measured (bench/mpi_exchange.py, docs/architecture.md "The exchange"): ranges of
+#: 65,536 cut the waiting exchange by ~15% and tripled the asynchronous worker's time in
+#: the reply, so one message it is.
+REPLY_CHUNK = 0
 
 
 def reply_ranges(n_params: int) -> list[tuple[int, int]]:
     """The parameter ranges a reply is sent in (both ends compute the same list)."""
-    return [(i, min(i + REPLY_CHUNK, n_params)) for i in range(0, n_params, REPLY_CHUNK)]
+    step = REPLY_CHUNK if REPLY_CHUNK > 0 else n_params
+    return [(i, min(i + step, n_params)) for i in range(0, n_params, step)]
 
 
 def reply_parts(msg: Message, i0: int, i1: int) -> tuple[Any, Any]:
@@ -110,10 +117,13 @@ def reply_parts(msg: Message, i0: int, i1: int) -> tuple[Any, Any]:
 
 
 def post_reply_receives(comm: Any, msg: Message, source: int) -> list[Any]:
-    """Receives of a reply into ``msg``: its header, then each range's two parts, in the
-    order the server sends them (MPI matches messages between two ranks in order)."""
+    """Receives of a reply into ``msg``: the whole message, or (with ranges) its header
+    then each range's two parts, in the order the server sends them (MPI matches the
+    messages between two ranks in order)."""
     from mpi4py import MPI
 
+    if len(reply_ranges(msg.n_params)) == 1:
+        return [comm.Irecv(msg.mpi(), source=source, tag=TAG)]
     reqs = [comm.Irecv([msg.raw[:HEADER_BYTES], MPI.BYTE], source=source, tag=TAG)]
     for i0, i1 in reply_ranges(msg.n_params):
         for part in reply_parts(msg, i0, i1):
@@ -265,10 +275,21 @@ class ServerLoop:
         out = self._message()
         for worker in range(self.n_workers):  # each worker's own cavity
             reply = self.server.reply_to(worker, out=(out.precision, out.precision_mean))
-            sends = [self._send_header(out, worker, reply.version, True)]
+            sends = []
             for i0, i1 in reply_ranges(self.n_params):
-                sends += self._send_range(out, worker, i0, i1)
+                sends += self._send_reply_range(out, worker, i0, i1, reply.version, True)
             MPI.Request.Waitall(sends)
+
+    def _send_reply_range(
+        self, out: Message, worker: int, i0: int, i1: int, version: int, accepted: bool
+    ) -> list[Any]:
+        """Send range ``[i0, i1)`` of the reply in ``out`` (the header with the first; the
+        whole message when the reply is one range); the requests."""
+        if len(reply_ranges(self.n_params)) == 1:
+            pack(out, KIND_REPLY, worker, version, accepted=accepted)
+            return [self.comm.Isend(out.mpi(), dest=worker + 1, tag=TAG)]
+        sends = [self._send_header(out, worker, version, accepted)] if i0 == 0 else []
+        return sends + self._send_range(out, worker, i0, i1)
 
     def _send_header(self, out: Message, worker: int, version: int, accepted: bool) -> Any:
         from mpi4py import MPI
@@ -360,15 +381,13 @@ class ServerLoop:
         sends: list[Any] = []
 
         def send(i0: int, i1: int, version: int, accepted: bool) -> None:
-            if i0 == 0:
-                sends.append(self._send_header(out, idx, version, accepted))
-            sends.extend(self._send_range(out, idx, i0, i1))
+            sends.extend(self._send_reply_range(out, idx, i0, i1, version, accepted))
 
         self._last_reply = self.server.push(
             Push(idx, iteration, msg.precision, msg.precision_mean, seen),
             out=(out.precision, out.precision_mean),
             on_range=send,
-            chunk=REPLY_CHUNK,
+            chunk=reply_ranges(self.n_params)[0][1],
         )
         return sends
 
@@ -567,7 +586,7 @@ class WorkerLoop:
                 self.checkpoint(w.state_dict())  # between syncs: nothing in flight
                 last_checkpoint = w.iteration
             t0 = time.perf_counter()
-            if pending is not None and MPI.Request.Testall(pending):
+            if pending is not None and _drain(pending):
                 pending = None
                 sent.Wait()  # the server has the push: its buffer is free for the next
                 w.receive(self._reply(recv_buf))
@@ -588,10 +607,10 @@ class WorkerLoop:
             sent.Wait()
             w.receive(self._reply(recv_buf))
         w.receive(self.exchange(w.make_push(), send_buf, recv_buf))  # the last site
-        if self.checkpoint is not None:
+        self.comm_seconds += time.perf_counter() - t0
+        if self.checkpoint is not None:  # a write to disk, not communication
             self.checkpoint(w.state_dict())
         self.done(send_buf)
-        self.comm_seconds += time.perf_counter() - t0
         if hasattr(w, "diagnostics"):  # the cross-chain R-hat/ESS since the last checkpoint
             w.diagnostics()
         return {
@@ -619,6 +638,21 @@ class WorkerLoop:
             precision_mean=push.delta_precision_mean,
         )
         return self.comm.Isend(buf.mpi(), dest=0, tag=TAG)
+
+
+def _drain(requests: list[Any]) -> bool:
+    """Complete what has arrived of a reply without waiting for the rest; True once every
+    request is complete.  One test call completes about one large message (each needs a
+    round trip of the MPI library's progress), so a reply sent in ranges is drained by
+    testing again while the last call completed something."""
+    from mpi4py import MPI
+
+    while True:
+        completed = MPI.Request.Testsome(requests)
+        if completed is None:  # no active request left
+            return True
+        if not completed:
+            return False
 
 
 def _injected_failure(worker: int, what: str = "FAIL") -> int:
