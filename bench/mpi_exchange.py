@@ -86,7 +86,7 @@ def snep_rounds(comm: MPI.Comm, wire: str, rounds: int, average: bool) -> dict[s
     x, y = make_shard(2000)
     worker = SnepWorker(0, 1, backend.mlp(spec, 1, 100), x, y, cfg, backend, x0)
     loop = WorkerLoop(comm, worker, iterations=0)
-    send_buf, recv_buf = loop.register()
+    loop.register()
     out: dict[str, list[float]] = {"push": [], "exchange": [], "receive": []}
     for i in range(WARMUP + rounds):
         worker.step()  # the site moves, so every delta is a real one
@@ -94,7 +94,7 @@ def snep_rounds(comm: MPI.Comm, wire: str, rounds: int, average: bool) -> dict[s
         t0 = time.perf_counter()
         push = worker.make_push()
         t1 = time.perf_counter()
-        reply = loop.exchange(push, send_buf, recv_buf)
+        reply = loop.exchange(push)
         t2 = time.perf_counter()
         worker.receive(reply)
         t3 = time.perf_counter()
@@ -102,7 +102,7 @@ def snep_rounds(comm: MPI.Comm, wire: str, rounds: int, average: bool) -> dict[s
             out["push"].append(t1 - t0)
             out["exchange"].append(t2 - t1)
             out["receive"].append(t3 - t2)
-    loop.done(send_buf)
+    loop.done()
     return out
 
 

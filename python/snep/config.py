@@ -444,6 +444,9 @@ class TrainConfig:
     bytes; a delta's rounding error is carried into the worker's next push) or
     ``"float64"``; the server's state is float64 either way (docs/architecture.md,
     "The exchange").
+    ``server_ranks`` (MPI): the posterior server's parameter vector split over this many
+    ranks (0..k-1), each serving its slice of every push; the workers are the ranks
+    after them (``mpiexec -n workers + server_ranks``).
     """
 
     method: str = "snep"
@@ -470,10 +473,12 @@ class TrainConfig:
     gemm: str = "matmul"
     cuda_aware_mpi: bool = False
     wire: str = "float32"
+    server_ranks: int = 1
 
     def __post_init__(self) -> None:
         _one_of("train.method", self.method, tuple(METHODS))
         _one_of("train.wire", self.wire, ("float32", "float64"))
+        _int_at_least("train.server_ranks", self.server_ranks, 1)
         _one_of("train.preset", self.preset, tuple(METHOD_PRESETS))
         _int_at_least("train.workers", self.workers, 1)
         if not METHODS[self.method].distributed and self.workers != 1:

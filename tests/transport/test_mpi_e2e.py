@@ -106,6 +106,59 @@ def test_synchronous_mpi_run_equals_the_in_process_run_bitwise(tmp_path):
             np.testing.assert_array_equal(a["precision_mean"], b["precision_mean"])
 
 
+def test_a_server_split_over_ranks_gives_the_one_server_run_bitwise(tmp_path):
+    """``--server-ranks 2``: two server ranks each serve half of the parameters (the
+    server's maths is elementwise), so a synchronous run equals the in-process run bitwise:
+    posterior, running averages and every evaluation record's metrics."""
+    cfg = tmp_path / "sync.toml"
+    cfg.write_text("[train]\nsynchronous = true\n")
+    res = snep_train(4, tmp_path, "--workers", "2", "--server-ranks", "2", "--config", str(cfg))
+    assert res.returncode == 0, res.stderr
+    from snep.cli import main
+
+    argv = ["train", "--workers", "2", "--config", str(cfg), "--iterations", "150",
+            "--eval-every", "50", "--hidden", "16",
+            "--out", str(tmp_path), "--name", "inproc", "--no-progress", "-q"]  # fmt: skip
+    assert main(argv) == 0
+    with np.load(tmp_path / "run" / "posterior.npz") as a:
+        with np.load(tmp_path / "inproc" / "posterior.npz") as b:
+            assert set(a.files) == set(b.files)
+            for name in b.files:
+                np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    records = [
+        [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        for name in ("run", "inproc")
+    ]
+    # (under MPI the grid point at the last iteration is scored too, before the final
+    # pushes; the in-process runner scores the end only)
+    mpi, inproc = ({r["version"]: r for r in rs} for rs in records)
+    assert set(inproc) <= set(mpi) and max(mpi) == max(inproc)
+    for version, want in inproc.items():
+        got = mpi[version]
+        assert got["mean_error"] == want["mean_error"] and got["mean_nll"] == want["mean_nll"]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["stats"]["ranks"] == 4 and len(summary["stats"]["workers"]) == 2
+
+
+def test_an_asynchronous_run_with_two_server_ranks_learns(tmp_path):
+    res = snep_train(4, tmp_path, "--workers", "2", "--server-ranks", "2")
+    assert res.returncode == 0, res.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert [w["iteration"] for w in summary["stats"]["workers"]] == [150, 150]
+    assert summary["final"]["mean_error"] < 0.5  # chance is 0.9
+    with np.load(tmp_path / "run" / "posterior.npz") as f:
+        assert np.all(f["precision"] > 0) and np.all(np.isfinite(f["mean"]))
+
+
+def test_server_rank_count_errors_are_clear(tmp_path):
+    res = snep_train(4, tmp_path, "--workers", "3", "--server-ranks", "2")
+    assert res.returncode != 0
+    assert "launch with mpiexec -n 5 (2 server ranks + 3 workers)" in res.stderr
+    res = snep_train(4, tmp_path, "--workers", "2", "--server-ranks", "2", "--method", "easgd")
+    assert res.returncode != 0
+    assert "train.server_ranks = 2: the 'easgd' baseline's server is not split" in res.stderr
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="bug: a synchronous MPI run resumed with --resume loses an evaluation record "

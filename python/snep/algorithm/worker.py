@@ -805,6 +805,17 @@ class SnepWorker:
             self._damp_site_to_guard()
         self.version = reply.version
 
+    def reject_range(self, lo: int, hi: int) -> None:
+        """One server rank of several rejected its slice ``[lo, hi)`` of the last push
+        (non-finite values there; :mod:`snep.transport.shards`): the record of what was
+        sent goes back to before that push on the slice, as :meth:`receive` does for a
+        whole rejected push."""
+        for now, before in (
+            (self.sent.precision, self._sent_before_push.precision),
+            (self.sent.precision_mean, self._sent_before_push.precision_mean),
+        ):
+            now[lo:hi] = before[lo:hi]
+
     def _damp_site_to_guard(self) -> None:
         """After a reply lowered the cavity: the site's precision down to
         :func:`~snep.maths.oracles.guard_cap` where it exceeds it, keeping the local

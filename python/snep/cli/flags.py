@@ -183,6 +183,15 @@ TRAIN_FLAGS: tuple[Flag, ...] = (
         metavar="NAME",
     ),
     Flag(
+        ("--server-ranks",),
+        "MPI: split the posterior server over K ranks, each serving a slice of the "
+        "parameters (launch with mpiexec -n workers + K; default {default})",
+        "train.server_ranks",
+        RUN,
+        type=int,
+        metavar="K",
+    ),
+    Flag(
         ("--threads",),
         "BLAS/OpenMP/Numba threads (sets OPENBLAS/OMP/NUMBA_NUM_THREADS; "
         "default: library defaults)",

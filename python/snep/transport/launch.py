@@ -1,9 +1,10 @@
-"""Running SNEP under ``mpiexec``: one server rank and n worker ranks.
+"""Running SNEP under ``mpiexec``: k server ranks (one by default) and n worker ranks.
 
-``mpiexec -n N+1 snep train --workers N ...`` runs the same configuration as
-the in-process runner: rank 0 builds the config and broadcasts it (as JSON
-bytes), every rank builds the same model and initial position, each worker
-keeps only its own shard, and rank 0 serves the posterior and evaluates it.
+``mpiexec -n N+K snep train --workers N --server-ranks K ...`` runs the same
+configuration as the in-process runner: rank 0 builds the config and broadcasts it (as
+JSON bytes), every rank builds the same model and initial position, each worker keeps
+only its own shard, ranks 0..K-1 serve the posterior (each a slice of the parameters,
+:mod:`snep.transport.shards`) and rank 0 evaluates it.
 An exception on any rank aborts the whole job (``MPI.COMM_WORLD.Abort``) with
 a message naming the rank, so a failure never leaves the others hanging.
 """
@@ -25,6 +26,7 @@ from snep.config import METHODS, Config
 from snep.data.dataset import Dataset
 from snep.errors import ConfigError, DataError
 from snep.io import save_npz
+from snep.maths.family import DiagGaussian
 from snep.run.fit import blas_threads, check_backend
 from snep.run.setup import FitResult, RunSetup
 from snep.transport.env import mpi_world_size
@@ -57,11 +59,12 @@ def local_rank(comm: Any) -> int:
         node.Free()
 
 
-def device_for_rank(rank: int, node_rank: int, n_devices: int) -> int | None:
-    """The GPU of a rank: none for the server (rank 0, which only merges and evaluates on
-    the host), else ``node_rank mod n_devices`` so the worker ranks of a node spread over
-    its GPUs (with as many GPUs as worker ranks per node, one GPU each)."""
-    if rank == 0 or n_devices <= 0:
+def device_for_rank(rank: int, node_rank: int, n_devices: int, server_ranks: int = 1) -> int | None:
+    """The GPU of a rank: none for a server rank (ranks below ``server_ranks``, which only
+    merge and evaluate on the host), else ``node_rank mod n_devices`` so the worker ranks
+    of a node spread over its GPUs (with as many GPUs as worker ranks per node, one GPU
+    each)."""
+    if rank < server_ranks or n_devices <= 0:
         return None
     return node_rank % n_devices
 
@@ -74,13 +77,14 @@ def rank_backend(config: Config, comm: Any) -> Backend:
     train = config.train
     if train.backend != "cuda":
         return get_backend(train.backend, train.threads)
-    rank = comm.Get_rank()
-    if rank == 0:
+    rank, k = comm.Get_rank(), train.server_ranks
+    if rank < k:
         return get_backend("cpu", train.threads)
     import cupy
 
     n_devices = cupy.cuda.runtime.getDeviceCount()
-    return get_backend("cuda", train.threads, device_for_rank(rank, local_rank(comm), n_devices))
+    device = device_for_rank(rank, local_rank(comm), n_devices, k)
+    return get_backend("cuda", train.threads, device)
 
 
 def run_mpi(
@@ -109,11 +113,13 @@ def run_mpi(
     try:
         size, rank = comm.Get_size(), comm.Get_rank()
         train = config.train
-        if size != train.workers + 1:
+        k = train.server_ranks
+        if size != train.workers + k:
+            who = "one server rank" if k == 1 else f"{k} server ranks"
             raise ConfigError(
-                f"MPI has {size} ranks but train.workers = {train.workers}: launch with "
-                f"mpiexec -n {train.workers + 1} (one server rank + {train.workers} workers), "
-                f"or set --workers {size - 1}"
+                f"MPI has {size} ranks but train.workers = {train.workers} and "
+                f"train.server_ranks = {k}: launch with mpiexec -n {train.workers + k} "
+                f"({who} + {train.workers} workers), or set --workers {size - k}"
             )
         method = METHODS[train.method]
         if not method.distributed:
@@ -121,16 +127,29 @@ def run_mpi(
                 f"train.method = {method.name!r} is a single-process baseline; run it "
                 "without mpiexec"
             )
+        if k > 1 and not method.posterior:
+            raise ConfigError(
+                f"train.server_ranks = {k}: the {method.name!r} baseline's server is not "
+                "split over ranks; use --server-ranks 1"
+            )
+        # the server ranks' own communicator (collective over every rank)
+        servers = comm.Split(0 if rank < k else 1, rank) if k > 1 else None
         backend = backend or rank_backend(config, comm)
         if rank != 0:
             check_backend(config, backend, mpi=True, model=model)
         setup = RunSetup.create(config, dataset, backend, model)
         if not method.checkpointed:
             checkpoint_dir = None  # the baselines keep no checkpoints
+        if k > setup.spec.size:
+            raise ConfigError(
+                f"train.server_ranks = {k} exceeds the model's {setup.spec.size} parameters"
+            )
         with blas_threads(config, setup.spec.size):
-            if rank == 0:
-                return _serve(comm, setup, callback, checkpoint_dir, resume)
-            _work(comm, setup, rank - 1, checkpoint_dir, resume)
+            if rank < k:
+                return _serve(comm, setup, callback, checkpoint_dir, resume, servers)
+            if servers is not None:  # a worker is not in the servers' communicator's work
+                servers.Free()
+            _work(comm, setup, rank - k, checkpoint_dir, resume)
             return None
     except Exception as exc:  # any failure ends the whole job, never a hang
         sys.stderr.write(
@@ -182,6 +201,7 @@ def _work(comm, setup: RunSetup, worker_id: int, checkpoint_dir, resume: bool) -
     stats = WorkerLoop(
         comm, worker, config.train.iterations, slowdown, config.train.synchronous,
         checkpoint=save, checkpoint_every=every, resumed=resume and checkpoint_dir is not None,
+        server_ranks=config.train.server_ranks,
     ).run()  # fmt: skip
     row = np.array(
         [
@@ -203,13 +223,30 @@ _STAT_NAMES = (
 )  # fmt: skip
 
 
-def _serve(comm, setup: RunSetup, callback, checkpoint_dir, resume: bool) -> FitResult:
+def _serve(
+    comm, setup: RunSetup, callback, checkpoint_dir, resume: bool, servers: Any = None
+) -> FitResult | None:
+    """A server rank: the whole server (one server rank), or shard ``rank`` of
+    ``server_ranks`` (:mod:`snep.transport.shards`; shard 0 evaluates and returns the
+    result, the others None)."""
     from snep.transport.mpi import ServerLoop
+    from snep.transport.shards import shard_bounds, slice_state
 
     config, dataset = setup.config, setup.dataset
     t = config.train
-    server = setup.make_server()
-    evaluator = setup.evaluator()
+    shard, k = comm.Get_rank(), t.server_ranks
+    lo, hi = shard_bounds(setup.spec.size, k)[shard]
+    if k == 1:
+        server = setup.make_server()
+    else:  # this shard's slice of the prior
+        prior = setup.prior()
+        server = PosteriorServer(
+            DiagGaussian(prior.precision[lo:hi], prior.precision_mean[lo:hi]),
+            t.workers,
+            t.averaging_start,
+            t.wire,
+        )
+    evaluator = setup.evaluator() if shard == 0 else None
 
     def evaluate(srv: PosteriorServer, mean_iter: float) -> dict[str, Any]:
         return {"epochs_per_worker": mean_iter * t.batch_size / dataset.n_train, **evaluator(srv)}
@@ -219,18 +256,27 @@ def _serve(comm, setup: RunSetup, callback, checkpoint_dir, resume: bool) -> Fit
     if checkpoint_dir is not None:
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
         path = _checkpoint_file(checkpoint_dir, "server.npz", resume)
-        if resume:
-            server = PosteriorServer.from_state_dict(_load_state(path), t.wire)
+        if resume:  # the whole server's file; a shard takes its slice
+            state = _load_state(path)
+            state = state if k == 1 else slice_state(state, lo, hi)
+            server = PosteriorServer.from_state_dict(state, t.wire)
             server.set_average_from(t.averaging_start)  # the run's length may change
-        save = lambda state: save_npz(path, **state)  # noqa: E731
+        if shard == 0:  # shard 0 writes the whole server's state
+            save = lambda state: save_npz(path, **state)  # noqa: E731
     loop = ServerLoop(
-        comm, server, evaluate, t.eval_every, callback, t.synchronous,
-        checkpoint=save, resumed=resume and checkpoint_dir is not None,
+        comm, server, evaluate if shard == 0 else None, t.eval_every,
+        callback if shard == 0 else None, t.synchronous, checkpoint=save,
+        resumed=resume and checkpoint_dir is not None, first_worker=k, servers=servers,
     )  # fmt: skip
     loop.run()
+    server = loop.server  # with several server ranks: the whole server on shard 0
     rows = np.zeros((comm.Get_size(), len(_STAT_NAMES)))
-    comm.Gather(np.zeros(len(_STAT_NAMES)), rows, root=0)
-    workers = [dict(zip(_STAT_NAMES, (float(v) for v in r), strict=True)) for r in rows[1:]]
+    comm.Gather(np.zeros(len(_STAT_NAMES)), rows if shard == 0 else None, root=0)
+    if servers is not None:
+        servers.Free()
+    if shard != 0:
+        return None
+    workers = [dict(zip(_STAT_NAMES, (float(v) for v in r), strict=True)) for r in rows[k:]]
     wall = time.perf_counter() - t0
     stats = {
         **server.stats(),

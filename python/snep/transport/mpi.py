@@ -30,6 +30,7 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -214,6 +215,14 @@ class ServerLoop:
     evaluate : callable, optional
         ``evaluate(server, mean_iteration) -> dict`` run every ``eval_every``
         mean worker iterations; its records go to ``callback``.
+    first_worker : int
+        The rank of worker 0 (the number of server ranks before it).
+    servers : mpi4py.MPI.Comm, optional
+        With the server split over several ranks (:mod:`snep.transport.shards`): the
+        communicator of the server ranks, over which every shard sends its state to
+        shard 0 at each evaluation and at the end (``server`` then holds this shard's
+        slice; shard 0 evaluates, checkpoints and, after :meth:`run`, holds the whole
+        server in :attr:`server`).
     """
 
     def __init__(
@@ -226,13 +235,19 @@ class ServerLoop:
         synchronous: bool = False,
         checkpoint: Callable[[dict[str, np.ndarray]], None] | None = None,
         resumed: bool = False,
+        first_worker: int = 1,
+        servers: Any = None,
+        gather_state: bool = False,
     ) -> None:
         self.comm = comm
+        self.first_worker = first_worker
+        self.servers = servers
+        self.gather_state = gather_state  # shards: send the whole state (checkpoints)
         self.synchronous = synchronous
         self.checkpoint = checkpoint  # receives the server's state at each evaluation
         self.resumed = resumed
         self.server = server
-        self.n_workers = comm.Get_size() - 1
+        self.n_workers = comm.Get_size() - first_worker
         self.n_params = server.precision.size
         self.evaluate = evaluate
         self.eval_every = eval_every
@@ -262,10 +277,10 @@ class ServerLoop:
             status = MPI.Status()
             self.comm.Recv(buf.mpi(), source=MPI.ANY_SOURCE, tag=TAG, status=status)
             _, worker, *_ = unpack_header(buf.header, (KIND_REGISTER,), self.n_params, "server", 8)
-            if worker != status.Get_source() - 1:
+            if worker != status.Get_source() - self.first_worker:
                 raise ProtocolError(
                     f"server: rank {status.Get_source()} registered as worker {worker}, "
-                    f"expected worker {status.Get_source() - 1}"
+                    f"expected worker {status.Get_source() - self.first_worker}"
                 )
             received[worker] = _gaussian(buf.precision.copy(), buf.precision_mean.copy())
             if not self.resumed:
@@ -287,7 +302,7 @@ class ServerLoop:
         whole message when the reply is one range); the requests."""
         if len(reply_ranges(self.n_params)) == 1:
             pack(out, KIND_REPLY, worker, version, accepted=accepted)
-            return [self.comm.Isend(out.mpi(), dest=worker + 1, tag=TAG)]
+            return [self.comm.Isend(out.mpi(), dest=worker + self.first_worker, tag=TAG)]
         sends = [self._send_header(out, worker, version, accepted)] if i0 == 0 else []
         return sends + self._send_range(out, worker, i0, i1)
 
@@ -295,13 +310,14 @@ class ServerLoop:
         from mpi4py import MPI
 
         pack(out, KIND_REPLY, worker, version, accepted=accepted)
-        return self.comm.Isend([out.raw[:HEADER_BYTES], MPI.BYTE], dest=worker + 1, tag=TAG)
+        dest = worker + self.first_worker
+        return self.comm.Isend([out.raw[:HEADER_BYTES], MPI.BYTE], dest=dest, tag=TAG)
 
     def _send_range(self, out: Message, worker: int, i0: int, i1: int) -> list[Any]:
         from mpi4py import MPI
 
         return [
-            self.comm.Isend([part, MPI.BYTE], dest=worker + 1, tag=TAG)
+            self.comm.Isend([part, MPI.BYTE], dest=worker + self.first_worker, tag=TAG)
             for part in reply_parts(out, i0, i1)
         ]
 
@@ -314,11 +330,15 @@ class ServerLoop:
         bufs = [self._message() for _ in range(n)]
         out = [self._message() for _ in range(n)]
         sends: list[list[Any]] = [[] for _ in range(n)]
-        recvs = [self.comm.Irecv(bufs[w].mpi(), source=w + 1, tag=TAG) for w in range(n)]
+        first = self.first_worker
+        recvs = [self.comm.Irecv(bufs[w].mpi(), source=w + first, tag=TAG) for w in range(n)]
         itemsize = self.wire.itemsize
         done = [False] * n
+        # each worker's iteration at its last push, accepted or not: the evaluation grid
+        # is crossed at the same pushes on every server rank, whichever slices they reject
+        pushed_at = np.array(self.server.last_iteration, np.float64)
         # the next evaluation on the eval_every grid (a resumed run starts mid-way)
-        start_iter = int(self.server.last_iteration.mean())
+        start_iter = int(pushed_at.mean())
         next_eval = (start_iter // self.eval_every + 1) * self.eval_every if self.eval_every else 0
         t_start = time.perf_counter()
         turn = 0  # synchronous mode: the worker whose message is taken next
@@ -339,7 +359,7 @@ class ServerLoop:
                 msg.header, (KIND_PUSH, KIND_DONE), p, "server", itemsize
             )
             if worker != idx:
-                raise ProtocolError(f"server: rank {idx + 1} sent a message as worker {worker}")
+                raise ProtocolError(f"server: rank {idx + first} sent a message as worker {worker}")
             if kind == KIND_DONE:
                 done[idx] = True
                 recvs[idx] = MPI.REQUEST_NULL
@@ -348,6 +368,7 @@ class ServerLoop:
             # before it pushed again); the server writes the new one there directly, and
             # sends each range of it as soon as it is written (the header first)
             MPI.Request.Waitall(sends[idx])
+            pushed_at[idx] = iteration
             sends[idx] = self._serve(idx, msg, out[idx], iteration, seen)
             reply = self._last_reply
             if not reply.accepted:
@@ -356,11 +377,20 @@ class ServerLoop:
                     f"{iteration}: non-finite values in its delta ({self.server.rejected} "
                     "rejected so far); the run goes on\n"
                 )
-            recvs[idx] = self.comm.Irecv(msg.mpi(), source=idx + 1, tag=TAG)
+            recvs[idx] = self.comm.Irecv(msg.mpi(), source=idx + first, tag=TAG)
             self.bytes_moved += msg.nbytes + out[idx].nbytes
             self.comm_seconds += time.perf_counter() - t0
-            mean_iter = float(self.server.last_iteration.mean())
-            if self.evaluate is not None and self.eval_every and mean_iter >= next_eval:
+            mean_iter = float(pushed_at.mean())
+            if self.eval_every and mean_iter >= next_eval and self.servers is not None:
+                # every shard crosses each point of the grid once (they serve the same
+                # pushes), so each sends its state to shard 0 there
+                whole = self._gather_server()
+                if whole is not None and self.evaluate is not None:
+                    if self._evaluation is not None:  # one evaluation at a time
+                        self._evaluation.result()
+                    self._evaluate_async(mean_iter, t_start, whole)
+                next_eval += self.eval_every
+            elif self.evaluate is not None and self.eval_every and mean_iter >= next_eval:
                 # a snapshot is scored on a second thread while this one keeps
                 # serving (NumPy and BLAS release the GIL); at most one in flight
                 if self._evaluation is None or self._evaluation.done():
@@ -369,6 +399,10 @@ class ServerLoop:
         MPI.Request.Waitall([r for per_worker in sends for r in per_worker])
         if self._evaluation is not None:
             self._evaluation.result()
+        if self.servers is not None:  # shard 0 holds the whole server from here on
+            whole = self._gather_server()
+            if whole is not None:
+                self.server = whole
         if self.evaluate is not None and (
             not self.history or self.history[-1]["version"] != self.server.version
         ):
@@ -391,10 +425,22 @@ class ServerLoop:
         )
         return sends
 
-    def _evaluate_async(self, mean_iter: float, t_start: float) -> Future:
+    def _gather_server(self) -> PosteriorServer | None:
+        """Every shard's state to shard 0, which gets the whole server (others: None).
+        Collective over the server ranks; mpi4py's pickled ``gather``, at evaluations and
+        at the end only (never on a push's path)."""
+        from snep.transport.shards import merge_states
+
+        states = self.servers.gather(self.server.state_dict(), root=0)
+        if states is None:
+            return None
+        merged = merge_states(states)
+        return type(self.server).from_state_dict(merged, self.server.wire)
+
+    def _evaluate_async(self, mean_iter: float, t_start: float, server: Any = None) -> Future:
         from concurrent.futures import ThreadPoolExecutor
 
-        snapshot = _Snapshot(self.server, with_state=self.checkpoint is not None)
+        snapshot = _Snapshot(server or self.server, with_state=self.checkpoint is not None)
         stats = {
             "iteration": mean_iter,
             "wall_seconds": time.perf_counter() - t_start,
@@ -430,8 +476,25 @@ class _Snapshot:
         self.stats = server.stats()
 
 
+@dataclass
+class _Link:
+    """One server rank as a worker sees it: the slice it serves and the two messages."""
+
+    rank: int
+    lo: int
+    hi: int
+    send: Message
+    recv: Message
+
+
 class WorkerLoop:
-    """A worker rank: register, then iterate, pushing every N_sync with one request in flight."""
+    """A worker rank: register, then iterate, pushing every N_sync with one request in flight.
+
+    With the server split over ``server_ranks`` ranks (:mod:`snep.transport.shards`) each
+    push goes out as one message per server rank (its slice) and the reply is put
+    together from theirs; with one server rank the push is computed in the send buffer
+    and the reply read where it arrived.
+    """
 
     def __init__(
         self,
@@ -443,7 +506,10 @@ class WorkerLoop:
         checkpoint: Callable[[dict[str, np.ndarray]], None] | None = None,
         checkpoint_every: int = 0,
         resumed: bool = False,
+        server_ranks: int = 1,
     ) -> None:
+        from snep.transport.shards import shard_bounds
+
         self.comm = comm
         self.synchronous = synchronous  # wait for each reply before the next iteration
         self.checkpoint = checkpoint  # receives the worker's state every checkpoint_every its
@@ -458,12 +524,15 @@ class WorkerLoop:
         # CUDA-aware MPI (train.cuda_aware_mpi): the message buffers live on the device
         self.device = bool(getattr(worker, "device_messages", False))
         self.wire = wire_dtype(worker.config.train.wire)
+        self.bounds = shard_bounds(self.n_params, server_ranks)
+        self.links: list[_Link] = []
 
-    def _message(self, dtype: Any = None) -> Message:
-        """A message buffer (the wire's dtype unless ``dtype``), on the device for a
-        CUDA-aware MPI."""
+    def _message(self, dtype: Any = None, n_params: int | None = None) -> Message:
+        """A message buffer (the wire's dtype unless ``dtype``; ``n_params`` values of
+        each kind, all by default), on the device for a CUDA-aware MPI."""
         xp = self.worker.xp if self.device else np
-        return Message(self.n_params, self.wire if dtype is None else dtype, xp)
+        n = self.n_params if n_params is None else n_params
+        return Message(n, self.wire if dtype is None else dtype, xp)
 
     def _pack(
         self,
@@ -491,7 +560,7 @@ class WorkerLoop:
 
         backend = self.worker.backend
         host = pack_header(
-            kind, worker, version, self.n_params, msg.dtype.itemsize, iteration, version_seen
+            kind, worker, version, msg.n_params, msg.dtype.itemsize, iteration, version_seen
         )
         msg.header[...] = to_device(backend, host, np.int64)
         if precision is not None:
@@ -501,69 +570,103 @@ class WorkerLoop:
         backend.synchronize()
         return msg
 
-    def _reply(self, msg: Message) -> Reply:
+    def _header(self, msg: Message) -> tuple[int, bool]:
+        """A reply's (version, accepted), validated."""
         header = msg.header
         if self.device:  # the header to the host (a few bytes); the payload stays
             from snep.backends.base import to_host
 
             header = to_host(self.worker.backend, header)
         _, _, version, _, _, accepted = unpack_header(
-            header, (KIND_REPLY,), self.n_params, f"worker {self.worker.worker}",
+            header, (KIND_REPLY,), msg.n_params, f"worker {self.worker.worker}",
             self.wire.itemsize,
         )  # fmt: skip
-        return Reply(msg.precision, msg.precision_mean, version, accepted)
+        return version, accepted
 
-    def register(self) -> tuple[Message, Message]:
-        """Send this worker's site, take the registration reply (start the worker from
-        it, unless resumed); returns the send and receive buffers of the pushes."""
+    def _reply(self) -> Reply:
+        """The reply in the receive buffers: read where it arrived (one server rank), or
+        put together from every server rank's slice.  A slice whose server rank rejected
+        the push (non-finite values there) has the worker's record of it rolled back."""
+        if len(self.links) == 1:
+            msg = self.links[0].recv
+            return Reply(msg.precision, msg.precision_mean, *self._header(msg))
+        prec, pm = self._cavity
+        version, accepted = 0, []
+        for s, link in enumerate(self.links):
+            v, ok = self._header(link.recv)
+            version = v if s == 0 else version
+            accepted.append(ok)
+            prec[link.lo : link.hi] = link.recv.precision
+            pm[link.lo : link.hi] = link.recv.precision_mean
+        if not any(accepted):
+            return Reply(prec, pm, version, False)
+        for link, ok in zip(self.links, accepted, strict=True):
+            if not ok:
+                self.worker.reject_range(link.lo, link.hi)
+        return Reply(prec, pm, version, True)
+
+    def _post_replies(self) -> list[Any]:
+        return [
+            r for link in self.links for r in post_reply_receives(self.comm, link.recv, link.rank)
+        ]
+
+    def register(self) -> None:
+        """Send this worker's site (each server rank its slice), take the registration
+        reply (start the worker from it, unless resumed)."""
         from mpi4py import MPI
 
         w = self.worker
-        send_buf, recv_buf = self._message(), self._message()
+        self.links = [
+            _Link(s, lo, hi, self._message(None, hi - lo), self._message(None, hi - lo))
+            for s, (lo, hi) in enumerate(self.bounds)
+        ]
+        if len(self.links) > 1:  # the reply put together from the slices
+            xp = self.worker.xp if self.device else np
+            self._cavity = (xp.zeros(self.n_params, self.wire), xp.zeros(self.n_params, self.wire))
         site = w.sent if self.resumed else w.initial_site()
-        register = self._message(np.float64)  # the site exactly (a resume rebuilds theta)
-        self._pack(
-            register,
-            KIND_REGISTER,
-            w.worker,
-            -1,
-            precision=site.precision,
-            precision_mean=site.precision_mean,
-        )
-        self.comm.Send(register.mpi(), dest=0, tag=TAG)
-        del register
-        MPI.Request.Waitall(post_reply_receives(self.comm, recv_buf, 0))
-        if hasattr(w, "bind_push_arrays"):  # pushes computed in the send buffer: no copy
-            w.bind_push_arrays(send_buf.precision, send_buf.precision_mean)
+        for link in self.links:  # the site exactly (a resume rebuilds theta from it)
+            register = self._message(np.float64, link.hi - link.lo)
+            self._pack(
+                register,
+                KIND_REGISTER,
+                w.worker,
+                -1,
+                precision=site.precision[link.lo : link.hi],
+                precision_mean=site.precision_mean[link.lo : link.hi],
+            )
+            self.comm.Send(register.mpi(), dest=link.rank, tag=TAG)
+        MPI.Request.Waitall(self._post_replies())
+        if len(self.links) == 1 and hasattr(w, "bind_push_arrays"):
+            send = self.links[0].send  # pushes computed in the send buffer: no copy
+            w.bind_push_arrays(send.precision, send.precision_mean)
         if self.resumed:
             # the worker goes on from its checkpoint, with the cavity of its last reply as
             # in the run that was not interrupted; the theta the server rebuilt from every
             # worker's last site is newer, and reaches it with its next reply
             w.in_flight = False
         else:
-            w.start(self._reply(recv_buf))
-        return send_buf, recv_buf
+            w.start(self._reply())
 
-    def exchange(self, push: Push, send_buf: Message, recv_buf: Message) -> Reply:
+    def exchange(self, push: Push) -> Reply:
         """Send ``push`` and wait for the server's reply (not yet applied to the worker)."""
         from mpi4py import MPI
 
-        sent = self._send_push(push, send_buf)
-        MPI.Request.Waitall(post_reply_receives(self.comm, recv_buf, 0))
-        sent.Wait()
-        return self._reply(recv_buf)
+        sent = self._send_push(push)
+        MPI.Request.Waitall(self._post_replies())
+        MPI.Request.Waitall(sent)
+        return self._reply()
 
     def run(self) -> dict[str, Any]:
         """Run all iterations; returns the worker's counters."""
         from mpi4py import MPI
 
         w = self.worker
-        send_buf, recv_buf = self.register()
+        self.register()
         if self.checkpoint is not None:  # a resumable state exists from the start
             self.checkpoint(w.state_dict())
         last_checkpoint = w.iteration
         pending: list[Any] | None = None  # the reply's receives
-        sent: Any = None  # the push's send
+        sent: list[Any] = []  # the push's sends
         t_start = time.perf_counter()
         fail_at = _injected_failure(w.worker)
         nan_at = _injected_failure(w.worker, "NAN")
@@ -588,29 +691,29 @@ class WorkerLoop:
             t0 = time.perf_counter()
             if pending is not None and _drain(pending):
                 pending = None
-                sent.Wait()  # the server has the push: its buffer is free for the next
-                w.receive(self._reply(recv_buf))
+                MPI.Request.Waitall(sent)  # the server has the push: its buffers are free
+                w.receive(self._reply())
             if push is not None:
                 # the push leaves without blocking (the server takes it when it polls);
-                # its reply arrives range by range while the worker goes on
-                sent = self._send_push(push, send_buf)
-                pending = post_reply_receives(self.comm, recv_buf, 0)
+                # its reply is drained while the worker goes on
+                sent = self._send_push(push)
+                pending = self._post_replies()
                 if self.synchronous:
                     MPI.Request.Waitall(pending)
                     pending = None
-                    sent.Wait()
-                    w.receive(self._reply(recv_buf))
+                    MPI.Request.Waitall(sent)
+                    w.receive(self._reply())
             self.comm_seconds += time.perf_counter() - t0
         t0 = time.perf_counter()
         if pending is not None:
             MPI.Request.Waitall(pending)
-            sent.Wait()
-            w.receive(self._reply(recv_buf))
-        w.receive(self.exchange(w.make_push(), send_buf, recv_buf))  # the last site
+            MPI.Request.Waitall(sent)
+            w.receive(self._reply())
+        w.receive(self.exchange(w.make_push()))  # the server gets the last site
         self.comm_seconds += time.perf_counter() - t0
         if self.checkpoint is not None:  # a write to disk, not communication
             self.checkpoint(w.state_dict())
-        self.done(send_buf)
+        self.done()
         if hasattr(w, "diagnostics"):  # the cross-chain R-hat/ESS since the last checkpoint
             w.diagnostics()
         return {
@@ -619,25 +722,33 @@ class WorkerLoop:
             "wall_seconds": time.perf_counter() - t_start,
         }
 
-    def done(self, send_buf: Message) -> None:
-        """Tell the server this worker has finished (a header-only message)."""
-        self._pack(send_buf, KIND_DONE, self.worker.worker, self.worker.version)
-        self.comm.Send(send_buf.mpi(), dest=0, tag=TAG)
+    def done(self) -> None:
+        """Tell every server rank this worker has finished (header-only messages)."""
+        for link in self.links:
+            self._pack(link.send, KIND_DONE, self.worker.worker, self.worker.version)
+            self.comm.Send(link.send.mpi(), dest=link.rank, tag=TAG)
 
-    def _send_push(self, push: Push, buf: Message) -> Any:
-        """Send ``push`` from ``buf`` without blocking; the request (wait on it before
-        ``buf`` is written again)."""
-        self._pack(
-            buf,
-            KIND_PUSH,
-            push.worker,
-            self.worker.version,
-            push.iteration,
-            push.version_seen,
-            precision=push.delta_precision,
-            precision_mean=push.delta_precision_mean,
-        )
-        return self.comm.Isend(buf.mpi(), dest=0, tag=TAG)
+    def _send_push(self, push: Push) -> list[Any]:
+        """Send ``push`` (each server rank its slice) without blocking; the requests (wait
+        on them before the send buffers are written again)."""
+        whole = len(self.links) == 1
+        sends = []
+        for link in self.links:
+            part = slice(None) if whole else slice(link.lo, link.hi)
+            self._pack(
+                link.send,
+                KIND_PUSH,
+                push.worker,
+                self.worker.version,
+                push.iteration,
+                push.version_seen,
+                precision=push.delta_precision[part] if not whole else push.delta_precision,
+                precision_mean=(
+                    push.delta_precision_mean[part] if not whole else push.delta_precision_mean
+                ),
+            )
+            sends.append(self.comm.Isend(link.send.mpi(), dest=link.rank, tag=TAG))
+        return sends
 
 
 def _drain(requests: list[Any]) -> bool:
