@@ -224,3 +224,33 @@ def test_synchronous_mpi_run_interrupted_and_resumed_equals_the_uninterrupted_ru
     assert min(want) in got and max(want) in got, (sorted(got), sorted(want))
     for version in sorted(set(got) & set(want)):
         assert got[version] == want[version], f"record of version {version}"
+
+
+def test_a_run_with_two_server_ranks_resumes_to_the_straight_posterior(tmp_path):
+    """Shard 0 checkpoints the whole server (gathered from both server ranks); on
+    ``--resume`` each server rank takes its slice of that file, and a synchronous run
+    stopped by a failing worker ends with the straight run's posterior, bitwise."""
+    cfg = tmp_path / "sync.toml"
+    cfg.write_text("[train]\nsynchronous = true\n")
+    common = ("--workers", "2", "--server-ranks", "2", "--config", str(cfg), "--backend",
+              "cpu", "-q", "--no-plot")  # fmt: skip
+    res = snep_train(4, tmp_path / "straight", *common, iterations=100)
+    assert res.returncode == 0, res.stderr
+    fail = {"SNEP_TEST_FAIL_WORKER": "1", "SNEP_TEST_FAIL_AT": "99"}
+    res = snep_train(4, tmp_path / "stopped", *common, iterations=100, **fail)
+    assert res.returncode != 0 and "injected failure at iteration 99" in res.stderr
+    run = tmp_path / "stopped" / "run"
+    with np.load(run / "checkpoints" / "server.npz") as f:  # the whole server's state
+        assert f["sites_precision"].shape[0] == 2 and list(f["last_iteration"]) == [50, 50]
+    res = subprocess.run(
+        [MPIEXEC, "-n", "4", sys.executable, "-m", "snep", "train", "--resume", str(run),
+         "--no-progress", "-q", "--no-plot"],
+        capture_output=True, text=True, timeout=240,
+        env={**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    with np.load(run / "posterior.npz") as a:
+        with np.load(tmp_path / "straight" / "run" / "posterior.npz") as b:
+            assert sorted(a.files) == sorted(b.files)
+            for key in b.files:
+                np.testing.assert_array_equal(a[key], b[key], err_msg=key)
