@@ -132,23 +132,6 @@ def _push(n: int, seed: int, iteration: int = 10) -> Push:
     return Push(0, iteration, d[0], d[1], 0)
 
 
-@pytest.mark.parametrize("average_from", [0, 10**9])
-def test_a_push_in_ranges_equals_the_push_whole_bitwise(average_from):
-    n = 1000
-    whole, ranged = _server(n, average_from), _server(n, average_from)
-    seen: list[tuple[int, int, int, bool]] = []
-    for k in range(3):  # the first averaged push starts the averages, the others update
-        a = whole.push(_push(n, k, iteration=10 + k))
-        b = ranged.push(_push(n, k, iteration=10 + k), on_range=lambda *r: seen.append(r), chunk=96)
-        np.testing.assert_array_equal(a.precision, b.precision)
-        np.testing.assert_array_equal(a.precision_mean, b.precision_mean)
-    for name, value in whole.state_dict().items():
-        np.testing.assert_array_equal(ranged.state_dict()[name], value, err_msg=name)
-    last = seen[-11:]  # ceil(1000 / 96) ranges, in order, covering every parameter
-    assert [r[:2] for r in last] == [(i, min(i + 96, n)) for i in range(0, n, 96)]
-    assert all(r[2] == 3 and r[3] for r in last)
-
-
 def test_a_rejected_push_leaves_the_state_and_replies_with_the_cavity():
     n = 300
     server = _server(n)

@@ -22,7 +22,6 @@ servers expose the point estimate as a degenerate Gaussian (``precision`` =
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -49,19 +48,6 @@ MOVING_RATE = 0.25
 #: A-SGD server's Adam constants (Kingma & Ba 2015)
 ASGD_ADAM = {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8}
 POINT_PRECISION = 1e12
-
-
-def _announce(
-    reply: Reply, on_range: Callable[[int, int, int, bool], None] | None, chunk: int
-) -> Reply:
-    """Call ``on_range`` over the reply's ranges, as :meth:`PosteriorServer.push` does (a
-    baseline computes its reply whole first)."""
-    if on_range is not None:
-        n = reply.precision.size
-        step = chunk if chunk > 0 else n
-        for i0 in range(0, n, step):
-            on_range(i0, min(i0 + step, n), reply.version, reply.accepted)
-    return reply
 
 
 class _PointServer:
@@ -135,16 +121,6 @@ class _PointServer:
             else:
                 self.average_mean += (self.center - self.average_mean) / self.average_count
 
-    def push(
-        self,
-        msg: Push,
-        out: tuple[np.ndarray, np.ndarray] | None = None,
-        on_range: Callable[[int, int, int, bool], None] | None = None,
-        chunk: int = 0,
-    ) -> Reply:
-        """The baseline's update; the reply as :meth:`PosteriorServer.push` gives it."""
-        return _announce(self._push(msg, out), on_range, chunk)
-
     staleness_report = PosteriorServer.staleness_report
 
     def stats(self) -> dict[str, float]:
@@ -176,7 +152,7 @@ class AsgdServer(_PointServer):
         t = config.train
         return cls(x0, n_workers, t.averaging_start, config.sampler.learning_rate, t.wire)
 
-    def _push(self, msg: Push, out: tuple[np.ndarray, np.ndarray] | None) -> Reply:
+    def push(self, msg: Push, out: tuple[np.ndarray, np.ndarray] | None = None) -> Reply:
         g = msg.delta_precision
         if not np.isfinite(g).all():
             self.rejected += 1
@@ -203,7 +179,7 @@ class EasgdServer(_PointServer):
         super().__init__(x0, n_workers, average_from, wire)
         self._before = np.empty_like(self.center)
 
-    def _push(self, msg: Push, out: tuple[np.ndarray, np.ndarray] | None) -> Reply:
+    def push(self, msg: Push, out: tuple[np.ndarray, np.ndarray] | None = None) -> Reply:
         x = msg.delta_precision
         if not np.isfinite(x).all():
             self.rejected += 1

@@ -15,7 +15,7 @@ per-push arithmetic is one fused pass (:mod:`snep.algorithm.exchange_kernels`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -145,69 +145,35 @@ class PosteriorServer:
         cavity(self.precision, self.precision_mean, site.precision, site.precision_mean, *out)
         return Reply(out[0], out[1], self.version, accepted)
 
-    def push(
-        self,
-        msg: Push,
-        out: tuple[np.ndarray, np.ndarray] | None = None,
-        on_range: Callable[[int, int, int, bool], None] | None = None,
-        chunk: int = 0,
-    ) -> Reply:
+    def push(self, msg: Push, out: tuple[np.ndarray, np.ndarray] | None = None) -> Reply:
         """Apply ``theta += Delta`` and reply with the worker's new cavity
         (:meth:`reply_to`'s ``out``); a non-finite delta is rejected and counted, and the
-        reply is the cavity the worker had.
-
-        With ``chunk > 0`` the pass goes over ``chunk`` parameters at a time and calls
-        ``on_range(i0, i1, version, accepted)`` once each range of ``out`` is final, so a
-        transport can send it while the next is computed (the numbers do not depend on
-        ``chunk``: the pass is elementwise).
-        """
+        reply is the cavity the worker had."""
         w = msg.worker
         self.staleness[w].append(self.version - msg.version_seen)
         out = self._reply_buffer(w) if out is None else out
-        accepted = delta_is_finite(msg.delta_precision, msg.delta_precision_mean)
-        averaging = accepted and msg.iteration >= self.average_from
-        if accepted:
-            self.version += 1
-            self.last_iteration[w] = msg.iteration
-            self.pushes[w] += 1
-        else:
+        site = self.sites[w]
+        state = (self.precision, self.precision_mean, site.precision, site.precision_mean)
+        if not delta_is_finite(msg.delta_precision, msg.delta_precision_mean):
             self.rejected += 1
+            cavity(*state, *out)
+            return Reply(out[0], out[1], self.version, False)
+        self.version += 1
+        self.last_iteration[w] = msg.iteration
+        self.pushes[w] += 1
+        pass_args = (*state, msg.delta_precision, msg.delta_precision_mean, *out)
+        averaging = msg.iteration >= self.average_from
         if averaging:
             self.average_count += 1
-        site = self.sites[w]
-        n = self.precision.size
-        step = chunk if chunk > 0 else n
-        for i0 in range(0, n, step):
-            r = slice(i0, min(i0 + step, n))
-            state = (self.precision[r], self.precision_mean[r], site.precision[r])
-            state += (site.precision_mean[r],)
-            if not accepted:
-                cavity(*state, out[0][r], out[1][r])
-            elif averaging and self.average_mean is not None:
-                # running means: avg += (x - avg) / count
-                apply_push_average(
-                    *state,
-                    msg.delta_precision[r],
-                    msg.delta_precision_mean[r],
-                    out[0][r],
-                    out[1][r],
-                    self.average_var[r],
-                    self.average_mean[r],
-                    1.0 / self.average_count,
-                )
-            else:
-                apply_push(
-                    *state,
-                    msg.delta_precision[r],
-                    msg.delta_precision_mean[r],
-                    out[0][r],
-                    out[1][r],
-                )
-            if on_range is not None:
-                on_range(r.start, r.stop, self.version, accepted)
+        if averaging and self.average_mean is not None:
+            # running means: avg += (x - avg) / count
+            weight = 1.0 / self.average_count
+            apply_push_average(*pass_args, self.average_var, self.average_mean, weight)
+        else:
+            apply_push(*pass_args)
         if averaging and self.average_mean is None:
             self.average_var, self.average_mean = start_average(self.precision, self.precision_mean)
-        return Reply(out[0], out[1], self.version, accepted)
+        return Reply(out[0], out[1], self.version)
 
     def staleness_report(self, wall_seconds: float) -> dict[str, Any]:
         """Per-worker staleness (mean and max versions behind at a push), syncs per second."""

@@ -53,7 +53,6 @@ __all__ = [
     "pack",
     "pack_header",
     "post_reply_receives",
-    "reply_ranges",
     "unpack_header",
 ]
 
@@ -95,41 +94,9 @@ class Message:
         return [self.raw, MPI.BYTE]
 
 
-#: parameters per range of a reply (0: the whole reply is one message).  With ranges,
-#: the server sends each range of the cavity as soon as its pass has written it, and a
-#: worker that waits for the reply receives it while the next range is computed; but
-#: each message of a reply costs the worker (and the server) one more round of MPI
-#: progress, which a worker that tests once per iteration pays in iterations of delay.
-#: Measured (bench/mpi_exchange.py, docs/architecture.md "The exchange"): ranges of
-#: 65,536 cut the waiting exchange by ~15% and tripled the asynchronous worker's time in
-#: the reply, so one message it is.
-REPLY_CHUNK = 0
-
-
-def reply_ranges(n_params: int) -> list[tuple[int, int]]:
-    """The parameter ranges a reply is sent in (both ends compute the same list)."""
-    step = REPLY_CHUNK if REPLY_CHUNK > 0 else n_params
-    return [(i, min(i + step, n_params)) for i in range(0, n_params, step)]
-
-
-def reply_parts(msg: Message, i0: int, i1: int) -> tuple[Any, Any]:
-    """The two payload views (precision, precision-mean) of parameters ``[i0, i1)``."""
-    return msg.precision[i0:i1], msg.precision_mean[i0:i1]
-
-
 def post_reply_receives(comm: Any, msg: Message, source: int) -> list[Any]:
-    """Receives of a reply into ``msg``: the whole message, or (with ranges) its header
-    then each range's two parts, in the order the server sends them (MPI matches the
-    messages between two ranks in order)."""
-    from mpi4py import MPI
-
-    if len(reply_ranges(msg.n_params)) == 1:
-        return [comm.Irecv(msg.mpi(), source=source, tag=TAG)]
-    reqs = [comm.Irecv([msg.raw[:HEADER_BYTES], MPI.BYTE], source=source, tag=TAG)]
-    for i0, i1 in reply_ranges(msg.n_params):
-        for part in reply_parts(msg, i0, i1):
-            reqs.append(comm.Irecv([part, MPI.BYTE], source=source, tag=TAG))
-    return reqs
+    """The receive of a reply into ``msg`` (a list, as :func:`_drain` takes it)."""
+    return [comm.Irecv(msg.mpi(), source=source, tag=TAG)]
 
 
 def pack_header(
@@ -237,12 +204,10 @@ class ServerLoop:
         resumed: bool = False,
         first_worker: int = 1,
         servers: Any = None,
-        gather_state: bool = False,
     ) -> None:
         self.comm = comm
         self.first_worker = first_worker
         self.servers = servers
-        self.gather_state = gather_state  # shards: send the whole state (checkpoints)
         self.synchronous = synchronous
         self.checkpoint = checkpoint  # receives the server's state at each evaluation
         self.resumed = resumed
@@ -290,36 +255,12 @@ class ServerLoop:
         out = self._message()
         for worker in range(self.n_workers):  # each worker's own cavity
             reply = self.server.reply_to(worker, out=(out.precision, out.precision_mean))
-            sends = []
-            for i0, i1 in reply_ranges(self.n_params):
-                sends += self._send_reply_range(out, worker, i0, i1, reply.version, True)
-            MPI.Request.Waitall(sends)
+            MPI.Request.Waitall([self._send_reply(out, worker, reply.version, True)])
 
-    def _send_reply_range(
-        self, out: Message, worker: int, i0: int, i1: int, version: int, accepted: bool
-    ) -> list[Any]:
-        """Send range ``[i0, i1)`` of the reply in ``out`` (the header with the first; the
-        whole message when the reply is one range); the requests."""
-        if len(reply_ranges(self.n_params)) == 1:
-            pack(out, KIND_REPLY, worker, version, accepted=accepted)
-            return [self.comm.Isend(out.mpi(), dest=worker + self.first_worker, tag=TAG)]
-        sends = [self._send_header(out, worker, version, accepted)] if i0 == 0 else []
-        return sends + self._send_range(out, worker, i0, i1)
-
-    def _send_header(self, out: Message, worker: int, version: int, accepted: bool) -> Any:
-        from mpi4py import MPI
-
+    def _send_reply(self, out: Message, worker: int, version: int, accepted: bool) -> Any:
+        """Send the reply in ``out`` (one message, header packed here); the request."""
         pack(out, KIND_REPLY, worker, version, accepted=accepted)
-        dest = worker + self.first_worker
-        return self.comm.Isend([out.raw[:HEADER_BYTES], MPI.BYTE], dest=dest, tag=TAG)
-
-    def _send_range(self, out: Message, worker: int, i0: int, i1: int) -> list[Any]:
-        from mpi4py import MPI
-
-        return [
-            self.comm.Isend([part, MPI.BYTE], dest=worker + self.first_worker, tag=TAG)
-            for part in reply_parts(out, i0, i1)
-        ]
+        return self.comm.Isend(out.mpi(), dest=worker + self.first_worker, tag=TAG)
 
     def run(self) -> None:
         """Serve pushes until every worker has sent ``done``."""
@@ -365,12 +306,14 @@ class ServerLoop:
                 recvs[idx] = MPI.REQUEST_NULL
                 continue
             # the previous reply to this worker has left its buffer (the worker received it
-            # before it pushed again); the server writes the new one there directly, and
-            # sends each range of it as soon as it is written (the header first)
+            # before it pushed again); the server's pass writes the new one there directly
             MPI.Request.Waitall(sends[idx])
             pushed_at[idx] = iteration
-            sends[idx] = self._serve(idx, msg, out[idx], iteration, seen)
-            reply = self._last_reply
+            reply = self.server.push(
+                Push(idx, iteration, msg.precision, msg.precision_mean, seen),
+                out=(out[idx].precision, out[idx].precision_mean),
+            )
+            sends[idx] = [self._send_reply(out[idx], idx, reply.version, reply.accepted)]
             if not reply.accepted:
                 sys.stderr.write(
                     f"snep: server rejected a push from worker {worker} at iteration "
@@ -409,21 +352,6 @@ class ServerLoop:
             self._evaluate_async(float(self.server.last_iteration.mean()), t_start).result()
         if self._pool is not None:
             self._pool.shutdown()
-
-    def _serve(self, idx: int, msg: Message, out: Message, iteration: int, seen: int) -> list:
-        """Apply worker ``idx``'s push; its reply leaves range by range (the requests)."""
-        sends: list[Any] = []
-
-        def send(i0: int, i1: int, version: int, accepted: bool) -> None:
-            sends.extend(self._send_reply_range(out, idx, i0, i1, version, accepted))
-
-        self._last_reply = self.server.push(
-            Push(idx, iteration, msg.precision, msg.precision_mean, seen),
-            out=(out.precision, out.precision_mean),
-            on_range=send,
-            chunk=reply_ranges(self.n_params)[0][1],
-        )
-        return sends
 
     def _gather_server(self) -> PosteriorServer | None:
         """Every shard's state to shard 0, which gets the whole server (others: None).
@@ -752,10 +680,10 @@ class WorkerLoop:
 
 
 def _drain(requests: list[Any]) -> bool:
-    """Complete what has arrived of a reply without waiting for the rest; True once every
-    request is complete.  One test call completes about one large message (each needs a
-    round trip of the MPI library's progress), so a reply sent in ranges is drained by
-    testing again while the last call completed something."""
+    """Complete what has arrived of a reply (one message per server rank) without waiting
+    for the rest; True once every request is complete.  One test call completes about one
+    large message (each needs a round of the MPI library's progress), so the requests are
+    tested again while the last call completed something."""
     from mpi4py import MPI
 
     while True:
