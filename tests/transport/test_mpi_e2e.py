@@ -159,19 +159,6 @@ def test_server_rank_count_errors_are_clear(tmp_path):
     assert "train.server_ranks = 2: the 'easgd' baseline's server is not split" in res.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a synchronous MPI run resumed with --resume loses an evaluation record "
-    "(posterior.npz is already bitwise the uninterrupted run's: the resumed worker keeps the "
-    "cavity of its last reply, python/snep/transport/mpi.py WorkerLoop.run). The server "
-    "writes server.npz in the evaluation thread (ServerLoop._record) before scoring the "
-    "record that goes to metrics.jsonl, so a job ended in between loses that record for "
-    "good: the resumed run starts after it (here the abort at iteration 99 usually comes "
-    "while the first, slow evaluation at 50 is still being scored). Writing the checkpoint "
-    "after the record needs a server checkpoint at the start and the record count in it "
-    "(to drop records made again, as in process). bytes_moved also restarts from 0 in the "
-    "resumed process (ServerLoop.__init__).",
-)
 def test_synchronous_mpi_run_interrupted_and_resumed_equals_the_uninterrupted_run(tmp_path):
     """Interrupted: rank 2 (worker 1) raises at its iteration 99 (SNEP_TEST_FAIL_*) and
     the job aborts; its checkpoints are the server's at the evaluation at iteration 50
@@ -183,6 +170,10 @@ def test_synchronous_mpi_run_interrupted_and_resumed_equals_the_uninterrupted_ru
     second thread; a due one is skipped while another is in flight), so records are
     matched by server version: the first evaluation (made before the interruption) and
     the final one must be in both runs, and records of the same version must agree.
+    The server writes its checkpoint after the record it belongs to, with the count of
+    records made and the bytes moved; a resumed run drops the records made after its
+    checkpoint (they are made again), so the abort can come while the first evaluation
+    is still being scored and no record is lost (it was, before this order).
     """
     cfg = tmp_path / "sync.toml"
     cfg.write_text("[train]\nsynchronous = true\n")

@@ -166,12 +166,18 @@ def _run_mpi(args: argparse.Namespace, config: Any) -> int:
             comm.Abort(2)
     run_dir = Path(comm.bcast(str(run_dir) if run_dir else "", root=0))
     checkpoints = run_dir / rundir.CHECKPOINTS_DIR
+    if resume and rank == 0:  # records made after the server's checkpoint are made again
+        from snep.transport.mpi import checkpoint_records
+
+        kept = checkpoint_records(checkpoints / "server.npz")
+        if kept is not None:
+            rundir.keep_metrics(run_dir, kept)
     if rank != 0:
         run_mpi(config, dataset, backend, checkpoint_dir=checkpoints, resume=resume)
         return 0
     t = config.train
     banner = (
-        f"snep: {t.method} over MPI: 1 server + {t.workers} worker rank(s), "
+        f"snep: {t.method} over MPI: {t.server_ranks} server + {t.workers} worker rank(s), "
         f"{t.iterations} iterations, data {dataset.name!r}"
     )
 

@@ -229,7 +229,7 @@ def _serve(
     """A server rank: the whole server (one server rank), or shard ``rank`` of
     ``server_ranks`` (:mod:`snep.transport.shards`; shard 0 evaluates and returns the
     result, the others None)."""
-    from snep.transport.mpi import ServerLoop
+    from snep.transport.mpi import BYTES_KEY, RECORDS_KEY, ServerLoop
     from snep.transport.shards import shard_bounds, slice_state
 
     config, dataset = setup.config, setup.dataset
@@ -252,12 +252,14 @@ def _serve(
         return {"epochs_per_worker": mean_iter * t.batch_size / dataset.n_train, **evaluator(srv)}
 
     t0 = time.perf_counter()
-    save = None
+    save, records, moved = None, 0, 0
     if checkpoint_dir is not None:
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
         path = _checkpoint_file(checkpoint_dir, "server.npz", resume)
         if resume:  # the whole server's file; a shard takes its slice
             state = _load_state(path)
+            records = int(state.pop(RECORDS_KEY, 0))
+            moved = int(state.pop(BYTES_KEY, 0))
             state = state if k == 1 else slice_state(state, lo, hi)
             server = PosteriorServer.from_state_dict(state, t.wire)
             server.set_average_from(t.averaging_start)  # the run's length may change
@@ -267,6 +269,7 @@ def _serve(
         comm, server, evaluate if shard == 0 else None, t.eval_every,
         callback if shard == 0 else None, t.synchronous, checkpoint=save,
         resumed=resume and checkpoint_dir is not None, first_worker=k, servers=servers,
+        records_before=records, bytes_before=moved,
     )  # fmt: skip
     loop.run()
     server = loop.server  # with several server ranks: the whole server on shard 0

@@ -50,12 +50,17 @@ __all__ = [
     "ProtocolError",
     "ServerLoop",
     "WorkerLoop",
+    "checkpoint_records",
     "pack",
     "pack_header",
     "post_reply_receives",
     "unpack_header",
 ]
 
+#: the keys of a server checkpoint that count the evaluation records made before it and
+#: the bytes the server had moved (a resumed run goes on counting from there)
+RECORDS_KEY = "records"
+BYTES_KEY = "bytes_moved"
 HEADER = 8  # int64 slots
 HEADER_BYTES = 8 * HEADER
 KIND_REGISTER, KIND_PUSH, KIND_REPLY, KIND_DONE = 1, 2, 3, 4
@@ -204,10 +209,13 @@ class ServerLoop:
         resumed: bool = False,
         first_worker: int = 1,
         servers: Any = None,
+        records_before: int = 0,
+        bytes_before: int = 0,
     ) -> None:
         self.comm = comm
         self.first_worker = first_worker
         self.servers = servers
+        self.records_before = records_before  # records a resumed run's directory keeps
         self.synchronous = synchronous
         self.checkpoint = checkpoint  # receives the server's state at each evaluation
         self.resumed = resumed
@@ -221,7 +229,7 @@ class ServerLoop:
         self._pool: Any = None
         self._evaluation: Future | None = None
         self.poll_interval = 1e-4  # seconds between polls when nothing has arrived
-        self.bytes_moved = 0
+        self.bytes_moved = bytes_before
         self.comm_seconds = 0.0
         self.wire = wire_dtype(getattr(server, "wire", "float64"))
 
@@ -267,6 +275,11 @@ class ServerLoop:
         from mpi4py import MPI
 
         self.register()
+        # a checkpoint from the start: a job ended before its first evaluation resumes too
+        whole = self._gather_server() if self.servers is not None else self.server
+        if self.checkpoint is not None and whole is not None:
+            state = {k: np.array(v) for k, v in whole.state_dict().items()}
+            self._save({**state, BYTES_KEY: np.array(self.bytes_moved, np.int64)})
         n, p = self.n_workers, self.n_params
         bufs = [self._message() for _ in range(n)]
         out = [self._message() for _ in range(n)]
@@ -369,6 +382,8 @@ class ServerLoop:
         from concurrent.futures import ThreadPoolExecutor
 
         snapshot = _Snapshot(server or self.server, with_state=self.checkpoint is not None)
+        if snapshot.state is not None:  # the count as of the snapshot, for a resume
+            snapshot.state[BYTES_KEY] = np.array(self.bytes_moved, np.int64)
         stats = {
             "iteration": mean_iter,
             "wall_seconds": time.perf_counter() - t_start,
@@ -381,12 +396,20 @@ class ServerLoop:
         return self._evaluation
 
     def _record(self, snapshot: _Snapshot, mean_iter: float, stats: dict[str, Any]) -> None:
-        if snapshot.state is not None:
-            self.checkpoint(snapshot.state)
+        """Score a snapshot, hand the record on, then checkpoint the snapshot's state with
+        the number of records made so far: a job ended between the record and its
+        checkpoint resumes from the checkpoint before, and the record is made again (the
+        run directory drops it first: :func:`checkpoint_records`), so none is lost."""
         rec = {**stats, **self.evaluate(snapshot, mean_iter), **snapshot.stats}
         self.history.append(rec)
         if self.callback is not None:
             self.callback(rec)
+        if snapshot.state is not None:
+            self._save(snapshot.state)
+
+    def _save(self, state: dict[str, np.ndarray]) -> None:
+        records = self.records_before + len(self.history)
+        self.checkpoint({**state, RECORDS_KEY: np.array(records, np.int64)})
 
 
 class _Snapshot:
@@ -677,6 +700,17 @@ class WorkerLoop:
             )
             sends.append(self.comm.Isend(link.send.mpi(), dest=link.rank, tag=TAG))
         return sends
+
+
+def checkpoint_records(path: Any) -> int | None:
+    """How many evaluation records the run had made when the server checkpoint ``path``
+    was written (None: no such file, or one written before the count was kept)."""
+    from pathlib import Path
+
+    if not Path(path).is_file():
+        return None
+    with np.load(path, allow_pickle=False) as f:
+        return int(f[RECORDS_KEY]) if RECORDS_KEY in f.files else None
 
 
 def _drain(requests: list[Any]) -> bool:
