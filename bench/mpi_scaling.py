@@ -4,9 +4,11 @@ worker's communication fraction, the staleness of its pushes and the server's sy
 second.
 
     python bench/mpi_scaling.py [--workers 1,2,4,8] [--iterations 300] [--wire float32]
+                                [--server-ranks 1]
 
-Each run is ``mpiexec -n N+1 snep train --data mnist --hidden 500,300 --workers N
---iterations I --eval-every I --preset paper`` (the paper's Adam-SGLD, one chain: the
+Each run is ``mpiexec -n N+K snep train --data mnist --hidden 500,300 --workers N
+--iterations I --eval-every I --preset paper --server-ranks K`` (K = 1 unless
+``--server-ranks``; the paper's Adam-SGLD, one chain: the
 cheapest iteration, so the largest communication fraction; the command is in the JSON),
 one BLAS/OpenMP thread per rank.  On a machine with fewer cores than
 ranks the ranks share the cores, so more workers means less CPU for each: the table
@@ -31,15 +33,16 @@ from pathlib import Path
 import numpy as np
 
 
-def run(n_workers: int, iterations: int, wire: str, root: Path) -> dict:
+def run(n_workers: int, iterations: int, wire: str, root: Path, server_ranks: int = 1) -> dict:
     mpiexec = shutil.which("mpiexec")
     if mpiexec is None:
         raise SystemExit("mpi_scaling: mpiexec not found (pip install -e '.[mpi]')")
     cmd = [
-        mpiexec, "-n", str(n_workers + 1), sys.executable, "-m", "snep", "train",
+        mpiexec, "-n", str(n_workers + server_ranks), sys.executable, "-m", "snep", "train",
         "--data", "mnist", "--hidden", "500,300", "--workers", str(n_workers),
         "--iterations", str(iterations), "--eval-every", str(iterations),
         "--preset", "paper", "--set", f"train.wire={wire}", "--threads", "1",
+        "--server-ranks", str(server_ranks),
         "--out", str(root), "--name", f"n{n_workers}", "--no-progress", "-q", "--no-plot",
     ]  # fmt: skip
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
@@ -51,8 +54,9 @@ def run(n_workers: int, iterations: int, wire: str, root: Path) -> dict:
     comm = [w["comm_seconds"] / w["wall_seconds"] for w in workers]
     return {
         "workers": n_workers,
-        "ranks": n_workers + 1,
-        "ranks_le_cores": n_workers + 1 <= (os.cpu_count() or 1),
+        "server_ranks": server_ranks,
+        "ranks": n_workers + server_ranks,
+        "ranks_le_cores": n_workers + server_ranks <= (os.cpu_count() or 1),
         "wall_seconds_server": stats["wall_seconds"],
         "worker_wall_seconds": [w["wall_seconds"] for w in workers],
         "worker_comm_fraction": comm,
@@ -65,7 +69,7 @@ def run(n_workers: int, iterations: int, wire: str, root: Path) -> dict:
         "server_comm_seconds": stats["server_comm_seconds"],
         "final_mean_error": summary["final"].get("mean_error"),
         "final_bma_error": summary["final"].get("bma_error"),
-        "command": " ".join(["mpiexec", "-n", str(n_workers + 1), "snep", *cmd[6:]]),
+        "command": " ".join(["mpiexec", "-n", str(n_workers + server_ranks), "snep", *cmd[6:]]),
     }
 
 
@@ -74,11 +78,12 @@ def main() -> None:
     ap.add_argument("--workers", default="1,2,4,8")
     ap.add_argument("--iterations", type=int, default=300)
     ap.add_argument("--wire", default="float32", choices=("float32", "float64"))
+    ap.add_argument("--server-ranks", type=int, default=1, help="the server split over K ranks")
     args = ap.parse_args()
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in (int(v) for v in args.workers.split(",")):
-            runs.append(run(n, args.iterations, args.wire, Path(tmp)))
+            runs.append(run(n, args.iterations, args.wire, Path(tmp), args.server_ranks))
             r = runs[-1]
             print(
                 f"{n} workers: comm fraction max {r['worker_comm_fraction_max']:.3f}, "

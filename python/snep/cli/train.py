@@ -1,11 +1,12 @@
 """``snep train``: train a posterior (or a baseline) and write a run directory.
 
-In this process, or under ``mpiexec -n N+1`` as one server rank and ``N`` worker ranks
-(:mod:`snep.transport.launch`).  The configuration is layered by
-:func:`snep.config.resolve` (defaults < method preset < the data set's preset < the
-``--config`` file < flags < ``--set``); the run length (``--epochs``) is resolved once
-the data are loaded, before ``config.toml`` is written.  ``--threads`` is applied before
-NumPy and Numba are imported (docs/method.md §3, Threads).
+In this process, or under ``mpiexec -n N+K`` as ``K`` server ranks (one by default,
+``--server-ranks``) and ``N`` worker ranks (:mod:`snep.transport.launch`).  The
+configuration is layered by :func:`snep.config.resolve` (defaults < method preset < the
+data set's preset < the ``--config`` file < flags < ``--set``); the run length
+(``--epochs``) is resolved once the data are loaded, before ``config.toml`` is written.
+``--threads`` is applied before NumPy and Numba are imported (docs/method.md §3,
+Threads).
 """
 
 from __future__ import annotations

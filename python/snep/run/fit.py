@@ -57,8 +57,9 @@ def fit(
     -------
     FitResult or None
         The posterior, the metrics history and counters.  Under ``mpiexec`` (more
-        than one rank) the run is one server rank and ``train.workers`` worker ranks:
-        rank 0 returns the result, the worker ranks ``None``.
+        than one rank) the run is ``train.server_ranks`` server ranks (one by default)
+        and ``train.workers`` worker ranks: rank 0 returns the result, the others
+        ``None``.
     """
     if model is not None:
         data = as_model_data(data)
