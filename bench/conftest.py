@@ -6,7 +6,7 @@ Options (see bench/README.md):
     Threads of the worker-iteration suite (BLAS via threadpoolctl, PyTorch, the snep
     fused pass); default 1.  ``2`` uses both cores; ``1,2`` runs both.
 ``--bench-large``
-    Adds bigger sizes: batch 1000, and 8 chains (also 8 chains in the fused pass).
+    Adds bigger sizes: batch 1000, and 4 and 8 chains (also 8 chains in the fused pass).
 ``--bench-summary-json PATH``
     Where to write the compact summary; default
     ``bench/results/<suite>-<timestamp>.json``.
@@ -32,7 +32,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 #: (chains, batch) of the worker-iteration suite
 DEFAULT_SIZES = [(1, 100)]
-LARGE_SIZES = [(1, 1000), (8, 100)]
+LARGE_SIZES = [(1, 1000), (4, 100), (8, 100)]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -127,7 +127,7 @@ def test_snep_iteration(benchmark, spec, shard, sampler, size, threads):
 
 
 def test_snep_sync(benchmark, spec, shard, size, threads):
-    """The sync alone: make_push, PosteriorServer.push (float64) and receive (cavity, shift)."""
+    """The sync alone: make_push, PosteriorServer.push (train.wire) and receive (cavity, shift)."""
     chains, batch = size
     if chains != 1:
         pytest.skip("a SnepWorker holds one chain")
