@@ -60,3 +60,22 @@ def test_checkpoint_file_round_trip_and_errors(digits, tmp_path):
     np.savez(tmp_path / "other.npz", a=np.zeros(2))
     with pytest.raises(DataError, match="not a snep checkpoint"):
         load_checkpoint(tmp_path / "other.npz")
+
+
+def test_a_checkpoint_from_before_cavity_replies_with_replies_in_flight_is_refused(digits):
+    """Replies in flight were theta before 2026-11-30 and are cavities since: a checkpoint
+    of that time (no ``train.wire`` in its config) holding such replies cannot resume."""
+    import json
+
+    cfg = config(reply_delay=10.0, speeds=(1.0, 1.0, 3.0))  # replies still queued at evals
+    args = simulate_args(cfg, digits, get_backend("cpu"))
+    states: list[dict[str, np.ndarray]] = []
+    simulate(*args, checkpoint=lambda s: states.append({k: np.array(v) for k, v in s.items()}))
+    queued = next(s for s in states if np.any(s["runner.events"][:, 2] == 0))  # a reply queued
+    state = dict(queued)
+    old = json.loads(bytes(state["runner.config"]).decode())
+    del old["train"]["wire"]
+    state["runner.config"] = np.frombuffer(json.dumps(old).encode(), np.uint8)
+    with pytest.raises(ConfigError, match="before replies carried the worker's cavity"):
+        simulate(*args, resume=state)
+    simulate(*args, resume=queued)  # the same checkpoint as written today resumes

@@ -305,8 +305,16 @@ def _events_state(events: list[tuple[float, int, int, int, Any]]) -> dict[str, n
 
 
 def _restore(resume: Mapping[str, np.ndarray], workers: list[SnepWorker], config: Config):
+    raw = json.loads(bytes(resume["runner.config"]).decode())
+    in_flight = any(int(kind) == REPLY for kind in resume["runner.events"][:, 2])
+    if "wire" not in raw.get("train", {}) and in_flight:
+        raise ConfigError(
+            "the checkpoint was written before replies carried the worker's cavity "
+            "(train.wire, 2026-11-30) and holds replies in flight (train.reply_delay > 0), "
+            "which were theta then: it cannot be resumed; start the run again"
+        )
     # through Config: keys added to snep since the checkpoint take their defaults
-    saved = Config.from_dict(json.loads(bytes(resume["runner.config"]).decode())).to_dict()
+    saved = Config.from_dict(raw).to_dict()
     current = config.to_dict()
     for d in (saved, current):  # what may change between a run and its resumption
         # threads: a machine setting (a different BLAS split may change the last bits)
