@@ -30,6 +30,51 @@ def snep_train(
     return subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
 
 
+def sync_config(tmp_path) -> str:
+    """A config file that makes the MPI server take pushes in worker order."""
+    cfg = tmp_path / "sync.toml"
+    cfg.write_text("[train]\nsynchronous = true\n")
+    return str(cfg)
+
+
+def train_in_process(tmp_path, *flags: str, name: str = "inproc") -> None:
+    """The run :func:`snep_train` makes, with ``flags``, in this process."""
+    from snep.cli import main
+
+    argv = ["train", *flags, "--iterations", "150", "--eval-every", "50", "--hidden", "16",
+            "--out", str(tmp_path), "--name", name, "--no-progress", "-q"]  # fmt: skip
+    assert main(argv) == 0
+
+
+def assert_same_posterior(got, want) -> None:
+    """Every array of two run directories' ``posterior.npz`` equal, bit for bit."""
+    with np.load(got / "posterior.npz") as a, np.load(want / "posterior.npz") as b:
+        assert sorted(a.files) == sorted(b.files)
+        for key in b.files:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def stop_at_99(tmp_path, n_ranks: int, *common: str):
+    """A straight 100-iteration run, and the same run stopped by worker 1 raising at its
+    iteration 99; returns the stopped run's directory (to check, then resume)."""
+    res = snep_train(n_ranks, tmp_path / "straight", *common, iterations=100)
+    assert res.returncode == 0, res.stderr
+    fail = {"SNEP_TEST_FAIL_WORKER": "1", "SNEP_TEST_FAIL_AT": "99"}
+    res = snep_train(n_ranks, tmp_path / "stopped", *common, iterations=100, **fail)
+    assert res.returncode != 0 and "injected failure at iteration 99" in res.stderr
+    return tmp_path / "stopped" / "run"
+
+
+def resume(run, n_ranks: int) -> None:
+    res = subprocess.run(
+        [MPIEXEC, "-n", str(n_ranks), sys.executable, "-m", "snep", "train", "--resume",
+         str(run), "--no-progress", "-q", "--no-plot"],
+        capture_output=True, text=True, timeout=240,
+        env={**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+
+
 def test_server_and_three_workers_learn_and_write_the_run_directory(tmp_path):
     res = snep_train(4, tmp_path, "--workers", "3")
     assert res.returncode == 0, res.stderr
@@ -73,58 +118,30 @@ def test_baselines_run_over_the_same_transport(tmp_path, method):
     assert summary["stats"]["transport"] == "mpi"
     assert all(w["pushes"] >= 2 for w in summary["stats"]["workers"])
     assert summary["final"]["mean_error"] < 0.75
-    sync = tmp_path / "sync.toml"
-    sync.write_text("[train]\nsynchronous = true\n")
-    res = snep_train(3, tmp_path, *flags, "--config", str(sync), "--name", "mpi-sync")
+    sync = ("--config", sync_config(tmp_path))
+    res = snep_train(3, tmp_path, *flags, *sync, "--name", "mpi-sync")
     assert res.returncode == 0, res.stderr
-    from snep.cli import main
-
-    argv = ["train", *flags, "--iterations", "150", "--eval-every", "50", "--hidden", "16",
-            "--out", str(tmp_path), "--name", "inproc", "--no-progress", "-q",
-            "--config", str(sync)]  # fmt: skip
-    assert main(argv) == 0
-    with np.load(tmp_path / "mpi-sync" / "posterior.npz") as got:
-        with np.load(tmp_path / "inproc" / "posterior.npz") as want:
-            for name in want.files:
-                np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    train_in_process(tmp_path, *flags, *sync)
+    assert_same_posterior(tmp_path / "mpi-sync", tmp_path / "inproc")
 
 
 def test_synchronous_mpi_run_equals_the_in_process_run_bitwise(tmp_path):
-    cfg = tmp_path / "sync.toml"
-    cfg.write_text("[train]\nsynchronous = true\n")
-    res = snep_train(4, tmp_path, "--workers", "3", "--config", str(cfg))
+    flags = ("--workers", "3", "--config", sync_config(tmp_path))
+    res = snep_train(4, tmp_path, *flags)
     assert res.returncode == 0, res.stderr
-    from snep.cli import main
-
-    argv = ["train", "--workers", "3", "--config", str(cfg), "--iterations", "150",
-            "--eval-every", "50", "--hidden", "16",
-            "--out", str(tmp_path), "--name", "inproc", "--no-progress", "-q"]  # fmt: skip
-    assert main(argv) == 0
-    with np.load(tmp_path / "run" / "posterior.npz") as a:
-        with np.load(tmp_path / "inproc" / "posterior.npz") as b:
-            np.testing.assert_array_equal(a["precision"], b["precision"])
-            np.testing.assert_array_equal(a["precision_mean"], b["precision_mean"])
+    train_in_process(tmp_path, *flags)
+    assert_same_posterior(tmp_path / "run", tmp_path / "inproc")
 
 
 def test_a_server_split_over_ranks_gives_the_one_server_run_bitwise(tmp_path):
     """``--server-ranks 2``: two server ranks each serve half of the parameters (the
     server's maths is elementwise), so a synchronous run equals the in-process run bitwise:
     posterior, running averages and every evaluation record's metrics."""
-    cfg = tmp_path / "sync.toml"
-    cfg.write_text("[train]\nsynchronous = true\n")
-    res = snep_train(4, tmp_path, "--workers", "2", "--server-ranks", "2", "--config", str(cfg))
+    sync = ("--workers", "2", "--config", sync_config(tmp_path))
+    res = snep_train(4, tmp_path, *sync, "--server-ranks", "2")
     assert res.returncode == 0, res.stderr
-    from snep.cli import main
-
-    argv = ["train", "--workers", "2", "--config", str(cfg), "--iterations", "150",
-            "--eval-every", "50", "--hidden", "16",
-            "--out", str(tmp_path), "--name", "inproc", "--no-progress", "-q"]  # fmt: skip
-    assert main(argv) == 0
-    with np.load(tmp_path / "run" / "posterior.npz") as a:
-        with np.load(tmp_path / "inproc" / "posterior.npz") as b:
-            assert set(a.files) == set(b.files)
-            for name in b.files:
-                np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    train_in_process(tmp_path, *sync)
+    assert_same_posterior(tmp_path / "run", tmp_path / "inproc")
     records = [
         [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
         for name in ("run", "inproc")
@@ -175,33 +192,17 @@ def test_synchronous_mpi_run_interrupted_and_resumed_equals_the_uninterrupted_ru
     checkpoint (they are made again), so the abort can come while the first evaluation
     is still being scored and no record is lost (it was, before this order).
     """
-    cfg = tmp_path / "sync.toml"
-    cfg.write_text("[train]\nsynchronous = true\n")
-    common = ("--workers", "3", "--config", str(cfg), "--backend", "cpu", "-q", "--no-plot")
-    res = snep_train(4, tmp_path / "straight", *common, iterations=100)
-    assert res.returncode == 0, res.stderr
-    fail = {"SNEP_TEST_FAIL_WORKER": "1", "SNEP_TEST_FAIL_AT": "99"}
-    res = snep_train(4, tmp_path / "stopped", *common, iterations=100, **fail)
-    assert res.returncode != 0 and "injected failure at iteration 99" in res.stderr
-    run = tmp_path / "stopped" / "run"
+    common = ("--workers", "3", "--config", sync_config(tmp_path), "--backend", "cpu", "-q",
+              "--no-plot")  # fmt: skip
+    run = stop_at_99(tmp_path, 4, *common)
     with np.load(run / "checkpoints" / "server.npz") as f:
         assert list(f["last_iteration"]) == [50, 50, 50]
     for w in range(3):
         with np.load(run / "checkpoints" / f"worker-{w}.npz") as f:
             assert int(f["counters"][0]) == 51
-    res = subprocess.run(
-        [MPIEXEC, "-n", "4", sys.executable, "-m", "snep", "train", "--resume", str(run),
-         "--no-progress", "-q", "--no-plot"],
-        capture_output=True, text=True, timeout=240,
-        env={**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"},
-    )  # fmt: skip
-    assert res.returncode == 0, res.stderr
-
+    resume(run, 4)
     straight = tmp_path / "straight" / "run"
-    with np.load(run / "posterior.npz") as a, np.load(straight / "posterior.npz") as b:
-        assert sorted(a.files) == sorted(b.files)
-        for key in b.files:
-            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    assert_same_posterior(run, straight)
     wall_clock = ("wall_seconds", "server_comm_seconds")
 
     def by_version(path):
@@ -221,27 +222,10 @@ def test_a_run_with_two_server_ranks_resumes_to_the_straight_posterior(tmp_path)
     """Shard 0 checkpoints the whole server (gathered from both server ranks); on
     ``--resume`` each server rank takes its slice of that file, and a synchronous run
     stopped by a failing worker ends with the straight run's posterior, bitwise."""
-    cfg = tmp_path / "sync.toml"
-    cfg.write_text("[train]\nsynchronous = true\n")
-    common = ("--workers", "2", "--server-ranks", "2", "--config", str(cfg), "--backend",
-              "cpu", "-q", "--no-plot")  # fmt: skip
-    res = snep_train(4, tmp_path / "straight", *common, iterations=100)
-    assert res.returncode == 0, res.stderr
-    fail = {"SNEP_TEST_FAIL_WORKER": "1", "SNEP_TEST_FAIL_AT": "99"}
-    res = snep_train(4, tmp_path / "stopped", *common, iterations=100, **fail)
-    assert res.returncode != 0 and "injected failure at iteration 99" in res.stderr
-    run = tmp_path / "stopped" / "run"
+    common = ("--workers", "2", "--server-ranks", "2", "--config", sync_config(tmp_path),
+              "--backend", "cpu", "-q", "--no-plot")  # fmt: skip
+    run = stop_at_99(tmp_path, 4, *common)
     with np.load(run / "checkpoints" / "server.npz") as f:  # the whole server's state
         assert f["sites_precision"].shape[0] == 2 and list(f["last_iteration"]) == [50, 50]
-    res = subprocess.run(
-        [MPIEXEC, "-n", "4", sys.executable, "-m", "snep", "train", "--resume", str(run),
-         "--no-progress", "-q", "--no-plot"],
-        capture_output=True, text=True, timeout=240,
-        env={**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"},
-    )  # fmt: skip
-    assert res.returncode == 0, res.stderr
-    with np.load(run / "posterior.npz") as a:
-        with np.load(tmp_path / "straight" / "run" / "posterior.npz") as b:
-            assert sorted(a.files) == sorted(b.files)
-            for key in b.files:
-                np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    resume(run, 4)
+    assert_same_posterior(run, tmp_path / "straight" / "run")

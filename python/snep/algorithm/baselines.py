@@ -91,9 +91,6 @@ class _PointServer:
         self.registered_workers.add(worker)
         return len(self.registered_workers) == self.n_workers
 
-    def theta(self) -> DiagGaussian:
-        return DiagGaussian(self.precision, self.precision_mean)
-
     def reply_to(
         self,
         worker: int,

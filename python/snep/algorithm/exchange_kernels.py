@@ -71,6 +71,34 @@ def delta_is_finite(d_prec: np.ndarray, d_pm: np.ndarray) -> bool:
     return True
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _push_one(
+    i: int,
+    theta_prec: np.ndarray,
+    theta_pm: np.ndarray,
+    site_prec: np.ndarray,
+    site_pm: np.ndarray,
+    d_prec: np.ndarray,
+    d_pm: np.ndarray,
+    cav_prec: np.ndarray,
+    cav_pm: np.ndarray,
+) -> tuple[float, float]:
+    """Parameter ``i`` of :func:`apply_push`; its new ``(theta_prec, theta_pm)``."""
+    dp = np.float64(d_prec[i])
+    dm = np.float64(d_pm[i])
+    tp = theta_prec[i] + dp
+    tm = theta_pm[i] + dm
+    sp = site_prec[i] + dp
+    sm = site_pm[i] + dm
+    theta_prec[i] = tp
+    theta_pm[i] = tm
+    site_prec[i] = sp
+    site_pm[i] = sm
+    cav_prec[i] = tp - sp
+    cav_pm[i] = tm - sm
+    return tp, tm
+
+
 @numba.njit(cache=True, nogil=True)
 def apply_push(
     theta_prec: np.ndarray,
@@ -89,18 +117,7 @@ def apply_push(
     exactly).
     """
     for i in range(theta_prec.size):
-        dp = np.float64(d_prec[i])
-        dm = np.float64(d_pm[i])
-        tp = theta_prec[i] + dp
-        tm = theta_pm[i] + dm
-        sp = site_prec[i] + dp
-        sm = site_pm[i] + dm
-        theta_prec[i] = tp
-        theta_pm[i] = tm
-        site_prec[i] = sp
-        site_pm[i] = sm
-        cav_prec[i] = tp - sp
-        cav_pm[i] = tm - sm
+        _push_one(i, theta_prec, theta_pm, site_prec, site_pm, d_prec, d_pm, cav_prec, cav_pm)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -121,18 +138,9 @@ def apply_push_average(
     ``avg_var += (v - avg_var) w``, ``avg_mean += (theta_pm v - avg_mean) w`` with
     ``v = 1/theta_prec`` (float64; ``w`` = 1 / the number of averaged pushes)."""
     for i in range(theta_prec.size):
-        dp = np.float64(d_prec[i])
-        dm = np.float64(d_pm[i])
-        tp = theta_prec[i] + dp
-        tm = theta_pm[i] + dm
-        sp = site_prec[i] + dp
-        sm = site_pm[i] + dm
-        theta_prec[i] = tp
-        theta_pm[i] = tm
-        site_prec[i] = sp
-        site_pm[i] = sm
-        cav_prec[i] = tp - sp
-        cav_pm[i] = tm - sm
+        tp, tm = _push_one(
+            i, theta_prec, theta_pm, site_prec, site_pm, d_prec, d_pm, cav_prec, cav_pm
+        )
         var = 1.0 / tp  # one division: the mean is tm * var, as start_average has it
         v = avg_var[i]
         avg_var[i] = v + (var - v) * weight

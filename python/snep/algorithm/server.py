@@ -124,10 +124,6 @@ class PosteriorServer:
             self.precision += g.precision
             self.precision_mean += g.precision_mean
 
-    def theta(self) -> DiagGaussian:
-        """The current global natural parameters (views; copy to keep)."""
-        return DiagGaussian(self.precision, self.precision_mean)
-
     def _reply_buffer(self, worker: int) -> tuple[np.ndarray, np.ndarray]:
         if worker not in self._replies:
             dtype, p = wire_dtype(self.wire), self.precision.size
@@ -151,17 +147,18 @@ class PosteriorServer:
         reply is the cavity the worker had."""
         w = msg.worker
         self.staleness[w].append(self.version - msg.version_seen)
-        out = self._reply_buffer(w) if out is None else out
-        site = self.sites[w]
-        state = (self.precision, self.precision_mean, site.precision, site.precision_mean)
         if not delta_is_finite(msg.delta_precision, msg.delta_precision_mean):
             self.rejected += 1
-            cavity(*state, *out)
-            return Reply(out[0], out[1], self.version, False)
+            return self.reply_to(w, out, accepted=False)
+        out = self._reply_buffer(w) if out is None else out
+        site = self.sites[w]
         self.version += 1
         self.last_iteration[w] = msg.iteration
         self.pushes[w] += 1
-        pass_args = (*state, msg.delta_precision, msg.delta_precision_mean, *out)
+        pass_args = (
+            self.precision, self.precision_mean, site.precision, site.precision_mean,
+            msg.delta_precision, msg.delta_precision_mean, *out,
+        )  # fmt: skip
         averaging = msg.iteration >= self.average_from
         if averaging:
             self.average_count += 1

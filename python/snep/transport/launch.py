@@ -28,7 +28,7 @@ from snep.errors import ConfigError, DataError
 from snep.io import save_npz
 from snep.maths.family import DiagGaussian
 from snep.run.fit import blas_threads, check_backend
-from snep.run.setup import FitResult, RunSetup
+from snep.run.setup import FitResult, RunSetup, make_server
 from snep.transport.env import mpi_world_size
 from snep.transport.inprocess import Callback
 
@@ -236,16 +236,13 @@ def _serve(
     t = config.train
     shard, k = comm.Get_rank(), t.server_ranks
     lo, hi = shard_bounds(setup.spec.size, k)[shard]
-    if k == 1:
-        server = setup.make_server()
-    else:  # this shard's slice of the prior
-        prior = setup.prior()
-        server = PosteriorServer(
-            DiagGaussian(prior.precision[lo:hi], prior.precision_mean[lo:hi]),
-            t.workers,
-            t.averaging_start,
-            t.wire,
-        )
+    prior = setup.prior()  # this server rank's slice of it (all of it with one)
+    server = make_server(
+        config,
+        DiagGaussian(prior.precision[lo:hi], prior.precision_mean[lo:hi]),
+        setup.initial_position()[lo:hi],
+        t.workers,
+    )
     evaluator = setup.evaluator() if shard == 0 else None
 
     def evaluate(srv: PosteriorServer, mean_iter: float) -> dict[str, Any]:

@@ -53,7 +53,6 @@ __all__ = [
     "checkpoint_records",
     "pack",
     "pack_header",
-    "post_reply_receives",
     "unpack_header",
 ]
 
@@ -99,11 +98,6 @@ class Message:
         return [self.raw, MPI.BYTE]
 
 
-def post_reply_receives(comm: Any, msg: Message, source: int) -> list[Any]:
-    """The receive of a reply into ``msg`` (a list, as :func:`_drain` takes it)."""
-    return [comm.Irecv(msg.mpi(), source=source, tag=TAG)]
-
-
 def pack_header(
     kind: int,
     worker: int,
@@ -115,11 +109,15 @@ def pack_header(
     accepted: bool = True,
 ) -> np.ndarray:
     """A host header: ``[kind, worker, version, n_params, iteration, version_seen,
-    accepted, itemsize]`` (the payload's bytes per value, 0 for a header-only message)."""
+    accepted, itemsize]`` (``itemsize``: the payload's bytes per value)."""
     return np.array(
         (kind, worker, version, n_params, iteration, version_seen, int(accepted), itemsize),
         np.int64,
     )
+
+
+def _copy_host(dst: np.ndarray, src: np.ndarray) -> None:
+    np.copyto(dst, src, casting="same_kind")
 
 
 def pack(
@@ -132,17 +130,21 @@ def pack(
     accepted: bool = True,
     precision: np.ndarray | None = None,
     precision_mean: np.ndarray | None = None,
+    put: Callable[[Any, Any], None] = _copy_host,
 ) -> Message:
-    """Write a host message (header, and the payload unless it is already there) and
-    return it.  A payload array that is the message's own view is not copied."""
-    msg.header[...] = pack_header(
+    """Write a message (header, and the payload unless it is already there) and return
+    it.  A payload array that is the message's own view is not copied.  ``put(dst, src)``
+    writes a host array into one of the message's (a device message: a copy to the
+    device)."""
+    header = pack_header(
         kind, worker, version, msg.n_params, msg.dtype.itemsize, iteration, version_seen,
         accepted,
     )  # fmt: skip
+    put(msg.header, header)
     if precision is not None:
         for dst, src in ((msg.precision, precision), (msg.precision_mean, precision_mean)):
             if src is not dst:
-                np.copyto(dst, src, casting="same_kind")
+                put(dst, src)
     return msg
 
 
@@ -231,7 +233,7 @@ class ServerLoop:
         self.poll_interval = 1e-4  # seconds between polls when nothing has arrived
         self.bytes_moved = bytes_before
         self.comm_seconds = 0.0
-        self.wire = wire_dtype(getattr(server, "wire", "float64"))
+        self.wire = wire_dtype(server.wire)
 
     def _message(self) -> Message:
         return Message(self.n_params, self.wire)
@@ -263,7 +265,7 @@ class ServerLoop:
         out = self._message()
         for worker in range(self.n_workers):  # each worker's own cavity
             reply = self.server.reply_to(worker, out=(out.precision, out.precision_mean))
-            MPI.Request.Waitall([self._send_reply(out, worker, reply.version, True)])
+            self._send_reply(out, worker, reply.version, True).Wait()
 
     def _send_reply(self, out: Message, worker: int, version: int, accepted: bool) -> Any:
         """Send the reply in ``out`` (one message, header packed here); the request."""
@@ -471,7 +473,6 @@ class WorkerLoop:
         self.slowdown = slowdown  # > 1: sleep (slowdown - 1) x each iteration's compute time
         self.n_params = worker.arrays.x.shape[1]
         self.comm_seconds = 0.0
-        self.versions_behind: list[int] = []
         # CUDA-aware MPI (train.cuda_aware_mpi): the message buffers live on the device
         self.device = bool(getattr(worker, "device_messages", False))
         self.wire = wire_dtype(worker.config.train.wire)
@@ -502,23 +503,21 @@ class WorkerLoop:
         streams.  Every receive into the reply buffer is posted after such a send, so
         this wait also lets the kernels that read the previous reply in that buffer finish
         before MPI overwrites it."""
-        if not self.device:
-            return pack(
-                msg, kind, worker, version, iteration, version_seen,
-                precision=precision, precision_mean=precision_mean,
-            )  # fmt: skip
-        from snep.backends.base import to_device
+        put = _copy_host
+        if self.device:
+            from snep.backends.base import to_device
 
-        backend = self.worker.backend
-        host = pack_header(
-            kind, worker, version, msg.n_params, msg.dtype.itemsize, iteration, version_seen
-        )
-        msg.header[...] = to_device(backend, host, np.int64)
-        if precision is not None:
-            for dst, src in ((msg.precision, precision), (msg.precision_mean, precision_mean)):
-                if src is not dst:
-                    dst[...] = to_device(backend, src, msg.dtype)
-        backend.synchronize()
+            backend = self.worker.backend
+
+            def put(dst: Any, src: Any) -> None:
+                dst[...] = to_device(backend, src, dst.dtype)
+
+        pack(
+            msg, kind, worker, version, iteration, version_seen,
+            precision=precision, precision_mean=precision_mean, put=put,
+        )  # fmt: skip
+        if self.device:
+            self.worker.backend.synchronize()
         return msg
 
     def _header(self, msg: Message) -> tuple[int, bool]:
@@ -557,9 +556,7 @@ class WorkerLoop:
         return Reply(prec, pm, version, True)
 
     def _post_replies(self) -> list[Any]:
-        return [
-            r for link in self.links for r in post_reply_receives(self.comm, link.recv, link.rank)
-        ]
+        return [self.comm.Irecv(link.recv.mpi(), source=link.rank, tag=TAG) for link in self.links]
 
     def register(self) -> None:
         """Send this worker's site (each server rank its slice), take the registration
