@@ -131,6 +131,12 @@ MNIST_T_VAL = (
     "--eval-every", "500", "--validation", "0.1",
 )  # fmt: skip
 
+#: The same network and split, for run lengths and baselines (the workers per arm).
+MNIST_LENGTH_VAL = (
+    "--preset", "default", "--data", "mnist", "--hidden", "100", "--eval-every", "500",
+    "--validation", "0.1",
+)  # fmt: skip
+
 
 def _snep(group: str, base: tuple[str, ...], n: int, *extra: str, tag: str = "snep") -> Arm:
     label = {"snep": "SNEP", "psnep": "p-SNEP", "snep-T0.5": "SNEP, T = 0.5"}.get(tag, tag)
@@ -379,6 +385,37 @@ EXPERIMENTS: dict[str, Experiment] = {
                     (*MNIST_T_VAL, "--temperature", t),
                 )
                 for t in ("1", "0.5", "0.25")
+            ),
+            seeds=(0,),
+            split="validation",
+            tracks_defaults=True,
+        ),
+        Experiment(
+            "nn-mnist-length",
+            "Run length and chains per worker for the MNIST defaults (784-100-10, 4 "
+            "workers, validation split): 20 and 80 passes over each shard, 8, 4 and 1 "
+            "chains, against Adam with the same passes",
+            "Whether SNEP's gap to Adam (docs/results.md §0b) closes with a longer run, "
+            "and what the chains per worker cost or buy; chosen on held-out training "
+            "data, never the test set.",
+            (
+                Arm("nn-mnist-val/snep-4w-T1", "SNEP, 20 passes, 8 chains", MNIST_T_VAL),
+                *(
+                    Arm(
+                        f"nn-mnist-val/snep-4w-e80-c{c}",
+                        f"SNEP, 80 passes, {c} chain{'s' if c > 1 else ''}",
+                        (*MNIST_LENGTH_VAL, "--workers", "4", "--epochs", "80", "--chains", str(c)),
+                    )
+                    for c in (8, 4, 1)
+                ),
+                *(
+                    Arm(
+                        f"nn-mnist-val/adam-1w-e{e}",
+                        f"Adam, {e} passes",
+                        (*MNIST_LENGTH_VAL, "--method", "adam", "--workers", "1", "--epochs", e),
+                    )
+                    for e in ("20", "80")
+                ),
             ),
             seeds=(0,),
             split="validation",
