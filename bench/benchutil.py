@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 
 from snep.algorithm.server import PosteriorServer
+from snep.algorithm.shard import LocalShard
 from snep.algorithm.worker import SAMPLER_KINDS, SnepWorker, pass_scalars
 from snep.backends import get_backend
 from snep.config import Config, ModelConfig, SamplerConfig, SNEPConfig, TrainConfig
-from snep.data.minibatch import MinibatchStream, gather_batch
 from snep.maths.family import DiagGaussian
 from snep.model.mlp_cpu import CpuMLP
 from snep.model.spec import ParamSpec, init_params
@@ -143,13 +143,9 @@ class BatchedSnepIteration:
         self.spec, self.config = spec, config
         self.backend = get_backend("cpu", threads)
         self.kind = SAMPLER_KINDS[sampler]
-        self.x_data, self.y_data = shard
         c, p = n_chains, spec.size
-        self.mlp = self.backend.mlp(spec, c, batch)
-        self.streams = [MinibatchStream(len(self.y_data), batch, 100 + i) for i in range(c)]
-        self.bx = np.zeros((c, batch, spec.n_inputs), np.float32)
-        self.by = np.zeros((c, batch), np.int32)
-        self.grad = np.zeros((c, p), np.float32)
+        mlp = self.backend.mlp(spec, c, batch)
+        self.shard = LocalShard(*shard, c, batch, 100, mlp, self.backend, p)
         a = self.arrays = ChainArrays.zeros(c, p)
         rng = np.random.default_rng(1)
         for i in range(c):
@@ -159,20 +155,19 @@ class BatchedSnepIteration:
         a.cavity_prec[...] = 1.0 / snep.prior_var
         np.add(a.cavity_prec, a.site_prec, out=a.anchor_prec)
         np.add(a.cavity_pm, a.site_pm, out=a.anchor_pm)
-        self.scalars = pass_scalars(config, 1.0, len(self.y_data), batch, seed=12345)
+        self.scalars = pass_scalars(config, 1.0, self.shard.n_local, batch, seed=12345)
         self.iteration = 0
         self.guard_fired = 0
 
     def step(self) -> None:
         """One iteration of every chain."""
-        for i, stream in enumerate(self.streams):
-            gather_batch(self.x_data, self.y_data, stream.next_indices(), self.bx[i], self.by[i])
-        self.mlp.loglik_and_grad(self.arrays.x, self.bx, self.by, self.grad)
+        self.shard.gather()
+        self.shard.loglik_and_grad(self.arrays.x)
         self.iteration += 1
         s = self.scalars
         s.site_step = self.config.snep.site_step(self.iteration)
         s.set_step(self.kind, self.iteration)
-        self.guard_fired += self.backend.fused_step(self.kind, self.arrays, self.grad, s)
+        self.guard_fired += self.backend.fused_step(self.kind, self.arrays, self.shard.grad, s)
         if self.iteration % self.config.snep.n_inner == 0:
             a = self.arrays
             np.add(a.cavity_prec, a.site_prec, out=a.anchor_prec)

@@ -26,13 +26,14 @@ from typing import Any
 
 import numpy as np
 
+from snep.algorithm.adam import AdamPass
 from snep.algorithm.messages import Push, Reply, wire_dtype
 from snep.algorithm.server import PosteriorServer
-from snep.algorithm.worker import SnepWorker
+from snep.algorithm.shard import LocalShard
+from snep.algorithm.worker import worker_seed
 from snep.backends import Backend, MLPKernels
 from snep.config import Config
 from snep.maths.family import DiagGaussian
-from snep.state import SamplerKind
 
 __all__ = [
     "ASGD_ADAM",
@@ -187,8 +188,11 @@ class EasgdServer(_PointServer):
         return self.reply_to(msg.worker, out, center=self._before)
 
 
-class _PointWorker(SnepWorker):
-    """A SNEP worker's data, model, minibatches and Adam kernel, without a site."""
+class _PointWorker:
+    """What the two baselines' workers share: a shard (:class:`LocalShard`, one chain),
+    the position ``x`` they work on, and the protocol's bookkeeping (docs/method.md
+    §1.7).  The payload of a push (a gradient sum or the position) goes in its first
+    slot, zeros in the second."""
 
     def __init__(
         self,
@@ -201,39 +205,54 @@ class _PointWorker(SnepWorker):
         backend: Backend,
         x0: np.ndarray,
     ) -> None:
-        super().__init__(worker, n_workers, model, x, y, config, backend, x0)
-        a, s = self.arrays, self.scalars
-        prior_prec = 1.0 / config.snep.prior_var
-        a.anchor_prec[...] = prior_prec  # the Gaussian factor is the prior
-        a.anchor_pm[...] = 0.0
-        a.site_prec[...] = 1.0  # no site: these only keep unused arithmetic finite
-        a.site_pm[...] = 0.0
-        a.cavity_prec[...] = 1.0
-        a.cavity_pm[...] = 0.0
-        s.inv_beta, s.update_site, s.accumulate, s.noise_scale = 0.0, 0, 0, 0.0
-        s.step_size = config.sampler.learning_rate
-        s.lik_scale = len(self.y_data) / (self.batch_size * config.sampler.temperature)
-        s.beta1 = config.sampler.beta1 if config.sampler.beta1 > 0 else 0.9
-        self.kind = SamplerKind.ADAM_SGLD
-        self.prior_prec = prior_prec
-        self._payload = np.zeros(a.x.shape[1])
+        self.worker, self.n_workers, self.config, self.backend = worker, n_workers, config, backend
+        self.xp = np
+        self.seed = worker_seed(config.train.seed, worker)
+        self.n_params = P = int(np.asarray(x0).size)
+        self.shard = LocalShard(x, y, 1, config.train.batch_size, self.seed, model, backend, P)
+        self.prior_prec = 1.0 / config.snep.prior_var
+        self.lik_scale = self.shard.n_local / (self.shard.batch_size * config.sampler.temperature)
+        self.x = np.array(np.asarray(x0)[None, :], dtype=backend.dtype)  # (1, P)
+        self.iteration = self.last_push = self.pushes = self.replies = 0
+        self.guard_fired = 0
+        self.version = -1
+        self.in_flight = False
+        self._last_loglik = float("nan")
+        self._payload = np.zeros(P)
         wire = wire_dtype(config.train.wire)
-        self._push_arrays = (np.empty(a.x.shape[1], wire), np.zeros(a.x.shape[1], wire))
+        self._push_arrays = (np.empty(P, wire), np.zeros(P, wire))
+
+    @property
+    def last_loglik(self) -> float:
+        """Mean log-likelihood per example of the last minibatch."""
+        return self._last_loglik
+
+    def initial_site(self) -> DiagGaussian:
+        """What registration sends: the position as a degenerate Gaussian (the servers
+        keep their own centre; only the count of registrations matters)."""
+        x = self.x[0].astype(np.float64)
+        return DiagGaussian(np.full_like(x, POINT_PRECISION), POINT_PRECISION * x)
 
     def start(self, reply: Reply) -> None:
-        self.arrays.x[0] = reply.precision
+        """Start from the server's centre."""
+        self.x[0] = reply.precision
         self.version = reply.version
 
     def _minibatch_grad(self) -> None:
-        self._gather()
-        loglik = self.model.loglik_and_grad(self.arrays.x, self.batch_x, self.batch_y, self.grad)
-        self._last_loglik = loglik[0] / self.batch_size
+        self.shard.gather()
+        loglik = self.shard.loglik_and_grad(self.x)
+        self._last_loglik = float(loglik[0]) / self.shard.batch_size
 
     def _maybe_push(self) -> Push | None:
         self.iteration += 1
         if not self.in_flight and self.iteration - self.last_push >= self.config.snep.n_sync:
             return self.make_push()
         return None
+
+    def bind_push_arrays(self, precision: np.ndarray, precision_mean: np.ndarray) -> None:
+        """Write every later push into these arrays (a transport's send buffer)."""
+        precision_mean[...] = 0.0
+        self._push_arrays = (precision, precision_mean)
 
     def make_push(self) -> Push:
         """The payload, in the wire's dtype, in the first slot (zeros in the second)."""
@@ -244,7 +263,23 @@ class _PointWorker(SnepWorker):
         self.pushes += 1
         return push
 
+    def stats(self) -> dict[str, float]:
+        """Counters for the metrics stream."""
+        return {
+            "iteration": self.iteration,
+            "pushes": self.pushes,
+            "guard_fired": self.guard_fired,
+            "minibatch_loglik": self.last_loglik,
+        }
+
+    def diagnostics(self) -> dict[str, float]:
+        """One chain: no cross-chain diagnostics."""
+        return {"rhat_max": float("nan"), "ess_min": float("nan")}
+
     def state_dict(self) -> dict[str, np.ndarray]:
+        raise NotImplementedError(f"{type(self).__name__} runs have no checkpoints")
+
+    def load_state_dict(self, state: Any) -> None:
         raise NotImplementedError(f"{type(self).__name__} runs have no checkpoints")
 
 
@@ -253,9 +288,9 @@ class AsgdWorker(_PointWorker):
 
     def step(self) -> Push | None:
         self._minibatch_grad()
-        s, x = self.scalars, self.arrays.x[0]
+        x = self.x[0]
         # gradient of the log posterior at the (stale) parameters: likelihood + prior
-        self._payload += s.lik_scale * self.grad[0] - self.prior_prec * x
+        self._payload += self.lik_scale * self.shard.grad[0] - self.prior_prec * x
         return self._maybe_push()
 
     def make_push(self) -> Push:
@@ -266,29 +301,36 @@ class AsgdWorker(_PointWorker):
     def receive(self, reply: Reply) -> None:
         self.replies += 1
         self.in_flight = False
-        self.arrays.x[0] = reply.precision  # adopt the server's parameters
+        self.x[0] = reply.precision  # adopt the server's parameters
         self.version = reply.version
 
 
 class EasgdWorker(_PointWorker):
-    """EASGD worker: local Adam steps, elastic exchange with the centre every N_sync."""
+    """EASGD worker: local Adam steps (:class:`~snep.algorithm.adam.AdamPass`), elastic
+    exchange with the centre every N_sync."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        shard = self.shard
+        self.adam = AdamPass(
+            self.x[0], self.prior_prec, self.config, shard.n_local, shard.batch_size,
+            self.seed, self.backend,
+        )  # fmt: skip
+        self.x = self.adam.x  # the pass moves the position in place
 
     def step(self) -> Push | None:
         self._minibatch_grad()
-        s = self.scalars
-        self.sampler_steps += 1
-        s.set_step(self.kind, self.sampler_steps)
-        self.backend.fused_step(self.kind, self.arrays, self.grad, s)
+        self.guard_fired += self.adam.step(self.shard.grad)
         return self._maybe_push()
 
     def make_push(self) -> Push:
-        np.copyto(self._payload, self.arrays.x[0])
+        np.copyto(self._payload, self.x[0])
         return super().make_push()
 
     def receive(self, reply: Reply) -> None:
         self.replies += 1
         self.in_flight = False
         if reply.accepted:  # x_i -= alpha (x_i - c), c as the server held it
-            x = self.arrays.x[0]
+            x = self.x[0]
             x -= (MOVING_RATE * (x - reply.precision)).astype(x.dtype)
         self.version = reply.version

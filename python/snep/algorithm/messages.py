@@ -14,10 +14,11 @@ between the worker's site and what it has sent, and goes with its next push.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 
-__all__ = ["WIRE_DTYPES", "Push", "Reply", "wire_dtype"]
+__all__ = ["WIRE_DTYPES", "Push", "Reply", "Worker", "wire_dtype"]
 
 WIRE_DTYPES = ("float32", "float64")
 
@@ -50,3 +51,43 @@ class Reply:
     precision_mean: np.ndarray  # (P,) the wire's dtype
     version: int
     accepted: bool = True
+
+
+class Worker(Protocol):
+    """What a transport (in-process or MPI) needs of a worker: the SNEP/EP worker
+    (:class:`~snep.algorithm.worker.SnepWorker`) and the point-estimate baselines'
+    (:mod:`snep.algorithm.baselines`) alike."""
+
+    worker: int  #: id in [0, n_workers)
+    iteration: int  #: completed iterations
+    version: int  #: the server version of the last reply
+    in_flight: bool  #: a push awaits its reply
+    pushes: int
+    guard_fired: int
+    n_params: int
+    config: Any
+    backend: Any
+    xp: Any  #: the array module of the worker's arrays
+
+    @property
+    def last_loglik(self) -> float: ...  # mean minibatch log-likelihood per example
+
+    def initial_site(self) -> Any: ...  # what registration sends (a DiagGaussian)
+
+    def start(self, reply: Reply) -> None: ...  # the registration reply
+
+    def step(self) -> Push | None: ...  # one iteration; a push when one is due
+
+    def make_push(self) -> Push: ...
+
+    def receive(self, reply: Reply) -> None: ...
+
+    def bind_push_arrays(self, precision: Any, precision_mean: Any) -> None: ...
+
+    def stats(self) -> dict[str, float]: ...
+
+    def diagnostics(self) -> dict[str, float]: ...  # cross-chain R-hat/ESS (NaN: none)
+
+    def state_dict(self) -> dict[str, np.ndarray]: ...
+
+    def load_state_dict(self, state: Any) -> None: ...

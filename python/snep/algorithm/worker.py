@@ -33,6 +33,7 @@ import numpy as np
 from snep.algorithm.exchange_kernels import make_delta
 from snep.algorithm.messages import Push, Reply, wire_dtype
 from snep.algorithm.score import accumulate_score, score_moments
+from snep.algorithm.shard import LocalShard
 from snep.backends import Backend, MLPKernels
 from snep.backends.base import (
     array_module,
@@ -44,7 +45,6 @@ from snep.backends.base import (
 )
 from snep.backends.cuda_fused import pack_params
 from snep.config import METHODS, Config
-from snep.data.minibatch import MinibatchStream, gather_batch
 from snep.diagnostics import ChainTrace
 from snep.errors import ConfigError
 from snep.maths.family import DiagGaussian
@@ -103,15 +103,6 @@ def site_precision_floor(config: Config, n_workers: int, beta: float) -> float:
     if snep.improper_sites and beta == 1.0:
         return -IMPROPER_SHARE / (snep.prior_var * n_workers)
     return 1.0 / snep.v_hi
-
-
-def chain_stream_seed(seed: int, chain: int) -> int:
-    """The minibatch-stream seed of chain ``chain`` of a worker with noise seed ``seed``
-    (chain 0 keeps the single-chain worker's stream, so one chain reproduces it)."""
-    if chain == 0:
-        return seed % (2**63)
-    words = np.random.SeedSequence([seed % (2**63), chain, 0x4348]).generate_state(2, np.uint32)
-    return (int(words[0]) | (int(words[1]) << 32)) % (2**63)
 
 
 #: statistics traced per chain for the cross-chain diagnostics: the minibatch
@@ -229,26 +220,17 @@ class SnepWorker:
         # shard, the minibatch and the float64 sites of the protocol stay on the host
         self.xp = xp = array_module(backend)
         self._defer_fired = is_device(backend)  # the guard count is kept on the device
-        self.x_data = np.ascontiguousarray(x, dtype=dtype)
-        # integer class labels as int32 (the MLP's kernels), other targets in the dtype
-        y_dtype = np.int32 if np.asarray(y).dtype.kind in "biu" else dtype
-        self.y_data = np.ascontiguousarray(y, dtype=y_dtype)
-        n_local = len(self.y_data)
-        self.batch_size = min(train.batch_size, n_local)
         self.beta = snep.effective_beta(n_workers)
         self.kind = SAMPLER_KINDS[sampler.kind]
         self.seed = worker_seed(train.seed, worker)
         self.n_chains = C = chains_per_worker(config)
-        self.streams = [
-            MinibatchStream(n_local, self.batch_size, chain_stream_seed(self.seed, c))
-            for c in range(C)
-        ]
-        self.model = model
-        P = int(np.asarray(x0).size)
+        self.n_params = P = int(np.asarray(x0).size)
+        #: the shard, each chain's minibatches and the model's gradient
+        self.shard = LocalShard(x, y, C, train.batch_size, self.seed, model, backend, P)
+        n_local, self.batch_size = self.shard.n_local, self.shard.batch_size
+        self._on_device = self.shard.on_device
         self.arrays = ChainArrays.zeros(C, P, dtype, xp)
-        self.grad = xp.zeros((C, P), dtype)
         self._init_score_cv(P)
-        self._init_batches()
         self._init_chains(x0)
         self._init_trace(P)
         self._init_messages()
@@ -281,20 +263,6 @@ class SnepWorker:
             stats = np.zeros((2, 3, P))
             stats[:, 0] = np.inf
             self._score_stats = to_device(self.backend, stats, np.float64)
-
-    def _init_batches(self) -> None:
-        """The minibatch buffers (on the device with a device backend, which also holds a
-        copy of the shard)."""
-        C, xp, dtype, backend = self.n_chains, self.xp, self.backend.dtype, self.backend
-        self.batch_x = np.zeros((C, self.batch_size, *self.x_data.shape[1:]), dtype)
-        y_dtype = self.y_data.dtype
-        self.batch_y = np.zeros((C, self.batch_size), y_dtype)
-        self._on_device = xp is not np
-        if self._on_device:  # the shard is copied once; a minibatch is gathered there
-            self._x_dev = to_device(backend, self.x_data, dtype)
-            self._y_dev = to_device(backend, self.y_data, y_dtype)
-            self.batch_x = xp.zeros((C, self.batch_size, *self.x_data.shape[1:]), dtype)
-            self.batch_y = xp.zeros((C, self.batch_size), y_dtype)
 
     def _init_chains(self, x0: np.ndarray) -> None:
         """Every chain at ``x0``; the initial site N(x0, n * v_init) (docs/method.md §1.4)."""
@@ -435,13 +403,6 @@ class SnepWorker:
         a = self.arrays
         return DiagGaussian(self._host64(a.site_prec[0]), self._host64(a.site_pm[0]))
 
-    def _gather(self) -> None:
-        """Each chain's next minibatch of the shard into ``batch_x``/``batch_y`` (host
-        backends; a device backend gathers in :meth:`_device_body`)."""
-        for c, stream in enumerate(self.streams):
-            idx = stream.next_indices()
-            gather_batch(self.x_data, self.y_data, idx, self.batch_x[c], self.batch_y[c])
-
     def _collect_fired(self) -> None:
         """Add the guard firings a device backend counted since the last read (a sync)."""
         if self._defer_fired:
@@ -541,17 +502,15 @@ class SnepWorker:
             self._step_device(k_samples, refresh_on_device)
         else:
             for k in range(k_samples):
-                self._gather()
-                loglik = self.model.loglik_and_grad(
-                    self.arrays.x, self.batch_x, self.batch_y, self.grad
-                )
+                self.shard.gather()
+                loglik = self.shard.loglik_and_grad(self.arrays.x)
                 self._chain_loglik[...] = np.asarray(loglik) / self.batch_size
                 self._last_loglik = float(self._chain_loglik.mean())
                 self.sampler_steps += 1
                 self._set_sample_scalars(k, k_samples)
                 if self._score_cv:
                     self._accumulate_score()
-                a, g, s = self.arrays, self.grad, self.scalars
+                a, g, s = self.arrays, self.shard.grad, self.scalars
                 self.guard_fired += self.backend.fused_step(self.kind, a, g, s)
             if self._pooled:
                 self._pooled_site_step(k_samples)
@@ -575,10 +534,8 @@ class SnepWorker:
         ``train.cuda_graph``, as the replay of a CUDA graph captured at the first iteration
         of each variant (with or without the anchor refresh)."""
         record = self._inputs.host()
-        B = self.batch_size
         for k in range(k_samples):
-            for c, stream in enumerate(self.streams):
-                record["idx"][k][c * B : (c + 1) * B] = stream.next_indices()
+            self.shard.next_indices(record["idx"][k])
             self.sampler_steps += 1
             self._set_sample_scalars(k, k_samples)
             pack_params(self.scalars, record["params"][k : k + 1].reshape(()))
@@ -598,20 +555,17 @@ class SnepWorker:
         """The launches of one iteration on a device backend, reading its inputs from the
         device record only (what a CUDA graph replays): per sample the minibatch gather,
         the MLP fwd+bwd and the fused pass; then the anchor refresh when due."""
-        xp, inputs, a = self.xp, self._inputs, self.arrays
-        C, B = self.n_chains, self.batch_size
-        flat_x = self.batch_x.reshape(C * B, self.batch_x.shape[2])
+        xp, inputs, a, shard = self.xp, self._inputs, self.arrays, self.shard
         loglik = None
         for k in range(k_samples):
-            xp.take(self._x_dev, inputs.idx[k], axis=0, out=flat_x)
-            xp.take(self._y_dev, inputs.idx[k], axis=0, out=self.batch_y.reshape(C * B))
-            loglik = self.model.loglik_and_grad(a.x, self.batch_x, self.batch_y, self.grad)
+            shard.gather_device(xp, inputs.idx[k])
+            loglik = shard.loglik_and_grad(a.x)
             if self._score_cv:
                 self._accumulate_score()
-            self.backend.fused_step_device_params(self.kind, a, self.grad, inputs.params(k))
+            self.backend.fused_step_device_params(self.kind, a, shard.grad, inputs.params(k))
         if self._pooled:
             self._pooled_site_step(k_samples)
-        xp.divide(loglik, B, out=self._chain_loglik)
+        xp.divide(loglik, self.batch_size, out=self._chain_loglik)
         self._loglik_buf[...] = self._chain_loglik.mean()
         if refresh:
             self._refresh_anchor()
@@ -620,7 +574,7 @@ class SnepWorker:
         """Accumulate this iteration's samples (before the pass moves them) for the score
         control variate (:func:`snep.algorithm.score.accumulate_score`)."""
         accumulate_score(
-            self.arrays, self.grad, self._acc_g, self._acc_xg, self._acc_g2, self.scalars,
+            self.arrays, self.shard.grad, self._acc_g, self._acc_xg, self._acc_g2, self.scalars,
             self.xp,
         )  # fmt: skip
 
@@ -860,11 +814,7 @@ class SnepWorker:
         state["previous_sent_precision"] = host(self._sent_before_push.precision)
         state["previous_sent_precision_mean"] = host(self._sent_before_push.precision_mean)
         state["counters"] = np.array([getattr(self, c) for c in self._COUNTERS], np.int64)
-        state["stream"] = np.array(
-            [[st["n_examples"], st["batch_size"], st["seed"], st["epoch"], st["position"]]
-             for st in (stream.state_dict() for stream in self.streams)],
-            np.int64,
-        )  # fmt: skip
+        state["stream"] = self.shard.stream_state()
         if self._score_cv:
             state["acc_g"] = to_host(self.backend, self._acc_g)
             state["acc_xg"] = to_host(self.backend, self._acc_xg)
@@ -892,15 +842,7 @@ class SnepWorker:
         for name, value in zip(self._COUNTERS, state["counters"], strict=True):
             setattr(self, name, int(value))
         self.in_flight = bool(self.in_flight)
-        keys = ("n_examples", "batch_size", "seed", "epoch", "position")
-        rows = np.asarray(state["stream"]).reshape(-1, len(keys))
-        if len(rows) != self.n_chains:
-            raise ValueError(
-                f"worker {self.worker}: the checkpoint has {len(rows)} chain stream(s), this "
-                f"worker has {self.n_chains} chains: it belongs to another config"
-            )
-        for stream, row in zip(self.streams, rows, strict=True):
-            stream.load_state_dict(dict(zip(keys, map(int, row), strict=True)))
+        self.shard.load_stream_state(state["stream"], f"worker {self.worker}")
         if self._score_cv and "acc_g" in state:
             self._acc_g[...] = to_device(self.backend, state["acc_g"], self._acc_g.dtype)
             self._acc_xg[...] = to_device(self.backend, state["acc_xg"], self._acc_xg.dtype)

@@ -21,9 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from snep.algorithm.messages import Push, Reply
+from snep.algorithm.messages import Push, Reply, Worker
 from snep.algorithm.server import PosteriorServer
-from snep.algorithm.worker import SnepWorker
 from snep.backends import Backend, MLPKernels
 from snep.config import Config
 from snep.data.dataset import Dataset
@@ -49,7 +48,7 @@ class Simulation:
     """The server and workers after :func:`simulate`, with the metrics history."""
 
     server: PosteriorServer
-    workers: list[SnepWorker]
+    workers: list[Worker]
     history: list[dict[str, Any]]
     stats: dict[str, Any]
 
@@ -121,7 +120,7 @@ REPLY, STEP = 0, 1  # event kinds: a reply's delivery, a worker's iteration
 class _VirtualTimeRun:
     """The state of :func:`simulate`: server, workers, the event queue and counters."""
 
-    def __init__(self, config: Config, workers: list[SnepWorker], n_train: int) -> None:
+    def __init__(self, config: Config, workers: list[Worker], n_train: int) -> None:
         self.config, self.train = config, config.train
         self.workers, self.n, self.n_train = workers, len(workers), n_train
         self.speeds = self.train.speeds or (1.0,) * self.n
@@ -258,7 +257,7 @@ class _VirtualTimeRun:
         return Simulation(self.server, self.workers, self.history, stats)
 
 
-def chain_diagnostics(workers: Sequence[SnepWorker]) -> dict[str, float]:
+def chain_diagnostics(workers: Sequence[Worker]) -> dict[str, float]:
     """The worst cross-chain split R-hat and the smallest bulk ESS over the workers since
     the last call (:meth:`SnepWorker.diagnostics`; NaN with one chain), with a warning
     naming each worker whose R-hat exceeds :data:`snep.diagnostics.RHAT_WARN`."""
@@ -304,7 +303,7 @@ def _events_state(events: list[tuple[float, int, int, int, Any]]) -> dict[str, n
     return state
 
 
-def _restore(resume: Mapping[str, np.ndarray], workers: list[SnepWorker], config: Config):
+def _restore(resume: Mapping[str, np.ndarray], workers: list[Worker], config: Config):
     raw = json.loads(bytes(resume["runner.config"]).decode())
     in_flight = any(int(kind) == REPLY for kind in resume["runner.events"][:, 2])
     if "wire" not in raw.get("train", {}) and in_flight:

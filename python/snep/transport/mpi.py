@@ -1,9 +1,9 @@
 """MPI transport of the posterior server (Hasenclever et al. 2017, §"The
 posterior server"; docs/method.md §1.4, §3).
 
-Rank 0 is the server, ranks 1..n the workers; the same :class:`SnepWorker`
-and :class:`PosteriorServer` objects as the in-process runner do the maths,
-this module only moves their messages.
+Rank 0 is the server, ranks 1..n the workers; the same worker objects
+(:class:`~snep.algorithm.messages.Worker`) and :class:`PosteriorServer` objects as
+the in-process runner do the maths, this module only moves their messages.
 
 Messages are typed byte buffers on a duplicated communicator (never pickle): an
 8-slot int64 header ``[kind, worker, version, n_params, iteration, version_seen,
@@ -35,9 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from snep.algorithm.messages import Push, Reply, wire_dtype
+from snep.algorithm.messages import Push, Reply, Worker, wire_dtype
 from snep.algorithm.server import PosteriorServer
-from snep.algorithm.worker import SnepWorker
 from snep.errors import SnepError
 
 __all__ = [
@@ -452,7 +451,7 @@ class WorkerLoop:
     def __init__(
         self,
         comm: Any,
-        worker: SnepWorker,
+        worker: Worker,
         iterations: int,
         slowdown: float = 1.0,
         synchronous: bool = False,
@@ -471,7 +470,7 @@ class WorkerLoop:
         self.worker = worker
         self.iterations = iterations
         self.slowdown = slowdown  # > 1: sleep (slowdown - 1) x each iteration's compute time
-        self.n_params = worker.arrays.x.shape[1]
+        self.n_params = worker.n_params
         self.comm_seconds = 0.0
         # CUDA-aware MPI (train.cuda_aware_mpi): the message buffers live on the device
         self.device = bool(getattr(worker, "device_messages", False))
@@ -584,7 +583,7 @@ class WorkerLoop:
             )
             self.comm.Send(register.mpi(), dest=link.rank, tag=TAG)
         MPI.Request.Waitall(self._post_replies())
-        if len(self.links) == 1 and hasattr(w, "bind_push_arrays"):
+        if len(self.links) == 1:
             send = self.links[0].send  # pushes computed in the send buffer: no copy
             w.bind_push_arrays(send.precision, send.precision_mean)
         if self.resumed:
@@ -662,8 +661,7 @@ class WorkerLoop:
         if self.checkpoint is not None:  # a write to disk, not communication
             self.checkpoint(w.state_dict())
         self.done()
-        if hasattr(w, "diagnostics"):  # the cross-chain R-hat/ESS since the last checkpoint
-            w.diagnostics()
+        w.diagnostics()  # the cross-chain R-hat/ESS since the last checkpoint
         return {
             **w.stats(),
             "comm_seconds": self.comm_seconds,
