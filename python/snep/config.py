@@ -346,7 +346,8 @@ class SNEPConfig:
     down to ``-0.9 / (prior_var n)``, so that a site that should be flat is not biased
     sharp by the clip at ``1 / v_hi`` (q and every cavity stay proper); it made an
     MLP's chains diverge on MNIST (``snep.algorithm.worker.site_precision_floor``).
-    ``score_cv`` (``"local"``, four or more chains; on by default, off in the paper
+    ``score_cv`` (``"local"``, and each half of the chains gives at least three samples
+    per site step: six chains with ``n_samples = 1``; on by default, off in the paper
     preset): the tilted moments are corrected with the score as a control variate,
     cross-fitted over two halves of the chains
     (:func:`snep.maths.oracles.score_corrected_moments`): exact for a weight no

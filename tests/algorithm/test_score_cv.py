@@ -165,3 +165,47 @@ def test_host_score_moments_equal_the_array_expressions_bitwise(first):
         out.append((mean, var, stats))
     for host, expr in zip(*out, strict=True):
         np.testing.assert_array_equal(host, expr)
+
+
+@pytest.mark.parametrize("half", [2, 3])
+def test_noise_estimate_needs_three_samples_per_half(half):
+    """The gradient noise is the residual of g's regression on x (intercept and slope):
+    two samples per half fit exactly and leave a zero noise estimate whatever the noise,
+    which is why the worker turns the control variate on only with three or more
+    (``MIN_CV_HALF_SAMPLES``)."""
+    from snep.algorithm.score import score_moments
+    from snep.state import ChainArrays
+
+    C, P = 2 * half, 50
+    rng = np.random.default_rng(9)
+    a = ChainArrays.zeros(C, P, np.float64, np)
+    x = rng.normal(size=(C, P))
+    g = -2.0 * x + rng.normal(scale=10.0, size=(C, P))  # curvature 2, noise variance 100
+    a.acc_x[...], a.acc_x2[...] = x, x * x
+    a.anchor_prec[...] = 1.0
+    accs = [g.copy(), x * g, g * g]
+    stats = np.zeros((2, 3, P))
+    stats[:, 0] = np.inf
+    score_moments(a, *accs, stats, half, 1, 0.05)
+    noise = stats[:, 0]
+    if half == 2:
+        assert np.all(noise < 1e-9 * 100.0)
+    else:
+        assert np.median(noise) > 10.0  # one residual degree of freedom: noisy, not zero
+
+
+@pytest.mark.parametrize(
+    ("chains", "samples", "on"), [(4, 1, False), (5, 1, False), (6, 1, True), (4, 2, True)]
+)
+def test_worker_uses_the_control_variate_with_three_samples_per_half(chains, samples, on):
+    from tests.algorithm.models import GaussianMeans
+
+    from snep.algorithm.worker import SnepWorker
+    from snep.backends import get_backend
+    from snep.config import Config
+
+    config = Config().replace(snep={"n_chains": chains, "n_samples": samples})
+    data = np.random.default_rng(0).normal(size=(20, 3))
+    worker = SnepWorker(0, 2, GaussianMeans(1.0), data, np.zeros(20, np.int32), config,
+                        get_backend("numpy"), np.zeros(3))  # fmt: skip
+    assert worker._score_cv is on

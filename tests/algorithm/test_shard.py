@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from tests.algorithm.models import GaussianMeans
 
 from snep.algorithm.adam import AdamPass
 from snep.algorithm.shard import LocalShard, chain_stream_seed
 from snep.backends import get_backend
 from snep.config import Config
 from snep.data.minibatch import MinibatchStream
-from tests.algorithm.models import GaussianMeans
 
 
 def _shard(n_chains: int, n: int = 23, batch: int = 5, seed: int = 7) -> LocalShard:

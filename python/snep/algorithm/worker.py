@@ -114,8 +114,14 @@ TRACE_CAPACITY = 512
 
 #: rate of the running estimate of the gradient noise's variance (score control variate)
 NOISE_VAR_RATE = 0.05
-#: chains the score control variate needs: two halves of at least two
-MIN_CV_CHAINS = 4
+#: samples each half of the chains must give per site step for the score control
+#: variate: the gradient noise is the residual of ``g``'s regression on ``x`` (an
+#: intercept and a slope), so two samples fit exactly and leave a noise estimate of zero.
+#: Measured (MNIST 784-100-10, 4 workers, one sample per step): with halves of 2 chains
+#: the coefficients ``1 / curvature`` went unchecked by the noise and the means jumped
+#: by 10^3-10^4 in the first site steps (4 and 5 chains: 90% error by iteration 100);
+#: halves of 3 learned (6 chains: 6.9% BMA error at iteration 300)
+MIN_CV_HALF_SAMPLES = 3
 
 
 def sampler_step(config: Config, n_local: int, n_workers: int) -> float:
@@ -249,7 +255,8 @@ class SnepWorker:
         # the score control variate of the pooled site step (snep.score_cv): per chain,
         # sums of the log tilted density's gradient g, of x g and of g^2 at the samples
         self._score_cv = (
-            snep.score_cv and snep.site_update == "local" and C >= MIN_CV_CHAINS
+            snep.score_cv and snep.site_update == "local"
+            and (C // 2) * self._samples_per_iteration() >= MIN_CV_HALF_SAMPLES
             and METHODS[self.method].posterior
         )  # fmt: skip
         self._acc_g = xp.zeros((C, P), dtype) if self._score_cv else None
