@@ -16,16 +16,16 @@ installs what is missing and runs this script.  Two parts:
      within 5e-5 relative; the fraction of bitwise-equal entries is printed);
    * the numba.cuda epilogue kernels on CuPy arrays vs numpy float64;
    * the hand-written batched GEMMs with fused epilogues, numba.cuda
-     (:mod:`snep.backends.cuda_gemm`) and CUDA C++ fp32 / TF32 (``kernels/mlp_gemm.cu``,
-     :mod:`snep.backends.cuda_gemm_raw`, AOT or NVRTC build), on every operand layout and
+     (:mod:`snep.backends.cuda.gemm`) and CUDA C++ fp32 / TF32 (``kernels/mlp_gemm.cu``,
+     :mod:`snep.backends.cuda.gemm_raw`, AOT or NVRTC build), on every operand layout and
      the three GEMM shapes of an MLP layer on weight views of the flat parameters, vs numpy
      float64 with a per-entry bound (the measured TF32 error is printed);
-   * :class:`snep.backends.cuda.CudaMLP` ``loglik_and_grad`` and ``predict_proba`` vs
+   * :class:`snep.backends.cuda.backend.CudaMLP` ``loglik_and_grad`` and ``predict_proba`` vs
      :mod:`snep.model.mlp_numpy`, with cuBLAS GEMMs + epilogues and with each tiled GEMM
      (``tiled-cpp``/``tiled-tf32`` run the C++ softmax-cross-entropy, log-likelihood sum
      and bias-gradient kernels of ``kernels/mlp_gemm.cu`` too);
    * ``CudaBackend.apply_reply`` vs :func:`snep.maths.oracles.reply_update_reference`;
-   * CUDA graphs (:mod:`snep.backends.cuda_graph`): ``fused_step_dparams_float32`` (scalars
+   * CUDA graphs (:mod:`snep.backends.cuda.graph`): ``fused_step_dparams_float32`` (scalars
      read from device memory) = ``fused_step_float32`` bitwise, and a SNEP run on digits
      with ``train.cuda_graph = true`` = the same run uncaptured;
    * ``train.cuda_aware_mpi``'s worker side: pushes computed in device memory equal the
@@ -221,7 +221,7 @@ def check_numba_cuda(rep: Report) -> None:
 
 
 def check_noise(rep: Report, cupy: Any, backend: Any) -> None:
-    from snep.backends import cuda_fused
+    from snep.backends.cuda import fused as cuda_fused
 
     for c, p, seed, stream, step, chain0, max_blocks in [
         (3, 10_001, 1234, 1, 77, 0, cuda_fused.MAX_BLOCKS),
@@ -261,8 +261,8 @@ def check_noise(rep: Report, cupy: Any, backend: Any) -> None:
 
 
 def check_fused(rep: Report, cupy: Any, backend: Any) -> None:
-    from snep.backends import cuda_fused
-    from snep.backends.cuda import chain_arrays_to_device
+    from snep.backends.cuda import fused as cuda_fused
+    from snep.backends.cuda.backend import chain_arrays_to_device
 
     read_only = ("anchor_prec", "anchor_pm", "cavity_prec", "cavity_pm")
 
@@ -397,8 +397,8 @@ def check_fused(rep: Report, cupy: Any, backend: Any) -> None:
 
 
 def check_epilogues(rep: Report, cupy: Any) -> None:
-    from snep.backends import cuda_epilogues as ce
-    from snep.backends.cuda import current_numba_stream
+    from snep.backends.cuda import epilogues as ce
+    from snep.backends.cuda.backend import current_numba_stream
 
     rng = np.random.default_rng(21)
     c, b, n, k, p_len, off = 3, 37, 301, 10, 1000, 123
@@ -489,12 +489,12 @@ def gemm_tol(impl: str, k: int) -> float:
 def run_gemm(impl: str, a: Any, b: Any, out: Any, **kw: Any) -> None:
     """One launch of ``impl`` ("numba", "cpp" or "tf32") on CuPy arrays."""
     if impl == "numba":
-        from snep.backends import cuda_gemm
+        from snep.backends.cuda import gemm as cuda_gemm
 
         kw.pop("module", None)
         cuda_gemm.gemm(a, b, out, **kw)
     else:
-        from snep.backends import cuda_gemm_raw
+        from snep.backends.cuda import gemm_raw as cuda_gemm_raw
 
         cuda_gemm_raw.gemm(a, b, out, tf32=impl == "tf32", **kw)
 
@@ -507,8 +507,8 @@ def _gemm_err(got: np.ndarray, want: np.ndarray, scale: np.ndarray) -> float:
 
 
 def check_gemms(rep: Report, cupy: Any) -> None:
-    from snep.backends import cuda_gemm_raw
-    from snep.backends.gemm_common import weight_view
+    from snep.backends.cuda import gemm_raw as cuda_gemm_raw
+    from snep.backends.cuda.gemm_common import weight_view
 
     try:
         cuda_gemm_raw.load_module()
@@ -682,7 +682,7 @@ def check_mlp(rep: Report, cupy: Any, backend: Any) -> None:
 
 
 def check_reply(rep: Report, cupy: Any, backend: Any) -> None:
-    from snep.backends.cuda import chain_arrays_to_device
+    from snep.backends.cuda.backend import chain_arrays_to_device
 
     for momentum in (False, True):
 
@@ -703,9 +703,9 @@ def check_reply(rep: Report, cupy: Any, backend: Any) -> None:
 
 
 def check_graph(rep: Report, cupy: Any, backend: Any) -> None:
-    from snep.backends import cuda_fused
-    from snep.backends.cuda import chain_arrays_to_device
-    from snep.backends.cuda_fused import FUSED_PARAMS_DTYPE, pack_params
+    from snep.backends.cuda import fused as cuda_fused
+    from snep.backends.cuda.backend import chain_arrays_to_device
+    from snep.backends.cuda.fused import FUSED_PARAMS_DTYPE, pack_params
 
     def device_params(kind: SamplerKind) -> tuple[float, float, str]:
         rng = np.random.default_rng(40 + int(kind))
@@ -879,8 +879,8 @@ def safe_time(rep: Report, group: str, impl: str, make: Callable[[], dict[str, A
 
 
 def run_timings(rep: Report, cupy: Any, backend: Any, args: argparse.Namespace) -> None:
-    from snep.backends import cuda_fused
-    from snep.backends.cuda import chain_arrays_to_device
+    from snep.backends.cuda import fused as cuda_fused
+    from snep.backends.cuda.backend import chain_arrays_to_device
 
     c = 8
     spec = ParamSpec(LAYERS)
@@ -1173,8 +1173,8 @@ def time_worker_iteration(
     stage them with the pass scalars through the pinned ring, gather the minibatch from the
     shard on the device, fwd+bwd, fused pass (Adam-SGLD, in-kernel noise); uncaptured (the
     launches one by one) and as a CUDA graph replay.  Wall time includes the host work."""
-    from snep.backends.cuda import chain_arrays_to_device
-    from snep.backends.cuda_fused import pack_params
+    from snep.backends.cuda.backend import chain_arrays_to_device
+    from snep.backends.cuda.fused import pack_params
 
     spec = ParamSpec(LAYERS)
     kind = SamplerKind.ADAM_SGLD
@@ -1327,7 +1327,8 @@ def main(argv: list[str] | None = None) -> int:
         pass
 
     rep = Report()
-    from snep.backends import cuda_fused, get_backend
+    from snep.backends import get_backend
+    from snep.backends.cuda import fused as cuda_fused
 
     try:
         backend = get_backend("cuda")

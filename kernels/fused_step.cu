@@ -1,6 +1,6 @@
 // CUDA entry points of the fused sampler/site/moment pass and of the noise
 // generator.  The per-parameter maths is kernels/snep_fused.cuh, shared with
-// the CPU extension; the launcher is python/snep/backends/cuda.py (issue: GPU
+// the CPU extension; the launcher is python/snep/backends/cuda/backend.py (issue: GPU
 // backend).  Arrays are (n_chains, n_params) float32, row-major.
 #include "snep_fused.cuh"
 

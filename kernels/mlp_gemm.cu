@@ -6,13 +6,13 @@
 // Operands are strided views given by a pointer and element strides (chain, row, column),
 // so a transpose is a swap of two strides and the layer weights are read in place from the
 // flat (C, P) parameter array (and the weight gradient written into the flat gradient).
-// Epilogues (template EPI, the codes of python/snep/backends/gemm_common.py):
+// Epilogues (template EPI, the codes of python/snep/backends/cuda/gemm_common.py):
 //   0 none; 1 + bias[c * bias_sc + bias_off + j]; 2 bias + ReLU (epilogues.bias_relu);
 //   3 ReLU mask by aux (epilogues.relu_grad: acc if aux[c, i, j] > 0 else 0).
 // The scalar maths mirrors python/snep/model/epilogues.py (the source of truth).
 //
 // gemm[_<epilogue>]_float32: fp32 shared-memory tiled GEMM, the same tiling and indexing as
-// the numba.cuda kernel of python/snep/backends/cuda_gemm.py (one oracle checks both):
+// the numba.cuda kernel of python/snep/backends/cuda/gemm.py (one oracle checks both):
 // 64 x 64 output tiles per block of 16 x 16 threads, each thread 4 x 4 outputs at rows
 // ty + 16 i and columns tx + 16 j, reduction chunks of 16 staged in shared memory
 // (zero-filled past the edges), loads coalesced along the operand's smaller stride, and a
@@ -27,7 +27,7 @@
 // on older architectures (or with SNEP_GEMM_NO_WMMA, e.g. when NVRTC cannot find mma.h)
 // these entry points run the fp32 kernel, and mlp_gemm_tf32_enabled is 0.
 //
-// The launcher is python/snep/backends/cuda_gemm_raw.py (its GEMM_ARGS is the parameter
+// The launcher is python/snep/backends/cuda/gemm_raw.py (its GEMM_ARGS is the parameter
 // list below, checked by tests/backends/test_cuda_launch_args.py).
 #ifndef SNEP_GEMM_NO_WMMA
 #include <mma.h>
@@ -41,7 +41,7 @@
 
 namespace snep_gemm {
 
-// Tiling (python/snep/backends/gemm_common.py: TILES, SMEM_PAD; compared by a test).
+// Tiling (python/snep/backends/cuda/gemm_common.py: TILES, SMEM_PAD; compared by a test).
 constexpr int GEMM_BM = 64;
 constexpr int GEMM_BN = 64;
 constexpr int GEMM_BK = 16;
@@ -390,7 +390,7 @@ extern "C" __global__ void __launch_bounds__(GEMM_TF32_BOUNDS) gemm_tf32_relu_gr
 // ---------------------------------------------------------------------------------------
 // The elementwise passes between the GEMMs of the C++ path (gemm="tiled-cpp"/"tiled-tf32"),
 // the same maths and thread mapping as the numba.cuda kernels of
-// python/snep/backends/cuda_epilogues.py (scalar maths: python/snep/model/epilogues.py).
+// python/snep/backends/cuda/epilogues.py (scalar maths: python/snep/model/epilogues.py).
 // Grid-stride loops; launch with any grid of EPILOGUE_THREADS-thread blocks.
 // ---------------------------------------------------------------------------------------
 namespace snep_epi {

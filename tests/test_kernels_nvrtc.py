@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from snep.backends import cuda_fused, cuda_gemm_raw
+from snep.backends.cuda import fused as cuda_fused
+from snep.backends.cuda import gemm_raw as cuda_gemm_raw
 
 KERNELS = Path(__file__).resolve().parents[1] / "kernels"
 

@@ -182,7 +182,7 @@ SITE_UPDATES = ("local", "site")
 ADAM_LEARNING_RATE = 1e-3
 SHARDINGS = ("iid", "dirichlet")
 BACKENDS = ("auto", "numpy", "cpu", "cuda")
-#: GEMM implementations of the cuda backend's MLP (snep.backends.cuda_epilogues.EpilogueMLP)
+#: GEMM implementations of the cuda backend's MLP (snep.backends.cuda.epilogues.EpilogueMLP)
 GEMMS = ("matmul", "tiled", "tiled-cpp", "tiled-tf32")
 
 
@@ -433,7 +433,7 @@ class TrainConfig:
     data (seeded by ``seed``) and evaluate on it instead of the test set, so that
     settings are chosen without looking at the test set.
     ``cuda_graph``: capture each worker iteration in a CUDA graph and replay it (a GPU
-    backend only; :mod:`snep.backends.cuda_graph`); the numbers are those of the
+    backend only; :mod:`snep.backends.cuda.graph`); the numbers are those of the
     uncaptured iteration.
     ``gemm``: the GEMMs of the cuda backend's MLP: ``"matmul"`` (cuBLAS), or the
     hand-written ``"tiled"`` (numba.cuda), ``"tiled-cpp"`` (CUDA C++) or ``"tiled-tf32"``

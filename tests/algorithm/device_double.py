@@ -5,10 +5,10 @@ arguments, numpy functions and item assignment refuse host (numpy) arrays, so an
 implicit host/device mixing in the code under test raises ``TypeError`` (as CuPy does).
 :class:`DeviceBackend` runs the ``cpu`` backend's kernels on the memory of such arrays
 and exposes the device-backend interface of :mod:`snep.backends.base` (``xp``,
-``to_host``, ``to_device``, ``take_fired``), like :class:`snep.backends.cuda.CudaBackend`.
+``to_host``, ``to_device``, ``take_fired``), like :class:`snep.backends.cuda.backend.CudaBackend`.
 
 It also stands in for CUDA-graph capture (``step_inputs``, ``capture``,
-``fused_step_device_params``; :mod:`snep.backends.cuda_graph`).  A "graph" here replays by
+``fused_step_device_params``; :mod:`snep.backends.cuda.graph`).  A "graph" here replays by
 calling the body again, so the double enforces what makes that equal to a real replay:
 while a body runs, every host/device transfer, every host read of the device and the
 by-value ``fused_step`` raise :class:`GraphRuleError` (the body may only launch work whose
@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from snep.backends import get_backend
-from snep.backends.cuda_fused import FUSED_PARAMS_DTYPE
-from snep.backends.cuda_graph import step_record_dtype
+from snep.backends.cuda.fused import FUSED_PARAMS_DTYPE
+from snep.backends.cuda.graph import step_record_dtype
 from snep.state import ChainArrays, PassScalars
 
 
@@ -108,7 +108,7 @@ class _DeviceMLP:
 
 
 class _StepInputs:
-    """The double's :class:`snep.backends.cuda_graph.CudaStepInputs`: one host record, one
+    """The double's :class:`snep.backends.cuda.graph.CudaStepInputs`: one host record, one
     device copy of its bytes."""
 
     def __init__(self, backend: DeviceBackend, n_samples: int, batch_size: int) -> None:

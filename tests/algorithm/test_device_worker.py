@@ -101,7 +101,7 @@ def test_baselines_on_a_device_backend_are_a_clear_error(digits, method):
 
 
 # ---------------------------------------------------------------------------------------
-# train.cuda_graph: the captured iteration (snep.backends.cuda_graph)
+# train.cuda_graph: the captured iteration (snep.backends.cuda.graph)
 # ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "method,snep",

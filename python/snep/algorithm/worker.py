@@ -43,7 +43,7 @@ from snep.backends.base import (
     to_device,
     to_host,
 )
-from snep.backends.cuda_fused import pack_params
+from snep.backends.cuda.fused import pack_params
 from snep.config import METHODS, Config
 from snep.diagnostics import ChainTrace
 from snep.errors import ConfigError
@@ -335,14 +335,14 @@ class SnepWorker:
         scalars of each sample go into a host record that one asynchronous copy takes to
         the device, where the iteration's launches read them (no synchronous copy inside
         an iteration; and the launches can be captured in a CUDA graph and replayed,
-        :mod:`snep.backends.cuda_graph`)."""
+        :mod:`snep.backends.cuda.graph`)."""
         backend = self.backend
         if not is_device(backend):
             missing = missing_device_methods(backend)
             raise ConfigError(
                 f"backend {getattr(backend, 'name', type(backend).__name__)!r} keeps its arrays "
                 f"on a device but lacks {missing}: a device backend stages each iteration's "
-                "inputs (see snep.backends.cuda.CudaBackend)"
+                "inputs (see snep.backends.cuda.backend.CudaBackend)"
             )
         # per sample, every chain's minibatch indices, chain after chain
         self._inputs = backend.step_inputs(

@@ -79,7 +79,7 @@ def get_backend(name: str = "auto", n_threads: int = 0, device: int | None = Non
                 f"CUDA device {device} does not exist: {n_devices} device(s) are visible "
                 "(check CUDA_VISIBLE_DEVICES)"
             )
-        from snep.backends.cuda import CudaBackend
+        from snep.backends.cuda.backend import CudaBackend
 
         return CudaBackend(device)
     raise BackendUnavailableError(

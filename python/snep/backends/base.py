@@ -4,7 +4,7 @@
 :class:`DeviceBackend` adds what a backend whose arrays live on a device (``cuda``)
 implements: ``xp`` (its array module, e.g. CuPy), the host/device copies, the guard
 count kept on the device, and the staged, capturable iteration
-(:mod:`snep.backends.cuda_graph`).  Code asks ``isinstance(backend, DeviceBackend)``
+(:mod:`snep.backends.cuda.graph`).  Code asks ``isinstance(backend, DeviceBackend)``
 (:func:`is_device`), never for single attributes; host backends need none of it:
 :func:`array_module`, :func:`to_host`, :func:`to_device` and :func:`is_host` supply the
 numpy defaults.
@@ -170,7 +170,7 @@ def to_device(backend: Any, a: Any, dtype: Any = None) -> Any:
 def require_graph_capture(backend: Any) -> None:
     """Raise :class:`ConfigError` unless ``backend`` captures CUDA graphs (``train.cuda_graph``;
     such a backend has ``step_inputs``, ``run_eager``, ``capture`` and
-    ``fused_step_device_params``, see :mod:`snep.backends.cuda_graph`)."""
+    ``fused_step_device_params``, see :mod:`snep.backends.cuda.graph`)."""
     if not is_device(backend):
         name = getattr(backend, "name", type(backend).__name__)
         raise ConfigError(

@@ -48,7 +48,7 @@ def cuda_info() -> list[str]:
     come from (the AOT fatbins CMake built with nvcc, or NVRTC at first use)."""
     import shutil
 
-    from snep.backends import cuda_fused
+    from snep.backends.cuda import fused as cuda_fused
 
     lines = [_cupy_line()]
     try:

@@ -410,6 +410,22 @@ EXPERIMENTS: dict[str, Experiment] = {
                 ),
                 *(
                     Arm(
+                        f"nn-mnist-val/snep-4w-c{c}-nocv",
+                        f"SNEP, 20 passes, {c} chains, no control variate",
+                        (
+                            *MNIST_LENGTH_VAL,
+                            "--workers",
+                            "4",
+                            "--chains",
+                            str(c),
+                            "--set",
+                            "snep.score_cv=false",
+                        ),
+                    )
+                    for c in (8, 4)
+                ),
+                *(
+                    Arm(
                         f"nn-mnist-val/adam-1w-e{e}",
                         f"Adam, {e} passes",
                         (*MNIST_LENGTH_VAL, "--method", "adam", "--workers", "1", "--epochs", e),

@@ -5,12 +5,12 @@ Pieces, each tested against its float64 oracle (``bench/gpu_check.py`` on a GPU,
 epilogues also under Numba's CUDA simulator in ``tests/backends``):
 
 * the MLP (Hasenclever et al., JMLR 18 (2017), §6) forward/backward:
-  :class:`~snep.backends.cuda_epilogues.EpilogueMLP` with ``cupy.matmul`` (cuBLAS) for
+  :class:`~snep.backends.cuda.epilogues.EpilogueMLP` with ``cupy.matmul`` (cuBLAS) for
   the GEMMs and the numba.cuda kernels built from :mod:`snep.model.epilogues` between
   them, or (``gemm="tiled"``, ``"tiled-cpp"``, ``"tiled-tf32"``) the hand-written batched
-  GEMMs with fused epilogues of :mod:`snep.backends.cuda_gemm` (numba.cuda) and
-  ``kernels/mlp_gemm.cu`` (CUDA C++, :mod:`snep.backends.cuda_gemm_raw`);
-* the fused sampler/site/moment pass and the Philox noise: :mod:`snep.backends.cuda_fused`
+  GEMMs with fused epilogues of :mod:`snep.backends.cuda.gemm` (numba.cuda) and
+  ``kernels/mlp_gemm.cu`` (CUDA C++, :mod:`snep.backends.cuda.gemm_raw`);
+* the fused sampler/site/moment pass and the Philox noise: :mod:`snep.backends.cuda.fused`
   (CuPy ``RawModule``: the AOT fatbin when built, NVRTC otherwise);
 * the server reply (cavity, anchor, chain shift): the oracle
   :func:`snep.maths.oracles.reply_update_reference` itself, run with CuPy.
@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from snep.backends import cuda_fused
-from snep.backends.cuda_fused import _cupy
+from snep.backends.cuda import fused as cuda_fused
+from snep.backends.cuda.fused import _cupy
 from snep.maths.oracles import reply_update_reference
 from snep.model.spec import ParamSpec
 from snep.state import ChainArrays, PassScalars, SamplerKind
@@ -37,7 +37,7 @@ cupy = _cupy()  # BackendUnavailableError (naming the pip package) when CuPy is 
 
 from numba import cuda as _nb_cuda  # noqa: E402  (after the CuPy check)
 
-from snep.backends.cuda_epilogues import EpilogueMLP  # noqa: E402
+from snep.backends.cuda.epilogues import EpilogueMLP  # noqa: E402
 
 __all__ = ["CudaBackend", "CudaMLP", "chain_arrays_to_device", "current_numba_stream"]
 
@@ -66,9 +66,9 @@ class CudaMLP(EpilogueMLP):
     contiguous (the weight views of the flat parameters, whose chains are ``P`` apart, and
     the transposes of the backward pass) and writes a strided output (the weight-gradient
     views) through a temporary: correct, and a few extra memory passes.  The elementwise
-    passes are the numba.cuda kernels of :mod:`snep.backends.cuda_epilogues`.
+    passes are the numba.cuda kernels of :mod:`snep.backends.cuda.epilogues`.
 
-    ``gemm="tiled"`` (numba.cuda, :mod:`snep.backends.cuda_gemm`), ``"tiled-cpp"`` (the same
+    ``gemm="tiled"`` (numba.cuda, :mod:`snep.backends.cuda.gemm`), ``"tiled-cpp"`` (the same
     kernel in CUDA C++) or ``"tiled-tf32"`` (its tensor-core variant, TF32 inputs with fp32
     accumulation): hand-written batched GEMMs that read the weight views and transposes in
     place, write the weight gradients straight into ``grad_out`` and fuse the bias, ReLU and
@@ -81,7 +81,7 @@ class CudaMLP(EpilogueMLP):
     spec : ParamSpec
     n_chains, batch_size : int
     gemm : {"matmul", "tiled", "tiled-cpp", "tiled-tf32"}
-        GEMM implementation (see :class:`~snep.backends.cuda_epilogues.EpilogueMLP`).
+        GEMM implementation (see :class:`~snep.backends.cuda.epilogues.EpilogueMLP`).
 
     Notes
     -----
@@ -132,17 +132,17 @@ class CudaBackend:
         self.device = int(cupy.cuda.Device().id)
         self._graphs: Any = None
 
-    # -- CUDA graphs (snep.backends.cuda_graph) ----------------------------------------------
+    # -- CUDA graphs (snep.backends.cuda.graph) ----------------------------------------------
     def _graph_state(self) -> Any:
         if self._graphs is None:
-            from snep.backends.cuda_graph import CudaGraphs
+            from snep.backends.cuda.graph import CudaGraphs
 
             self._graphs = CudaGraphs()
         return self._graphs
 
     def step_inputs(self, n_samples: int, batch_size: int) -> Any:
         """A device record of one iteration's minibatch indices and pass scalars, filled from
-        pinned host records (:class:`~snep.backends.cuda_graph.CudaStepInputs`)."""
+        pinned host records (:class:`~snep.backends.cuda.graph.CudaStepInputs`)."""
         return self._graph_state().step_inputs(n_samples, batch_size)
 
     def run_eager(self, body: Any) -> None:
@@ -151,7 +151,7 @@ class CudaBackend:
 
     def capture(self, body: Any) -> Any:
         """Run ``body`` (one iteration's launches) now and return a
-        :class:`~snep.backends.cuda_graph.CudaGraph` that replays it; ``body`` must read
+        :class:`~snep.backends.cuda.graph.CudaGraph` that replays it; ``body`` must read
         everything that changes between iterations from device memory."""
         return self._graph_state().capture(body)
 

@@ -253,7 +253,7 @@ def kernel_dir(source: str = _SOURCE) -> Path:
         candidates.append(Path(str(res)))
     except (ModuleNotFoundError, TypeError):
         pass
-    candidates.append(Path(__file__).resolve().parents[3] / "kernels")
+    candidates.append(Path(__file__).resolve().parents[4] / "kernels")
     for d in candidates:
         if (d / source).is_file():
             return d

@@ -19,9 +19,9 @@ is applied to the float32 accumulator before the single store of each output:
 The scalar epilogue functions are those of :mod:`snep.model.epilogues` (the single source of
 truth, compiled here with ``cuda.jit(device=True)``); biases are read from the whole flat
 ``(C, P)`` parameter array at the layer's offset, as in
-:func:`snep.backends.cuda_epilogues.bias_relu_`.
+:func:`snep.backends.cuda.epilogues.bias_relu_`.
 
-The kernel is a shared-memory tiled GEMM (:mod:`snep.backends.gemm_common` describes the
+The kernel is a shared-memory tiled GEMM (:mod:`snep.backends.cuda.gemm_common` describes the
 tiling, which ``kernels/mlp_gemm.cu`` repeats in CUDA C++): each block loops over output
 tiles (so any grid covers any size), stages ``BK``-wide chunks of both operands in shared
 memory, zero-filled past the matrix edges, and each thread accumulates a ``TM x TN``
@@ -49,7 +49,7 @@ import numpy as np
 from numba import config as _numba_config
 from numba import cuda
 
-from snep.backends.gemm_common import (
+from snep.backends.cuda.gemm_common import (
     DEFAULT_MAX_BLOCKS,
     EPI_BIAS,
     EPI_BIAS_RELU,
@@ -103,7 +103,7 @@ def gemm_kernel(tiles: GemmTiles = TILES) -> Any:
 
     ``a`` (C, M, K), ``b`` (C, K, N), ``out`` (C, M, N), ``aux`` (C, M, N) are float32
     arrays of any strides, ``bias`` the flat (C, P) parameters, ``epi`` an epilogue code of
-    :data:`~snep.backends.gemm_common.EPILOGUES` (``bias``/``aux`` are read only by the
+    :data:`~snep.backends.cuda.gemm_common.EPILOGUES` (``bias``/``aux`` are read only by the
     epilogues that need them; pass any array of the right rank otherwise).  Cached per
     configuration; ``.py_func`` is the Python source, for ``cuda.compile_ptx``.
     """

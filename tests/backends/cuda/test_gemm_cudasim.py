@@ -1,10 +1,10 @@
 """The hand-written batched GEMMs (numba.cuda) against numpy float64, under the simulator.
 
-Runs in its own pytest process, like ``test_cuda_epilogues_cudasim.py``::
+Runs in its own pytest process, like ``test_epilogues_cudasim.py``::
 
     NUMBA_ENABLE_CUDASIM=1 python -m pytest tests/backends -q -m cudasim
 
-and skips otherwise.  What is checked (:mod:`snep.backends.cuda_gemm`, the MLP of
+and skips otherwise.  What is checked (:mod:`snep.backends.cuda.gemm`, the MLP of
 Hasenclever et al., JMLR 18 (2017), §6):
 
 * every operand layout (``op(A) = A`` or ``A^T``, same for ``B``) and every epilogue
@@ -14,7 +14,7 @@ Hasenclever et al., JMLR 18 (2017), §6):
 * the three GEMM shapes of an MLP layer on weight views of a flat ``(C, P)`` parameter array
   (chains ``P`` apart): the forward with its fused epilogue, the weight gradient written into
   the flat gradient (nothing else touched) and the input gradient with the ReLU mask;
-* :class:`~snep.backends.cuda_epilogues.EpilogueMLP` with ``gemm="tiled"`` against the float64
+* :class:`~snep.backends.cuda.epilogues.EpilogueMLP` with ``gemm="tiled"`` against the float64
   oracle :mod:`snep.model.mlp_numpy`.
 
 Most cases use small tiles (8 x 8 outputs, chunks of 4, 2 x 2 per thread: 16 simulated
@@ -38,9 +38,9 @@ from .cudasim import require_cudasim
 pytestmark = pytest.mark.cudasim
 require_cudasim()
 
-from snep.backends import cuda_epilogues as ce  # noqa: E402
-from snep.backends import cuda_gemm as cg  # noqa: E402
-from snep.backends.gemm_common import TILES, GemmTiles  # noqa: E402
+from snep.backends.cuda import epilogues as ce  # noqa: E402
+from snep.backends.cuda import gemm as cg  # noqa: E402
+from snep.backends.cuda.gemm_common import TILES, GemmTiles  # noqa: E402
 from snep.errors import ConfigError  # noqa: E402
 from snep.model import mlp_numpy  # noqa: E402
 from snep.model.spec import ParamSpec, init_params  # noqa: E402

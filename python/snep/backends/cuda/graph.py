@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from snep.backends.cuda_fused import FUSED_PARAMS_DTYPE, _cupy
+from snep.backends.cuda.fused import FUSED_PARAMS_DTYPE, _cupy
 from snep.errors import ConfigError
 
 __all__ = ["CudaGraph", "CudaGraphs", "CudaStepInputs", "step_record_dtype"]

@@ -7,7 +7,7 @@
   width;
 * ``GEMM_ARGS`` is the parameter list of every batched-GEMM entry point of
   ``kernels/mlp_gemm.cu`` (``ENTRY_POINTS``: each epilogue, fp32 and TF32), whose tile
-  constants and epilogue codes are those of :mod:`snep.backends.gemm_common`;
+  constants and epilogue codes are those of :mod:`snep.backends.cuda.gemm_common`;
 * the numba.cuda epilogue and GEMM kernels compile to PTX for sm_80 and sm_90 with the real
   (non-simulated) target when the machine has NVVM (a compile-only check: the simulator
   runs them as plain Python and would not catch code the CUDA target rejects);
@@ -29,8 +29,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from snep.backends import cuda_fused, cuda_gemm_raw
-from snep.backends.cuda_fused import (
+from snep.backends.cuda import fused as cuda_fused
+from snep.backends.cuda import gemm_raw as cuda_gemm_raw
+from snep.backends.cuda.fused import (
     FILL_NORMAL_ARGS,
     FUSED_PARAMS_DTYPE,
     FUSED_STEP_ARGS,
@@ -39,11 +40,11 @@ from snep.backends.cuda_fused import (
     grid_for,
     pack_params,
 )
-from snep.backends.gemm_common import EPILOGUES
+from snep.backends.cuda.gemm_common import EPILOGUES
 from snep.errors import BackendUnavailableError, ConfigError
 from snep.state import ChainArrays, PassScalars
 
-KERNELS = Path(__file__).resolve().parents[2] / "kernels"
+KERNELS = Path(__file__).resolve().parents[3] / "kernels"
 HEADER = KERNELS / "snep_fused.cuh"
 SOURCE = KERNELS / "fused_step.cu"
 GEMM_SOURCE = KERNELS / "mlp_gemm.cu"
@@ -295,7 +296,7 @@ except (ImportError, AttributeError) as e:
     print("this numba.cuda has no dispatcher.get_current_device to stand in for:", e)
     sys.exit(77)
 disp.get_current_device = lambda: pytypes.SimpleNamespace(compute_capability=(8, 0))
-from snep.backends import cuda_epilogues as ce
+from snep.backends.cuda import epilogues as ce
 f3, f2, f1 = types.float32[:, :, ::1], types.float32[:, ::1], types.float64[::1]
 i64 = types.int64
 sigs = {
@@ -318,7 +319,7 @@ for cc in ((8, 0), (9, 0)):
             assert ".f64" not in ptx, f"{name} does float64 arithmetic on the GPU"
 # the batched GEMM: contiguous operands, and the strided views of the MLP (weights in the
 # flat parameters, transposes); its accumulators must stay in registers (no .local)
-from snep.backends import cuda_gemm as cg
+from snep.backends.cuda import gemm as cg
 fa = types.Array(types.float32, 3, "A")
 gemm = cg.gemm_kernel(cg.TILES).py_func
 for cc in ((8, 0), (9, 0)):
@@ -369,7 +370,7 @@ def test_epilogue_kernels_compile_for_the_gpu(tmp_path):
 # ---------------------------------------------------------------------------------------
 def test_importing_the_launcher_imports_neither_cupy_nor_numba_cuda():
     code = (
-        "import sys, snep.backends.cuda_fused, snep.backends.cuda_gemm_raw; "
+        "import sys, snep.backends.cuda.fused, snep.backends.cuda.gemm_raw; "
         "assert 'cupy' not in sys.modules, 'cupy'; "
         "assert 'numba.cuda' not in sys.modules, 'numba.cuda'"
     )
@@ -461,7 +462,7 @@ def _dev(a: np.ndarray) -> _FakeCupyArray:
 
 @pytest.mark.parametrize("tf32", [False, True], ids=["fp32", "tf32"])
 def test_gemm_launcher_addresses_views_transposes_and_epilogues(fake_cupy, tf32):
-    from snep.backends.gemm_common import weight_view
+    from snep.backends.cuda.gemm_common import weight_view
     from snep.model.spec import ParamSpec
 
     rng = np.random.default_rng(0)
@@ -674,7 +675,7 @@ def test_cpp_gemm_runs_the_mlp_layer_gemms_on_the_cpu(emulator, tmp_path, monkey
     """
     import types
 
-    from snep.backends.gemm_common import weight_view
+    from snep.backends.cuda.gemm_common import weight_view
     from snep.model.spec import ParamSpec
 
     mod = _RecordingModule()

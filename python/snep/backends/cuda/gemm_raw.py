@@ -1,9 +1,9 @@
 """CuPy launcher of the CUDA C++ batched GEMMs of ``kernels/mlp_gemm.cu``.
 
-The same GEMMs as the numba.cuda kernel of :mod:`snep.backends.cuda_gemm` (the MLP of
+The same GEMMs as the numba.cuda kernel of :mod:`snep.backends.cuda.gemm` (the MLP of
 Hasenclever et al., JMLR 18 (2017), §6, batched over chains: ``out[c] = epilogue(op(A[c])
 @ op(B[c]))`` with the fused epilogues ``none``/``bias``/``bias_relu``/``relu_grad``), with the
-same tiling and indexing (:mod:`snep.backends.gemm_common`), in CUDA C++:
+same tiling and indexing (:mod:`snep.backends.cuda.gemm_common`), in CUDA C++:
 
 * ``gemm[_<epilogue>]_float32``: fp32 shared-memory tiles, fp32 accumulation;
 * ``gemm_tf32[_<epilogue>]_float32``: the opt-in tensor-core variant (TF32 inputs rounded
@@ -12,14 +12,14 @@ same tiling and indexing (:mod:`snep.backends.gemm_common`), in CUDA C++:
   softmax-cross-entropy forward/backward (:func:`softmax_xent`), the per-chain sum of the
   row log-likelihoods (:func:`loglik_sum`) and the bias gradient (:func:`bias_grad`), the
   maths and thread mapping of the numba.cuda kernels of
-  :mod:`snep.backends.cuda_epilogues`, so that ``gemm="tiled-cpp"`` runs the MLP in C++
+  :mod:`snep.backends.cuda.epilogues`, so that ``gemm="tiled-cpp"`` runs the MLP in C++
   end to end.
 
 Every entry point takes the parameters :data:`GEMM_ARGS` (pointer and element strides of
 each operand, the sizes, the bias and ReLU-output arrays of the epilogues); :func:`gemm`
 builds them from CuPy views (transposes and the weight views of the flat ``(C, P)``
 parameter and gradient arrays are strides, nothing is copied) with
-:func:`snep.backends.cuda_fused.build_args`.  The module is the AOT fatbin
+:func:`snep.backends.cuda.fused.build_args`.  The module is the AOT fatbin
 ``mlp_gemm.fatbin`` that CMake builds from every ``kernels/*.cu`` when ``nvcc`` is present,
 else ``mlp_gemm.cu`` compiled by NVRTC (if NVRTC cannot include ``mma.h`` it is compiled
 without the tensor-core variant, and :func:`tf32_enabled` says so).
@@ -36,14 +36,14 @@ from typing import Any
 
 import numpy as np
 
-from snep.backends.cuda_fused import (
+from snep.backends.cuda.fused import (
     _cupy,
     build_args,
     kernel_dir,
     load_fatbin_or_nvrtc,
     nvrtc_log,
 )
-from snep.backends.gemm_common import (
+from snep.backends.cuda.gemm_common import (
     DEFAULT_MAX_BLOCKS,
     EPI_BIAS,
     EPI_BIAS_RELU,
@@ -166,7 +166,7 @@ _tf32: bool | None = None
 
 
 def entry_point(epilogue: str, tf32: bool = False) -> str:
-    """Name of the kernel for ``epilogue`` (:data:`~snep.backends.gemm_common.EPILOGUES`)."""
+    """Name of the kernel for ``epilogue`` (:data:`~snep.backends.cuda.gemm_common.EPILOGUES`)."""
     try:
         return ENTRY_POINTS[(epilogue, bool(tf32))]
     except KeyError:
@@ -296,7 +296,7 @@ def gemm(
 ) -> None:
     """``out[c] = epilogue(op(a[c]) @ op(b[c]))`` with the CUDA C++ kernels, on CuPy arrays.
 
-    Arguments as in :func:`snep.backends.cuda_gemm.gemm` (CuPy arrays of any strides), plus
+    Arguments as in :func:`snep.backends.cuda.gemm.gemm` (CuPy arrays of any strides), plus
 
     Parameters
     ----------

@@ -24,7 +24,7 @@ require_cudasim()
 
 from numba import cuda  # noqa: E402
 
-from snep.backends import cuda_epilogues as ce  # noqa: E402
+from snep.backends.cuda import epilogues as ce  # noqa: E402
 from snep.errors import ConfigError  # noqa: E402
 from snep.model import mlp_numpy  # noqa: E402
 from snep.model.spec import ParamSpec, init_params  # noqa: E402

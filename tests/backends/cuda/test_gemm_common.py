@@ -1,8 +1,8 @@
 """Tiling, operand checks and weight views shared by the batched GEMM kernels (no GPU).
 
-:mod:`snep.backends.gemm_common` is what the numba.cuda kernel (:mod:`snep.backends.cuda_gemm`)
+:mod:`snep.backends.cuda.gemm_common` is what the numba.cuda kernel (:mod:`snep.backends.cuda.gemm`)
 and the CUDA C++ kernel (``kernels/mlp_gemm.cu``) share; the kernels themselves are checked
-under the simulator (``test_cuda_gemm_cudasim.py``) and on a GPU (``bench/gpu_check.py``).
+under the simulator (``test_gemm_cudasim.py``) and on a GPU (``bench/gpu_check.py``).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from snep.backends.gemm_common import (
+from snep.backends.cuda.gemm_common import (
     EPILOGUES,
     TILES,
     GemmTiles,

@@ -9,9 +9,9 @@ The MLP of Hasenclever et al., JMLR 18 (2017), §6, batched over a leading chain
 * input gradient ``dH = dZ W_l^T`` (optionally masked by the ReLU's derivative, fused).
 
 Two implementations compute them with the same tiling and indexing, so that one float64
-oracle checks both: the numba.cuda kernel of :mod:`snep.backends.cuda_gemm` (which also
+oracle checks both: the numba.cuda kernel of :mod:`snep.backends.cuda.gemm` (which also
 runs under Numba's CUDA simulator) and ``kernels/mlp_gemm.cu`` (CUDA C++, launched by
-:mod:`snep.backends.cuda_gemm_raw`, with an opt-in TF32 tensor-core variant).  This module
+:mod:`snep.backends.cuda.gemm_raw`, with an opt-in TF32 tensor-core variant).  This module
 holds what they share and imports neither numba.cuda nor CuPy:
 
 * :class:`GemmTiles` / :data:`TILES`: the block tile ``BM x BN``, the reduction chunk

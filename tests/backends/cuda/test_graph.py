@@ -1,4 +1,4 @@
-"""The host side of :mod:`snep.backends.cuda_graph` (no GPU needed): the step record's
+"""The host side of :mod:`snep.backends.cuda.graph` (no GPU needed): the step record's
 layout, that the module imports without CuPy, and its launch logic (the pinned ring, the
 capture sequence, the stream ordering) against a recording stand-in for CuPy.  The
 captured iteration itself is tested through the device double in
@@ -12,8 +12,8 @@ import sys
 import numpy as np
 import pytest
 
-from snep.backends.cuda_fused import FUSED_PARAMS_DTYPE, pack_params
-from snep.backends.cuda_graph import step_record_dtype
+from snep.backends.cuda.fused import FUSED_PARAMS_DTYPE, pack_params
+from snep.backends.cuda.graph import step_record_dtype
 from snep.errors import ConfigError
 from snep.state import PassScalars
 
@@ -51,7 +51,7 @@ def test_an_empty_step_record_is_a_clear_error(bad):
 
 def test_the_graph_module_imports_without_cupy():
     code = (
-        "import sys, snep.backends.cuda_graph as g; "
+        "import sys, snep.backends.cuda.graph as g; "
         "assert 'cupy' not in sys.modules, 'cupy imported'; print(g.DEFAULT_DEPTH)"
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -153,7 +153,7 @@ def _fake_cupy(log):
 def fake_cupy(monkeypatch):
     import types
 
-    from snep.backends import cuda_graph
+    from snep.backends.cuda import graph as cuda_graph
 
     log = _Log()
     monkeypatch.setattr(cuda_graph, "_cupy", lambda: _fake_cupy(log))
@@ -164,7 +164,7 @@ def fake_cupy(monkeypatch):
 
 
 def test_the_pinned_ring_waits_only_when_it_wraps(fake_cupy):
-    from snep.backends.cuda_graph import CudaGraphs
+    from snep.backends.cuda.graph import CudaGraphs
 
     graphs = CudaGraphs()
     inputs = graphs.step_inputs(2, 3)
@@ -189,7 +189,7 @@ def test_the_pinned_ring_waits_only_when_it_wraps(fake_cupy):
 
 
 def test_capture_runs_the_iteration_then_captures_and_launches_in_order(fake_cupy):
-    from snep.backends.cuda_graph import CudaGraphs
+    from snep.backends.cuda.graph import CudaGraphs
 
     graphs = CudaGraphs()
     calls = []
@@ -211,7 +211,7 @@ def test_capture_runs_the_iteration_then_captures_and_launches_in_order(fake_cup
 
 
 def test_a_body_that_fails_under_capture_ends_the_capture_and_raises(fake_cupy):
-    from snep.backends.cuda_graph import CudaGraphs
+    from snep.backends.cuda.graph import CudaGraphs
 
     graphs = CudaGraphs()
     n = []
@@ -227,7 +227,7 @@ def test_a_body_that_fails_under_capture_ends_the_capture_and_raises(fake_cupy):
 
 
 def test_an_uncaptured_iteration_runs_on_the_graph_stream_in_order(fake_cupy):
-    from snep.backends.cuda_graph import CudaGraphs
+    from snep.backends.cuda.graph import CudaGraphs
 
     graphs = CudaGraphs()
     calls = []

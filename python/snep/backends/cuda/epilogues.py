@@ -35,7 +35,7 @@ Under ``NUMBA_ENABLE_CUDASIM=1`` everything runs in Numba's CUDA simulator.
 :class:`EpilogueMLP` is the whole forward/backward pass: GEMMs through a ``matmul``
 callable (numpy under the simulator, ``cupy.matmul``/cuBLAS on a GPU) and these kernels
 in between, or (``gemm="tiled"``) the hand-written batched GEMMs of
-:mod:`snep.backends.cuda_gemm` with the bias/ReLU epilogues fused into them (and, on CuPy
+:mod:`snep.backends.cuda.gemm` with the bias/ReLU epilogues fused into them (and, on CuPy
 arrays, ``"tiled-cpp"``/``"tiled-tf32"``: the CUDA C++ kernels of ``kernels/mlp_gemm.cu``);
 :func:`cuda_loglik_and_grad` is its one-call form.
 
@@ -54,8 +54,8 @@ import numpy as np
 from numba import config as _numba_config
 from numba import cuda
 
-from snep.backends import cuda_gemm
-from snep.backends.gemm_common import TILES, GemmTiles
+from snep.backends.cuda import gemm as cuda_gemm
+from snep.backends.cuda.gemm_common import TILES, GemmTiles
 from snep.config import GEMMS
 from snep.errors import ConfigError
 from snep.model import epilogues
@@ -487,12 +487,12 @@ class EpilogueMLP:
 
     * ``"matmul"``: the ``matmul`` callable (``cupy.matmul``/cuBLAS on a GPU, numpy under
       the simulator), with the bias/ReLU epilogues as separate numba.cuda passes;
-    * ``"tiled"``: the numba.cuda kernels of :mod:`snep.backends.cuda_gemm`, with the
+    * ``"tiled"``: the numba.cuda kernels of :mod:`snep.backends.cuda.gemm`, with the
       hidden layers' bias + ReLU, the output layer's bias and the backward ReLU mask fused
       into the GEMMs (three passes over memory fewer per hidden layer); runs under the
       simulator on numpy arrays too;
     * ``"tiled-cpp"`` / ``"tiled-tf32"``: the same GEMMs as CUDA C++
-      (:mod:`snep.backends.cuda_gemm_raw`; fp32, or TF32 tensor cores with fp32
+      (:mod:`snep.backends.cuda.gemm_raw`; fp32, or TF32 tensor cores with fp32
       accumulation), with the softmax-cross-entropy, log-likelihood sum and bias
       gradients as CUDA C++ kernels of the same module: the whole fwd+bwd is C++ (no
       numba launches); CuPy arrays only.
@@ -519,8 +519,9 @@ class EpilogueMLP:
     gemm : {"matmul", "tiled", "tiled-cpp", "tiled-tf32"}
         GEMM implementation (see above); default ``"matmul"``.
     tiles : GemmTiles, optional
-        Tile configuration of ``gemm="tiled"`` (default :data:`~snep.backends.gemm_common.TILES`;
-        the tests use small tiles to cover the edges cheaply under the simulator).
+        Tile configuration of ``gemm="tiled"`` (default
+        :data:`~snep.backends.cuda.gemm_common.TILES`; the tests use small tiles to cover the
+        edges cheaply under the simulator).
     """
 
     def __init__(
@@ -557,7 +558,7 @@ class EpilogueMLP:
             )
         self._raw: Any = None
         if self.gemm in ("tiled-cpp", "tiled-tf32"):
-            from snep.backends import cuda_gemm_raw
+            from snep.backends.cuda import gemm_raw as cuda_gemm_raw
 
             self._raw = cuda_gemm_raw
         self._stream = stream

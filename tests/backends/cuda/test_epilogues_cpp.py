@@ -1,7 +1,7 @@
 """The elementwise kernels of ``kernels/mlp_gemm.cu`` (softmax-cross-entropy forward and
 backward, the per-chain log-likelihood sum, the bias gradient), run on the CPU.
 
-The launchers of :mod:`snep.backends.cuda_gemm_raw` are called on numpy stand-ins for
+The launchers of :mod:`snep.backends.cuda.gemm_raw` are called on numpy stand-ins for
 CuPy arrays with a module that records each launch; the recorded launch (grid, block,
 arguments in the kernel's order) then runs the kernel's own C++ source, compiled by g++
 with the CUDA names defined for the host, one (block, thread) after another (the kernels
@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from snep.backends import cuda_gemm_raw
+from snep.backends.cuda import gemm_raw as cuda_gemm_raw
 from snep.errors import ConfigError
 from snep.model import mlp_numpy
 
-from .test_cuda_launch_args import CUDA_SHIM, GXX, KERNELS, _FakeCupyArray, _run_emulated
-from .test_cuda_launch_args import emulator as emulator  # the GEMM emulator fixture
+from .test_launch_args import CUDA_SHIM, GXX, KERNELS, _FakeCupyArray, _run_emulated
+from .test_launch_args import emulator as emulator  # the GEMM emulator fixture
 
 _MAIN = r"""
 #include <cstdio>
@@ -281,7 +281,7 @@ def test_the_cpp_mlp_path_is_cpp_end_to_end(emulator, epilogue_emulator, tmp_pat
     """``EpilogueMLP(gemm="tiled-cpp").loglik_and_grad``: every launch is a kernel of
     mlp_gemm.cu (none is numba), run here from its C++ source, and the log-likelihood and
     gradient match the float64 oracle."""
-    from snep.backends import cuda_epilogues
+    from snep.backends.cuda import epilogues as cuda_epilogues
     from snep.model.spec import ParamSpec, init_params
 
     xp = types.SimpleNamespace(
