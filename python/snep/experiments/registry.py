@@ -393,8 +393,9 @@ EXPERIMENTS: dict[str, Experiment] = {
         Experiment(
             "nn-mnist-length",
             "Run length and chains per worker for the MNIST defaults (784-100-10, 4 "
-            "workers, validation split): 20 and 80 passes over each shard, 8, 4 and 1 "
-            "chains, against Adam with the same passes",
+            "workers, validation split): 20 and 80 passes over each shard, 8, 6, 4 and 1 "
+            "chains, with and without the score control variate, against Adam with the "
+            "same passes",
             "Whether SNEP's gap to Adam (docs/results.md §0b) closes with a longer run, "
             "and what the chains per worker cost or buy; chosen on held-out training "
             "data, never the test set.",
@@ -406,7 +407,12 @@ EXPERIMENTS: dict[str, Experiment] = {
                         f"SNEP, 80 passes, {c} chain{'s' if c > 1 else ''}",
                         (*MNIST_LENGTH_VAL, "--workers", "4", "--epochs", "80", "--chains", str(c)),
                     )
-                    for c in (8, 4, 1)
+                    for c in (8, 6, 4, 1)
+                ),
+                Arm(
+                    "nn-mnist-val/snep-4w-c6",
+                    "SNEP, 20 passes, 6 chains",
+                    (*MNIST_LENGTH_VAL, "--workers", "4", "--chains", "6"),
                 ),
                 *(
                     Arm(

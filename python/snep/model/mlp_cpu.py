@@ -440,29 +440,12 @@ class CpuMLP:
         return self._gv
 
     # -- hot path -------------------------------------------------------------------------
-    def loglik_and_grad(
+    def _checked_inputs(
         self, params: np.ndarray, x: np.ndarray, y: np.ndarray, grad_out: np.ndarray
     ) -> np.ndarray:
-        """Minibatch log-likelihood of each chain; its gradient is written into ``grad_out``.
-
-        Parameters
-        ----------
-        params : ndarray, shape (C, P), dtype ``self.dtype``
-            Flat parameters of each chain (unit stride along P).
-        x : ndarray, shape (C, B, D)
-            Each chain's minibatch (converted into a workspace if not ``self.dtype`` or not
-            BLAS-compatible).
-        y : ndarray of int, shape (C, B)
-            Labels in ``[0, K)``.
-        grad_out : ndarray, shape (C, P), dtype ``self.dtype``
-            Overwritten (every entry) with ``d loglik[c] / d params[c]``, the gradient of
-            the log-likelihood (an ascent direction); must not overlap ``params`` or ``x``.
-
-        Returns
-        -------
-        ndarray, shape (C,), float64
-            ``Σ_b log p(y[c, b] | x[c, b], params[c])``.
-        """
+        """Validate :meth:`loglik_and_grad`'s arguments (a clear error naming the value and
+        what was expected); returns ``x``, copied into a workspace when it is not in
+        ``self.dtype`` or not BLAS-compatible."""
         where = "loglik_and_grad"
         self._check_flat(params, "params", where)
         self._check_flat(grad_out, "grad_out", where)
@@ -489,7 +472,33 @@ class CpuMLP:
                 self._x_work = np.empty((c, b, d), self.dtype)
             np.copyto(self._x_work, x, casting="unsafe")
             x = self._x_work
+        return x
 
+    def loglik_and_grad(
+        self, params: np.ndarray, x: np.ndarray, y: np.ndarray, grad_out: np.ndarray
+    ) -> np.ndarray:
+        """Minibatch log-likelihood of each chain; its gradient is written into ``grad_out``.
+
+        Parameters
+        ----------
+        params : ndarray, shape (C, P), dtype ``self.dtype``
+            Flat parameters of each chain (unit stride along P).
+        x : ndarray, shape (C, B, D)
+            Each chain's minibatch (converted into a workspace if not ``self.dtype`` or not
+            BLAS-compatible).
+        y : ndarray of int, shape (C, B)
+            Labels in ``[0, K)``.
+        grad_out : ndarray, shape (C, P), dtype ``self.dtype``
+            Overwritten (every entry) with ``d loglik[c] / d params[c]``, the gradient of
+            the log-likelihood (an ascent direction); must not overlap ``params`` or ``x``.
+
+        Returns
+        -------
+        ndarray, shape (C,), float64
+            ``Σ_b log p(y[c, b] | x[c, b], params[c])``.
+        """
+        where = "loglik_and_grad"
+        x = self._checked_inputs(params, x, y, grad_out)
         k = self._k
         pv = self._param_views(params)
         gw = self._grad_views(grad_out)

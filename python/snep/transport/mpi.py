@@ -276,18 +276,15 @@ class ServerLoop:
         from mpi4py import MPI
 
         self.register()
-        # a checkpoint from the start: a job ended before its first evaluation resumes too
-        whole = self._gather_server() if self.servers is not None else self.server
-        if self.checkpoint is not None and whole is not None:
-            state = {k: np.array(v) for k, v in whole.state_dict().items()}
-            self._save({**state, BYTES_KEY: np.array(self.bytes_moved, np.int64)})
-        n, p = self.n_workers, self.n_params
-        bufs = [self._message() for _ in range(n)]
-        out = [self._message() for _ in range(n)]
-        sends: list[list[Any]] = [[] for _ in range(n)]
+        self._checkpoint_start()
+        n = self.n_workers
+        self._bufs = [self._message() for _ in range(n)]  # pushes arrive here
+        self._out = [self._message() for _ in range(n)]  # replies leave from here
+        self._sends: list[list[Any]] = [[] for _ in range(n)]
         first = self.first_worker
-        recvs = [self.comm.Irecv(bufs[w].mpi(), source=w + first, tag=TAG) for w in range(n)]
-        itemsize = self.wire.itemsize
+        self._recvs = [
+            self.comm.Irecv(self._bufs[w].mpi(), source=w + first, tag=TAG) for w in range(n)
+        ]
         done = [False] * n
         # each worker's iteration at its last push, accepted or not: the evaluation grid
         # is crossed at the same pushes on every server rank, whichever slices they reject
@@ -301,59 +298,91 @@ class ServerLoop:
             if self.synchronous:  # worker order within each round, as the in-process runner
                 while done[turn]:
                     turn = (turn + 1) % n
-                recvs[turn].Wait()
+                self._recvs[turn].Wait()
                 idx, turn = turn, (turn + 1) % n
             else:
-                idx, ready = MPI.Request.Testany(recvs)
+                idx, ready = MPI.Request.Testany(self._recvs)
                 if not ready:  # poll, but yield the core: ranks may share cores with workers
                     time.sleep(self.poll_interval)
                     continue
             t0 = time.perf_counter()
-            msg = bufs[idx]
-            kind, worker, _, iteration, seen, _ = unpack_header(
-                msg.header, (KIND_PUSH, KIND_DONE), p, "server", itemsize
-            )
-            if worker != idx:
-                raise ProtocolError(f"server: rank {idx + first} sent a message as worker {worker}")
-            if kind == KIND_DONE:
+            if not self._serve(idx, pushed_at):
                 done[idx] = True
-                recvs[idx] = MPI.REQUEST_NULL
                 continue
-            # the previous reply to this worker has left its buffer (the worker received it
-            # before it pushed again); the server's pass writes the new one there directly
-            MPI.Request.Waitall(sends[idx])
-            pushed_at[idx] = iteration
-            reply = self.server.push(
-                Push(idx, iteration, msg.precision, msg.precision_mean, seen),
-                out=(out[idx].precision, out[idx].precision_mean),
-            )
-            sends[idx] = [self._send_reply(out[idx], idx, reply.version, reply.accepted)]
-            if not reply.accepted:
-                sys.stderr.write(
-                    f"snep: server rejected a push from worker {worker} at iteration "
-                    f"{iteration}: non-finite values in its delta ({self.server.rejected} "
-                    "rejected so far); the run goes on\n"
-                )
-            recvs[idx] = self.comm.Irecv(msg.mpi(), source=idx + first, tag=TAG)
-            self.bytes_moved += msg.nbytes + out[idx].nbytes
             self.comm_seconds += time.perf_counter() - t0
-            mean_iter = float(pushed_at.mean())
-            if self.eval_every and mean_iter >= next_eval and self.servers is not None:
-                # every shard crosses each point of the grid once (they serve the same
-                # pushes), so each sends its state to shard 0 there
-                whole = self._gather_server()
-                if whole is not None and self.evaluate is not None:
-                    if self._evaluation is not None:  # one evaluation at a time
-                        self._evaluation.result()
-                    self._evaluate_async(mean_iter, t_start, whole)
-                next_eval += self.eval_every
-            elif self.evaluate is not None and self.eval_every and mean_iter >= next_eval:
-                # a snapshot is scored on a second thread while this one keeps
-                # serving (NumPy and BLAS release the GIL); at most one in flight
-                if self._evaluation is None or self._evaluation.done():
-                    self._evaluate_async(mean_iter, t_start)
-                    next_eval += self.eval_every
-        MPI.Request.Waitall([r for per_worker in sends for r in per_worker])
+            next_eval = self._maybe_evaluate(float(pushed_at.mean()), next_eval, t_start)
+        self._finish(t_start)
+
+    def _checkpoint_start(self) -> None:
+        """A checkpoint from the start: a job ended before its first evaluation resumes too
+        (with several server ranks a collective: each sends its state to shard 0)."""
+        whole = self._gather_server() if self.servers is not None else self.server
+        if self.checkpoint is not None and whole is not None:
+            state = {k: np.array(v) for k, v in whole.state_dict().items()}
+            self._save({**state, BYTES_KEY: np.array(self.bytes_moved, np.int64)})
+
+    def _serve(self, idx: int, pushed_at: np.ndarray) -> bool:
+        """Take worker ``idx``'s message: a push is applied (the server's pass writes the
+        reply straight into its send buffer), answered and its next receive posted;
+        returns False for the worker's ``done``."""
+        from mpi4py import MPI
+
+        msg, out = self._bufs[idx], self._out[idx]
+        first = self.first_worker
+        kind, worker, _, iteration, seen, _ = unpack_header(
+            msg.header, (KIND_PUSH, KIND_DONE), self.n_params, "server", self.wire.itemsize
+        )
+        if worker != idx:
+            raise ProtocolError(f"server: rank {idx + first} sent a message as worker {worker}")
+        if kind == KIND_DONE:
+            self._recvs[idx] = MPI.REQUEST_NULL
+            return False
+        # the previous reply to this worker has left its buffer (the worker received it
+        # before it pushed again)
+        MPI.Request.Waitall(self._sends[idx])
+        pushed_at[idx] = iteration
+        reply = self.server.push(
+            Push(idx, iteration, msg.precision, msg.precision_mean, seen),
+            out=(out.precision, out.precision_mean),
+        )
+        self._sends[idx] = [self._send_reply(out, idx, reply.version, reply.accepted)]
+        if not reply.accepted:
+            sys.stderr.write(
+                f"snep: server rejected a push from worker {worker} at iteration "
+                f"{iteration}: non-finite values in its delta ({self.server.rejected} "
+                "rejected so far); the run goes on\n"
+            )
+        self._recvs[idx] = self.comm.Irecv(msg.mpi(), source=idx + first, tag=TAG)
+        self.bytes_moved += msg.nbytes + out.nbytes
+        return True
+
+    def _maybe_evaluate(self, mean_iter: float, next_eval: int, t_start: float) -> int:
+        """Start an evaluation when the workers' mean iteration crosses ``next_eval``;
+        returns the next point of the grid."""
+        if not self.eval_every or mean_iter < next_eval:
+            return next_eval
+        if self.servers is not None:
+            # every shard crosses each point of the grid once (they serve the same
+            # pushes), so each sends its state to shard 0 there
+            whole = self._gather_server()
+            if whole is not None and self.evaluate is not None:
+                if self._evaluation is not None:  # one evaluation at a time
+                    self._evaluation.result()
+                self._evaluate_async(mean_iter, t_start, whole)
+            return next_eval + self.eval_every
+        if self.evaluate is not None and (self._evaluation is None or self._evaluation.done()):
+            # a snapshot is scored on a second thread while this one keeps serving (NumPy
+            # and BLAS release the GIL); at most one in flight
+            self._evaluate_async(mean_iter, t_start)
+            return next_eval + self.eval_every
+        return next_eval
+
+    def _finish(self, t_start: float) -> None:
+        """The last replies out, the evaluation in flight, the whole server on shard 0,
+        and a final evaluation unless the last one saw this version."""
+        from mpi4py import MPI
+
+        MPI.Request.Waitall([r for per_worker in self._sends for r in per_worker])
         if self._evaluation is not None:
             self._evaluation.result()
         if self.servers is not None:  # shard 0 holds the whole server from here on
@@ -472,6 +501,7 @@ class WorkerLoop:
         self.slowdown = slowdown  # > 1: sleep (slowdown - 1) x each iteration's compute time
         self.n_params = worker.n_params
         self.comm_seconds = 0.0
+        self._last_checkpoint = 0  # the worker's iteration at its last checkpoint
         # CUDA-aware MPI (train.cuda_aware_mpi): the message buffers live on the device
         self.device = bool(getattr(worker, "device_messages", False))
         self.wire = wire_dtype(worker.config.train.wire)
@@ -605,13 +635,11 @@ class WorkerLoop:
 
     def run(self) -> dict[str, Any]:
         """Run all iterations; returns the worker's counters."""
-        from mpi4py import MPI
-
         w = self.worker
         self.register()
         if self.checkpoint is not None:  # a resumable state exists from the start
             self.checkpoint(w.state_dict())
-        last_checkpoint = w.iteration
+        self._last_checkpoint = w.iteration
         pending: list[Any] | None = None  # the reply's receives
         sent: list[Any] = []  # the push's sends
         t_start = time.perf_counter()
@@ -626,47 +654,68 @@ class WorkerLoop:
                 w.arrays.site_pm[0, 0] = np.nan
             if self.slowdown > 1.0:
                 time.sleep((self.slowdown - 1.0) * (time.perf_counter() - t_step))
-            if (
-                self.checkpoint is not None
-                and self.checkpoint_every
-                and pending is None
-                and push is None
-                and w.iteration - last_checkpoint >= self.checkpoint_every
-            ):
-                self.checkpoint(w.state_dict())  # between syncs: nothing in flight
-                last_checkpoint = w.iteration
+            if pending is None and push is None:  # between syncs: nothing in flight
+                self._maybe_checkpoint()
             t0 = time.perf_counter()
-            if pending is not None and _drain(pending):
-                pending = None
-                MPI.Request.Waitall(sent)  # the server has the push: its buffers are free
-                w.receive(self._reply())
-            if push is not None:
-                # the push leaves without blocking (the server takes it when it polls);
-                # its reply is drained while the worker goes on
-                sent = self._send_push(push)
-                pending = self._post_replies()
-                if self.synchronous:
-                    MPI.Request.Waitall(pending)
-                    pending = None
-                    MPI.Request.Waitall(sent)
-                    w.receive(self._reply())
+            pending, sent = self._progress(push, pending, sent)
             self.comm_seconds += time.perf_counter() - t0
-        t0 = time.perf_counter()
-        if pending is not None:
-            MPI.Request.Waitall(pending)
-            MPI.Request.Waitall(sent)
-            w.receive(self._reply())
-        w.receive(self.exchange(w.make_push()))  # the server gets the last site
-        self.comm_seconds += time.perf_counter() - t0
-        if self.checkpoint is not None:  # a write to disk, not communication
-            self.checkpoint(w.state_dict())
-        self.done()
-        w.diagnostics()  # the cross-chain R-hat/ESS since the last checkpoint
+        self._finish(pending, sent)
         return {
             **w.stats(),
             "comm_seconds": self.comm_seconds,
             "wall_seconds": time.perf_counter() - t_start,
         }
+
+    def _maybe_checkpoint(self) -> None:
+        """Checkpoint the worker if ``checkpoint_every`` iterations have passed since the
+        last one (call only between syncs, with nothing in flight)."""
+        w = self.worker
+        every = self.checkpoint_every
+        if self.checkpoint is not None and every and w.iteration - self._last_checkpoint >= every:
+            self.checkpoint(w.state_dict())
+            self._last_checkpoint = w.iteration
+
+    def _progress(
+        self, push: Push | None, pending: list[Any] | None, sent: list[Any]
+    ) -> tuple[list[Any] | None, list[Any]]:
+        """Apply the reply in flight if it has arrived, then send ``push`` (if any) without
+        blocking (the server takes it when it polls; its reply is drained while the worker
+        goes on), or wait for its reply in a synchronous run.  Returns the new
+        ``(pending receives, sends)``."""
+        from mpi4py import MPI
+
+        w = self.worker
+        if pending is not None and _drain(pending):
+            pending = None
+            MPI.Request.Waitall(sent)  # the server has the push: its buffers are free
+            w.receive(self._reply())
+        if push is not None:
+            sent = self._send_push(push)
+            pending = self._post_replies()
+            if self.synchronous:
+                MPI.Request.Waitall(pending)
+                pending = None
+                MPI.Request.Waitall(sent)
+                w.receive(self._reply())
+        return pending, sent
+
+    def _finish(self, pending: list[Any] | None, sent: list[Any]) -> None:
+        """The reply in flight, a last push (so that the server holds the worker's last
+        site), the final checkpoint, the done messages and the last diagnostics."""
+        from mpi4py import MPI
+
+        w = self.worker
+        t0 = time.perf_counter()
+        if pending is not None:
+            MPI.Request.Waitall(pending)
+            MPI.Request.Waitall(sent)
+            w.receive(self._reply())
+        w.receive(self.exchange(w.make_push()))
+        self.comm_seconds += time.perf_counter() - t0
+        if self.checkpoint is not None:  # a write to disk, not communication
+            self.checkpoint(w.state_dict())
+        self.done()
+        w.diagnostics()  # the cross-chain R-hat/ESS since the last checkpoint
 
     def done(self) -> None:
         """Tell every server rank this worker has finished (header-only messages)."""
