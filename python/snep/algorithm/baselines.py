@@ -119,17 +119,9 @@ class _PointServer:
             else:
                 self.average_mean += (self.center - self.average_mean) / self.average_count
 
+    # the same bookkeeping as the posterior server's
     staleness_report = PosteriorServer.staleness_report
-
-    def stats(self) -> dict[str, float]:
-        stale = [s for per in self.staleness for s in per]
-        return {
-            "version": self.version,
-            "pushes": int(self.pushes.sum()),
-            "rejected": self.rejected,
-            "staleness_mean": float(np.mean(stale)) if stale else 0.0,
-            "staleness_max": int(max(stale)) if stale else 0,
-        }
+    stats = PosteriorServer.stats
 
 
 class AsgdServer(_PointServer):
