@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from snep.algorithm.device_iteration import DeviceIteration
 from snep.algorithm.exchange_kernels import make_delta
 from snep.algorithm.messages import Push, Reply, wire_dtype
 from snep.algorithm.score import accumulate_score, score_moments
@@ -38,12 +39,10 @@ from snep.backends import Backend, MLPKernels
 from snep.backends.base import (
     array_module,
     is_device,
-    missing_device_methods,
     require_graph_capture,
     to_device,
     to_host,
 )
-from snep.backends.cuda.fused import pack_params
 from snep.config import METHODS, Config
 from snep.diagnostics import ChainTrace
 from snep.errors import ConfigError
@@ -247,8 +246,8 @@ class SnepWorker:
         self._graphed = bool(train.cuda_graph)
         if self._graphed:
             require_graph_capture(backend)
-        if self._on_device:
-            self._init_staging()
+        #: the iteration's launches on a device backend (None on the host)
+        self._device = DeviceIteration(self) if self._on_device else None
 
     def _init_score_cv(self, P: int) -> None:
         snep, C, xp, dtype = self.config.snep, self.n_chains, self.xp, self.backend.dtype
@@ -329,28 +328,6 @@ class SnepWorker:
         self.replies = 0
         self._last_loglik: object = float("nan")  # per example; device scalar until read
         self._window = 0  # samples accumulated (EP variant)
-
-    def _init_staging(self) -> None:
-        """A device backend's per-iteration inputs: the minibatch indices and the pass
-        scalars of each sample go into a host record that one asynchronous copy takes to
-        the device, where the iteration's launches read them (no synchronous copy inside
-        an iteration; and the launches can be captured in a CUDA graph and replayed,
-        :mod:`snep.backends.cuda.graph`)."""
-        backend = self.backend
-        if not is_device(backend):
-            missing = missing_device_methods(backend)
-            raise ConfigError(
-                f"backend {getattr(backend, 'name', type(backend).__name__)!r} keeps its arrays "
-                f"on a device but lacks {missing}: a device backend stages each iteration's "
-                "inputs (see snep.backends.cuda.backend.CudaBackend)"
-            )
-        # per sample, every chain's minibatch indices, chain after chain
-        self._inputs = backend.step_inputs(
-            self._samples_per_iteration(), self.n_chains * self.batch_size
-        )
-        self._graphs: dict[bool, object] = {}
-        self._bodies: dict[bool, object] = {}
-        self._loglik_buf = self.xp.zeros((), np.float64)
 
     def bind_push_arrays(self, precision: Any, precision_mean: Any) -> None:
         """Compute every later push's Δ (in the wire's dtype) into these arrays: a
@@ -504,23 +481,11 @@ class SnepWorker:
         # a window of ep_window iterations (and refreshes the anchor then)
         period = snep.n_inner if self._snep_step else snep.ep_window
         refresh = (self.iteration + 1) % period == 0
-        refresh_on_device = refresh and self._snep_step and self._on_device
-        if self._on_device:
-            self._step_device(k_samples, refresh_on_device)
+        refresh_on_device = refresh and self._snep_step and self._device is not None
+        if self._device is not None:
+            self._device.run(k_samples, refresh_on_device)
         else:
-            for k in range(k_samples):
-                self.shard.gather()
-                loglik = self.shard.loglik_and_grad(self.arrays.x)
-                self._chain_loglik[...] = np.asarray(loglik) / self.batch_size
-                self._last_loglik = float(self._chain_loglik.mean())
-                self.sampler_steps += 1
-                self._set_sample_scalars(k, k_samples)
-                if self._score_cv:
-                    self._accumulate_score()
-                a, g, s = self.arrays, self.shard.grad, self.scalars
-                self.guard_fired += self.backend.fused_step(self.kind, a, g, s)
-            if self._pooled:
-                self._pooled_site_step(k_samples)
+            self._host_samples(k_samples)
         self._trace_append()
         self.iteration += 1
         if self._moment_matching:
@@ -534,48 +499,22 @@ class SnepWorker:
             return self.make_push()
         return None
 
-    def _step_device(self, k_samples: int, refresh: bool) -> None:
-        """One iteration on a device backend: this iteration's indices and pass scalars go
-        into a host record, one asynchronous copy takes it to the device, then the
-        iteration's launches run (:meth:`_device_body`), either now or, with
-        ``train.cuda_graph``, as the replay of a CUDA graph captured at the first iteration
-        of each variant (with or without the anchor refresh)."""
-        record = self._inputs.host()
+    def _host_samples(self, k_samples: int) -> None:
+        """This iteration's samples on a host backend (per sample: minibatch, fwd+bwd, the
+        fused pass), then the pooled site step when it follows the pass."""
+        a, shard, s = self.arrays, self.shard, self.scalars
         for k in range(k_samples):
-            self.shard.next_indices(record["idx"][k])
+            shard.gather()
+            loglik = shard.loglik_and_grad(a.x)
+            self._chain_loglik[...] = np.asarray(loglik) / self.batch_size
+            self._last_loglik = float(self._chain_loglik.mean())
             self.sampler_steps += 1
             self._set_sample_scalars(k, k_samples)
-            pack_params(self.scalars, record["params"][k : k + 1].reshape(()))
-        self._inputs.upload()
-        body = self._bodies.get(refresh)
-        if body is None:
-            body = self._bodies[refresh] = lambda: self._device_body(k_samples, refresh)
-        if not self._graphed:
-            self.backend.run_eager(body)
-        elif refresh in self._graphs:
-            self._graphs[refresh].launch()
-        else:
-            self._graphs[refresh] = self.backend.capture(body)
-        self._last_loglik = self._loglik_buf
-
-    def _device_body(self, k_samples: int, refresh: bool) -> None:
-        """The launches of one iteration on a device backend, reading its inputs from the
-        device record only (what a CUDA graph replays): per sample the minibatch gather,
-        the MLP fwd+bwd and the fused pass; then the anchor refresh when due."""
-        xp, inputs, a, shard = self.xp, self._inputs, self.arrays, self.shard
-        loglik = None
-        for k in range(k_samples):
-            shard.gather_device(xp, inputs.idx[k])
-            loglik = shard.loglik_and_grad(a.x)
             if self._score_cv:
                 self._accumulate_score()
-            self.backend.fused_step_device_params(self.kind, a, shard.grad, inputs.params(k))
+            self.guard_fired += self.backend.fused_step(self.kind, a, shard.grad, s)
         if self._pooled:
             self._pooled_site_step(k_samples)
-        xp.divide(loglik, self.batch_size, out=self._chain_loglik)
-        self._loglik_buf[...] = self._chain_loglik.mean()
-        if refresh:
-            self._refresh_anchor()
 
     def _accumulate_score(self) -> None:
         """Accumulate this iteration's samples (before the pass moves them) for the score
