@@ -1,7 +1,7 @@
-// CUDA entry points of the fused sampler/site/moment pass and of the noise
-// generator.  The per-parameter maths is kernels/snep_fused.cuh, shared with
-// the CPU extension; the launcher is python/snep/backends/cuda/backend.py (issue: GPU
-// backend).  Arrays are (n_chains, n_params) float32, row-major.
+// CUDA entry points of the fused sampler/site/moment pass, of the noise generator and
+// of the reply update.  The per-parameter maths is kernels/snep_fused.cuh, shared with
+// the CPU extension; the launchers are python/snep/backends/cuda/fused.py.  Arrays are
+// (n_chains, n_params) float32, row-major.
 #include "snep_fused.cuh"
 
 namespace {
@@ -107,5 +107,25 @@ extern "C" __global__ void fill_normal_float32(float* out, long long n_chains,
             const long long j = 4 * b + i;
             if (j < n_params) out[c * n_params + j] = z[i];
         }
+    }
+}
+
+// reply_update_float32: a server reply applied to every chain, one thread per parameter
+// of each chain, grid-stride: snep::reply_update, the function the CPU extension runs
+// (src/fused_pass.cpp), so both backends compute the reply from one source.  The reply's
+// cavity of chain c starts at reply_prec + c * reply_stride (0: one cavity for all chains).
+extern "C" __global__ void reply_update_float32(
+    float* x, float* cavity_prec, float* cavity_pm, float* anchor_prec, float* anchor_pm,
+    const float* site_prec, const float* site_pm, float* momentum, const float* reply_prec,
+    const float* reply_pm, long long n_chains, long long n_params, long long reply_stride,
+    int scale_momentum) {
+    const long long total = n_chains * n_params;
+    for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < total;
+         t += (long long)gridDim.x * blockDim.x) {
+        const long long c = t / n_params;
+        const long long r = c * reply_stride + (t - c * n_params);
+        snep::reply_update(x[t], cavity_prec[t], cavity_pm[t], anchor_prec[t], anchor_pm[t],
+                           site_prec[t], site_pm[t], momentum[t], reply_prec[r], reply_pm[r],
+                           scale_momentum);
     }
 }

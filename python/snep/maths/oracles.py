@@ -320,8 +320,9 @@ def reply_update_reference(
     chain is shifted to keep its standardised position under the local posterior
     ``cavity + site``: ``x <- m_new + sqrt(v_new / v_old) (x - m_old)`` (docs/method.md §1.3);
     with ``scale_momentum`` (SGHMC) the momentum is scaled by the same factor.
-    ``xp`` is the array module of the arrays (numpy; CuPy for the ``cuda`` backend, which
-    runs this same code on the device).
+    ``xp`` is the array module of the arrays (numpy, or one with its API).  Both compiled
+    backends run ``snep::reply_update`` instead (the CPU extension, and the CUDA kernel
+    ``reply_update_float32``); tests hold them to this oracle.
     """
     old_prec = a.cavity_prec + a.site_prec
     old_mean = (a.cavity_pm + a.site_pm) / old_prec

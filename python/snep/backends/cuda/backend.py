@@ -12,8 +12,9 @@ epilogues also under Numba's CUDA simulator in ``tests/backends``):
   ``kernels/mlp_gemm.cu`` (CUDA C++, :mod:`snep.backends.cuda.gemm_raw`);
 * the fused sampler/site/moment pass and the Philox noise: :mod:`snep.backends.cuda.fused`
   (CuPy ``RawModule``: the AOT fatbin when built, NVRTC otherwise);
-* the server reply (cavity, anchor, chain shift): the oracle
-  :func:`snep.maths.oracles.reply_update_reference` itself, run with CuPy.
+* the server reply (cavity, anchor, chain shift): ``reply_update_float32`` of
+  ``kernels/fused_step.cu`` (:func:`snep.backends.cuda.fused.reply_update`), the same
+  ``snep::reply_update`` the CPU extension runs.
 
 All arrays of this backend are CuPy arrays; numpy inputs of the MLP (minibatches) are
 copied to the device.  Work is queued on CuPy's current stream (the numba.cuda kernels
@@ -29,7 +30,6 @@ import numpy as np
 
 from snep.backends.cuda import fused as cuda_fused
 from snep.backends.cuda.fused import _cupy
-from snep.maths.oracles import reply_update_reference
 from snep.model.spec import ParamSpec
 from snep.state import ChainArrays, PassScalars, SamplerKind
 
@@ -224,9 +224,10 @@ class CudaBackend:
         cavity: tuple[Any, Any],
         scale_momentum: bool,
     ) -> None:
-        """A server reply, in place: :func:`snep.maths.oracles.reply_update_reference`
-        (the oracle of ``reply_update`` in ``kernels/snep_fused.cuh``) run on the device
-        with CuPy.
+        """A server reply, in place: the ``reply_update_float32`` kernel
+        (:func:`snep.backends.cuda.fused.reply_update`), which runs ``snep::reply_update``
+        of ``kernels/snep_fused.cuh`` as the CPU extension does (its oracle is
+        :func:`snep.maths.oracles.reply_update_reference`).
 
         The cavity becomes the reply's (rounded to float32), the anchor moves with the
         cavity, and the chain is shifted to keep its standardised position under
@@ -235,5 +236,7 @@ class CudaBackend:
         a (precision, precision_mean) pair of shape (P,) or (C, P), host or device, in the
         wire's dtype.
         """
-        cavity_prec, cavity_pm = (cupy.asarray(c, np.float32) for c in cavity)
-        reply_update_reference(arrays, cavity_prec, cavity_pm, scale_momentum, xp=cupy)
+        cavity_prec, cavity_pm = (
+            cupy.ascontiguousarray(cupy.asarray(c, np.float32)) for c in cavity
+        )
+        cuda_fused.reply_update(arrays, cavity_prec, cavity_pm, scale_momentum)

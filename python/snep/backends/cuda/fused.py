@@ -41,6 +41,7 @@ __all__ = [
     "FUSED_STEP_ARGS",
     "FUSED_STEP_DPARAMS_ARGS",
     "MAX_BLOCKS",
+    "REPLY_UPDATE_ARGS",
     "build_args",
     "compile_nvrtc",
     "fill_normal",
@@ -53,10 +54,11 @@ __all__ = [
     "module_origin",
     "nvrtc_log",
     "pack_params",
+    "reply_update",
     "take_fired",
 ]
 
-#: threads per block of both kernels
+#: threads per block of the kernels
 BLOCK_THREADS = 256
 #: cap on the grid (the kernels are grid-stride loops, so any cap is correct)
 MAX_BLOCKS = 65535 * 4
@@ -164,6 +166,24 @@ FILL_NORMAL_ARGS: tuple[tuple[str, str], ...] = (
     ("chain0", "unsigned int"),
 )
 
+#: parameters of ``extern "C" __global__ void reply_update_float32(...)``: (name, C type)
+REPLY_UPDATE_ARGS: tuple[tuple[str, str], ...] = (
+    ("x", "float*"),
+    ("cavity_prec", "float*"),
+    ("cavity_pm", "float*"),
+    ("anchor_prec", "float*"),
+    ("anchor_pm", "float*"),
+    ("site_prec", "const float*"),
+    ("site_pm", "const float*"),
+    ("momentum", "float*"),
+    ("reply_prec", "const float*"),
+    ("reply_pm", "const float*"),
+    ("n_chains", "long long"),
+    ("n_params", "long long"),
+    ("reply_stride", "long long"),
+    ("scale_momentum", "int"),
+)
+
 _SCALAR_TYPES = {
     "int": np.int32,
     "long long": np.int64,
@@ -221,7 +241,12 @@ def grid_for(
 _SOURCE = "fused_step.cu"
 _FATBIN = "fused_step.fatbin"
 #: the kernels of fused_step.cu that the launchers look up (all must be in the module)
-ENTRY_POINTS = ("fused_step_float32", "fused_step_dparams_float32", "fill_normal_float32")
+ENTRY_POINTS = (
+    "fused_step_float32",
+    "fused_step_dparams_float32",
+    "fill_normal_float32",
+    "reply_update_float32",
+)
 _NVRTC_OPTIONS_BASE = ("-std=c++17",)
 _lock = threading.Lock()
 _module: Any = None
@@ -381,7 +406,7 @@ def _describe(a: Any) -> str:
 
 
 def _check_array(
-    cupy: Any, name: str, a: Any, shape: tuple[int, int], nullable: bool, where: str = "fused_step"
+    cupy: Any, name: str, a: Any, shape: tuple[int, ...], nullable: bool, where: str = "fused_step"
 ) -> None:
     if a is None and nullable:
         return
@@ -592,3 +617,57 @@ def fill_normal(
         blocks, threads = grid_for(n_chains, n_params, max_blocks=max_blocks)
         load_module().get_function("fill_normal_float32")((blocks,), (threads,), args)
     return out
+
+
+def reply_update(
+    arrays: ChainArrays,
+    reply_prec: Any,
+    reply_pm: Any,
+    scale_momentum: bool,
+    *,
+    max_blocks: int = MAX_BLOCKS,
+) -> None:
+    """A server reply applied to every chain, in place, by ``reply_update_float32``: per
+    parameter ``snep::reply_update`` of ``kernels/snep_fused.cuh``, the function the CPU
+    extension runs (:func:`snep.maths.oracles.reply_update_reference` is its oracle).
+
+    ``reply_prec`` / ``reply_pm`` are the reply's cavity, float32 device arrays of shape
+    ``(P,)`` (one for all chains) or ``(C, P)``; the chains' cavity, anchor, position and
+    (with ``scale_momentum``, SGHMC) momentum ``s1`` are updated.
+    """
+    cupy = _cupy()
+    where = "reply_update"
+    shape = tuple(getattr(arrays.x, "shape", ()))
+    if len(shape) != 2:
+        raise ConfigError(f"cuda {where}: 'x' has shape {shape}, expected (n_chains, P)")
+    n_chains, n_params = shape
+    for name in ("x", "cavity_prec", "cavity_pm", "anchor_prec", "anchor_pm", "site_prec",
+                 "site_pm", "s1"):  # fmt: skip
+        _check_array(cupy, name, getattr(arrays, name), shape, False, where=where)
+    shared = tuple(getattr(reply_prec, "shape", ())) == (n_params,)
+    for name, r in (("reply_prec", reply_prec), ("reply_pm", reply_pm)):
+        _check_array(cupy, name, r, (n_params,) if shared else shape, False, where=where)
+    if not (n_chains and n_params):
+        return
+    a = arrays
+    values = {
+        "x": a.x,
+        "cavity_prec": a.cavity_prec,
+        "cavity_pm": a.cavity_pm,
+        "anchor_prec": a.anchor_prec,
+        "anchor_pm": a.anchor_pm,
+        "site_prec": a.site_prec,
+        "site_pm": a.site_pm,
+        "momentum": a.s1,
+        "reply_prec": reply_prec,
+        "reply_pm": reply_pm,
+        "n_chains": n_chains,
+        "n_params": n_params,
+        "reply_stride": 0 if shared else n_params,
+        "scale_momentum": int(bool(scale_momentum)),
+    }
+    threads = BLOCK_THREADS
+    blocks = max(1, min(int(max_blocks), -(-(n_chains * n_params) // threads)))
+    load_module().get_function("reply_update_float32")(
+        (blocks,), (threads,), build_args(REPLY_UPDATE_ARGS, values)
+    )

@@ -1,0 +1,187 @@
+"""The CUDA reply update (``reply_update_float32`` in kernels/fused_step.cu) and its
+launcher (:func:`snep.backends.cuda.fused.reply_update`), run on the CPU.
+
+The kernel file is compiled as host C++ with the few CUDA names it uses defined as
+plain C++ (no GPU needed), the launcher runs with numpy arrays standing in for CuPy
+arrays, and each recorded launch is executed block by block, thread by thread: so
+the launch arguments, the kernel's indexing and its arithmetic are all checked.  The
+kernel runs ``snep::reply_update``, the same function as the CPU extension
+(``_native.reply_update``), so the two agree to a few ulps (bitwise but for the FMAs the
+extension's vector clones may contract); both are within float32 rounding of the float64
+oracle :func:`snep.maths.oracles.reply_update_reference`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import shutil
+import subprocess
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from snep.backends.cuda import fused as cuda_fused
+from snep.backends.cuda.fused import REPLY_UPDATE_ARGS
+from snep.errors import ConfigError
+from snep.maths.oracles import reply_update_reference
+from snep.state import ChainArrays
+
+from .test_launch_args import _FakeCupyArray, kernel_params
+
+KERNELS = Path(__file__).resolve().parents[3] / "kernels"
+GXX = shutil.which("g++")
+
+_HOST_SHIM = r"""
+#include <cmath>
+#include <cstring>
+struct dim3 { unsigned x = 1, y = 1, z = 1; };
+static dim3 threadIdx, blockIdx, blockDim, gridDim;
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+template <class T> inline T atomicAdd(T* a, T v) { T o = *a; *a += v; return o; }
+#include "fused_step.cu"
+
+// every thread of every block in turn (the kernel is a grid-stride loop without
+// synchronisation, so any order gives the GPU's result)
+extern "C" void run_reply_update(unsigned grid, unsigned block, float* x, float* cp,
+                                 float* cpm, float* ap, float* apm, const float* sp,
+                                 const float* spm, float* mom, const float* rp,
+                                 const float* rpm, long long c, long long p,
+                                 long long stride, int scale) {
+    gridDim.x = grid;
+    blockDim.x = block;
+    for (unsigned b = 0; b < grid; ++b) {
+        blockIdx.x = b;
+        for (unsigned t = 0; t < block; ++t) {
+            threadIdx.x = t;
+            reply_update_float32(x, cp, cpm, ap, apm, sp, spm, mom, rp, rpm, c, p, stride, scale);
+        }
+    }
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def host_kernels(tmp_path_factory):
+    if GXX is None:
+        pytest.skip("g++ is not installed on this machine")
+    d = tmp_path_factory.mktemp("reply_kernel")
+    src, lib = d / "host.cpp", d / "host.so"
+    src.write_text(_HOST_SHIM)
+    cmd = [GXX, "-std=c++17", "-O2", "-ffp-contract=off", "-fPIC", "-shared", "-I", str(KERNELS)]
+    res = subprocess.run([*cmd, "-o", str(lib), str(src)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    dll = ctypes.CDLL(str(lib))
+    dll.run_reply_update.restype = None
+    return dll
+
+
+class _Recorder:
+    """Stands in for the CuPy module: records each launch."""
+
+    def __init__(self) -> None:
+        self.launches: list = []
+
+    def get_function(self, name: str):
+        def launch(grid, block, args):
+            self.launches.append((name, grid[0], block[0], args))
+
+        return launch
+
+
+def _run(dll, launch) -> None:
+    name, grid, block, args = launch
+    assert name == "reply_update_float32"
+    c_args = []
+    for (arg, ctype), v in zip(REPLY_UPDATE_ARGS, args, strict=True):
+        if ctype.endswith("*"):
+            assert isinstance(v, np.ndarray) and v.dtype == np.float32, arg
+            assert v.flags.c_contiguous, arg
+            c_args.append(ctypes.c_void_p(v.ctypes.data))
+        elif ctype == "long long":
+            assert isinstance(v, np.int64), (arg, type(v))
+            c_args.append(ctypes.c_longlong(int(v)))
+        else:
+            assert ctype == "int" and isinstance(v, np.int32), (arg, type(v))
+            c_args.append(ctypes.c_int(int(v)))
+    dll.run_reply_update(ctypes.c_uint(grid), ctypes.c_uint(block), *c_args)
+
+
+def _device(a: ChainArrays) -> ChainArrays:
+    return ChainArrays(*(np.ascontiguousarray(x).view(_FakeCupyArray) for x in a.arrays()))
+
+
+@pytest.fixture
+def recorder(monkeypatch):
+    rec = _Recorder()
+    monkeypatch.setattr(cuda_fused, "_cupy", lambda: types.SimpleNamespace(ndarray=_FakeCupyArray))
+    monkeypatch.setattr(cuda_fused, "load_module", lambda: rec)
+    return rec
+
+
+def test_signature_matches_the_kernel_source():
+    assert kernel_params((KERNELS / "fused_step.cu").read_text(), "reply_update_float32") == list(
+        REPLY_UPDATE_ARGS
+    )
+    assert "reply_update_float32" in cuda_fused.ENTRY_POINTS
+
+
+@pytest.mark.parametrize("momentum", [False, True])
+@pytest.mark.parametrize("per_chain", [False, True], ids=["shared-cavity", "cavity-per-chain"])
+@pytest.mark.parametrize("max_blocks", [cuda_fused.MAX_BLOCKS, 3], ids=["full-grid", "grid-loop"])
+def test_kernel_equals_the_cpu_extension_and_the_oracle(
+    host_kernels, recorder, momentum, per_chain, max_blocks
+):
+    from snep import _native
+
+    rng = np.random.default_rng(int(momentum) + 2 * int(per_chain))
+    c, p = 3, 1001  # not a multiple of the block
+    a32 = ChainArrays.random(rng, c, p)
+    shape = (c, p) if per_chain else (p,)
+    cavity_prec = rng.uniform(1, 50, shape).astype(np.float32)
+    cavity_pm = (cavity_prec * rng.normal(0, 1, shape)).astype(np.float32)
+
+    dev = _device(a32.astype(np.float32))
+    cuda_fused.reply_update(
+        dev, cavity_prec.view(_FakeCupyArray), cavity_pm.view(_FakeCupyArray), momentum,
+        max_blocks=max_blocks,
+    )  # fmt: skip
+    (launch,) = recorder.launches
+    assert launch[1] <= max_blocks
+    _run(host_kernels, launch)
+
+    cpu = a32.astype(np.float32)
+    for k in range(c):  # the CPU extension, one chain per call
+        row = slice(k, k + 1)
+        _native.reply_update(
+            cpu.x[row], cpu.cavity_prec[row], cpu.cavity_pm[row], cpu.anchor_prec[row],
+            cpu.anchor_pm[row], cpu.site_prec[row], cpu.site_pm[row], cpu.s1[row],
+            cavity_prec[k] if per_chain else cavity_prec,
+            cavity_pm[k] if per_chain else cavity_pm, momentum, 1,
+        )  # fmt: skip
+    for name, got, want in zip(ChainArrays.__dataclass_fields__, dev.arrays(), cpu.arrays(),
+                               strict=True):  # fmt: skip
+        # the same function; the extension's AVX2/AVX-512 clones may contract x's
+        # multiply-add into an FMA (docs/architecture.md), hence a few ulps, not bitwise
+        ulp = np.spacing(np.maximum(np.abs(want), 1.0).astype(np.float32))
+        assert np.all(np.abs(np.asarray(got) - want) <= 4 * ulp), name
+
+    ref = a32.astype(np.float64)
+    reply_update_reference(ref, cavity_prec, cavity_pm, momentum)
+    for name, got, want in zip(ChainArrays.__dataclass_fields__, dev.arrays(), ref.arrays(),
+                               strict=True):  # fmt: skip
+        scale = np.maximum(np.abs(want), 1.0)
+        assert np.all(np.abs(np.asarray(got, np.float64) - want) <= 1e-5 * scale), name
+
+
+def test_launcher_rejects_a_wrong_cavity_shape(recorder):
+    rng = np.random.default_rng(0)
+    dev = _device(ChainArrays.random(rng, 2, 10).astype(np.float32))
+    bad = np.zeros(9, np.float32).view(_FakeCupyArray)
+    with pytest.raises(ConfigError, match=r"cuda reply_update: 'reply_prec' .* shape \(9,\)"):
+        cuda_fused.reply_update(dev, bad, bad, False)
+    assert not recorder.launches
