@@ -124,6 +124,12 @@ MNIST_DEFAULTS = (
 #: Omniglot with the defaults (the data flag is added per arm).
 NN_OMNIGLOT = ("--preset", "default", "--hidden", "400", "--eval-every", "200")
 
+#: Omniglot alphabets with the defaults, scored on a validation split (10% of the
+#: training drawings).
+NN_OMNIGLOT_VAL = (
+    *NN_OMNIGLOT, "--data", "omniglot-alphabet", "--validation", "0.1",
+)  # fmt: skip
+
 #: Choosing the temperature on a validation split (10% of the training data), with a
 #: 784-100-10 network and 4 workers (a network that fits the session's CPU budget).
 MNIST_T_VAL = (
@@ -437,6 +443,33 @@ EXPERIMENTS: dict[str, Experiment] = {
                         (*MNIST_LENGTH_VAL, "--method", "adam", "--workers", "1", "--epochs", e),
                     )
                     for e in ("20", "80")
+                ),
+            ),
+            seeds=(0,),
+            split="validation",
+            tracks_defaults=True,
+        ),
+        Experiment(
+            "nn-omniglot-length",
+            "Run length for Omniglot alphabets with the defaults (784-400-30, 8 workers, "
+            "validation split): SNEP for 160 passes over each shard, evaluated along the "
+            "way, against Adam and EASGD for 20 and 160 passes",
+            "docs/results.md §0c: 20 passes leave SNEP's sites near their start; this "
+            "chooses the run length on held-out training data, never the test set.",
+            (
+                Arm(
+                    "nn-omniglot-val/snep-8w-e160",
+                    "SNEP, 8 workers, 160 passes",
+                    (*NN_OMNIGLOT_VAL, "--workers", "8", "--epochs", "160"),
+                ),
+                *(
+                    Arm(
+                        f"nn-omniglot-val/{m}-{n}w-e{e}",
+                        f"{label}, {e} passes",
+                        (*NN_OMNIGLOT_VAL, "--method", m, "--workers", str(n), "--epochs", e),
+                    )
+                    for m, n, label in (("adam", 1, "Adam"), ("easgd", 8, "EASGD, 8 workers"))
+                    for e in ("20", "160")
                 ),
             ),
             seeds=(0,),
