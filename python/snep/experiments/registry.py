@@ -410,7 +410,8 @@ EXPERIMENTS: dict[str, Experiment] = {
                 *(
                     Arm(
                         f"nn-mnist-val/snep-4w-e80-c{c}",
-                        f"SNEP, 80 passes, {c} chain{'s' if c > 1 else ''}",
+                        f"SNEP, 80 passes, {c} chain{'s' if c > 1 else ''}"
+                        + (", no control variate" if c < 6 else ""),
                         (*MNIST_LENGTH_VAL, "--workers", "4", "--epochs", "80", "--chains", str(c)),
                     )
                     for c in (8, 6, 4, 1)
