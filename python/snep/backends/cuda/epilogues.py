@@ -731,27 +731,68 @@ class EpilogueMLP:
             work[...] = a
         return work
 
-    # -- hot path ----------------------------------------------------------------------------
-    def loglik_and_grad(self, params: Any, x: Any, y: Any, grad_out: Any) -> Any:
-        """Minibatch log-likelihood of each chain; its gradient is written into ``grad_out``.
+    # -- the layers' steps, one implementation per GEMM strategy ----------------------------
+    def _dense(
+        self, h: Any, w: Any, out: Any, params: Any, off: int, relu: bool, kw: dict, cached: bool
+    ) -> None:
+        """``out = h @ w + b`` (then ReLU with ``relu``), ``b`` at ``params[:, off:]``: one
+        tiled GEMM with the epilogue fused, or ``matmul`` then the numba epilogue.
+        ``cached``: the operands recur every call (numba views cached by identity)."""
+        if self.gemm != "matmul":
+            epilogue = "bias_relu" if relu else "bias"
+            self._gemm(h, w, out, epilogue=epilogue, bias=params, bias_off=off, cached=cached)
+            return
+        self.matmul(h, w, out=out)
+        view = self._dv if cached else (lambda a: a)
+        (bias_relu_ if relu else bias_)(view(out), view(params), off, **kw)
 
-        Parameters
-        ----------
-        params : xp array, shape (C, P), C-contiguous, dtype ``self.dtype``
-        x : array, shape (C, B, D)
-            Host or device; copied into a workspace unless already a contiguous ``xp``
-            array of ``self.dtype``.
-        y : array of int, shape (C, B)
-            Labels in ``[0, K)``: host labels are checked (ConfigError); device labels are
-            not, and an out-of-range one makes its chain's results NaN.
-        grad_out : xp array, shape (C, P), C-contiguous, dtype ``self.dtype``
-            Overwritten (every entry) with the gradient of the log-likelihood.
+    def _loss(self, y: Any, kw: dict) -> None:
+        """Softmax-cross-entropy of the logits workspace against ``y``: ``dlogits``, the
+        per-row log-likelihoods and their per-chain sums (the C++ path's own kernels, or
+        the numba ones)."""
+        raw, dv = self._raw, self._dv
+        if raw is None:
+            softmax_xent(dv(self._logits), dv(y), dv(self._dlogits), dv(self._row_ll), **kw)
+            loglik_sum(dv(self._row_ll), dv(self._loglik), **kw)
+            return
+        if y.dtype != np.int32:
+            self._y_work[...] = y
+            y = self._y_work
+        mb = self._launch["max_blocks"]
+        raw.softmax_xent(self._logits, y, self._dlogits, self._row_ll, max_blocks=mb, check=False)
+        raw.loglik_sum(self._row_ll, self._loglik, max_blocks=mb, check=False)
 
-        Returns
-        -------
-        xp array, shape (C,), float64
-            ``Σ_b log p(y[c, b] | x[c, b], params[c])`` (a new array; no host sync).
-        """
+    def _bias_grad(self, dz: Any, grad_out: Any, off: int, kw: dict) -> None:
+        """``grad_out[:, off:off + n] = Σ_rows dz`` (C++ or numba kernel)."""
+        if self._raw is not None:
+            mb = self._launch["max_blocks"]
+            self._raw.bias_grad(dz, grad_out, off, max_blocks=mb, check=False)
+        else:
+            bias_grad(self._dv(dz), self._dv(grad_out), off, **kw)
+
+    def _weight_grad(self, h_in: Any, dz: Any, gw: Any) -> None:
+        """``gw = h_in^T dz`` per chain, straight into the gradient's weight view."""
+        if self.gemm != "matmul":
+            self._gemm(h_in, dz, gw, trans_a=True)
+        else:
+            self.matmul(h_in.transpose(0, 2, 1), dz, out=gw)
+
+    def _backprop(
+        self, dz: Any, w: Any, dh: Any, act: Any, grad_out: Any, off: int, kw: dict
+    ) -> None:
+        """``dh = (dz @ w^T) * (act > 0)`` and the bias gradient of ``dh`` at ``off``: the
+        mask fused into the tiled GEMM, or ``matmul`` then one numba pass for both."""
+        if self.gemm != "matmul":
+            self._gemm(dz, w, dh, trans_b=True, epilogue="relu_grad", aux=act)
+            self._bias_grad(dh, grad_out, off, kw)
+        else:
+            dv = self._dv
+            self.matmul(dz, w.transpose(0, 2, 1), out=dh)
+            relu_backward_bias_grad(dv(dh), dv(act), dv(grad_out), off, **kw)
+
+    def _checked_inputs(self, params: Any, x: Any, y: Any, grad_out: Any) -> tuple[Any, Any]:
+        """Validate :meth:`loglik_and_grad`'s arguments (clear errors); returns ``(x, y)``
+        staged into the workspaces where they cannot be used in place."""
         where = "loglik_and_grad"
         self._check_flat(params, "params", where)
         self._check_flat(grad_out, "grad_out", where)
@@ -777,79 +818,51 @@ class EpilogueMLP:
                 )
         else:
             y = self._stage(y, self._y_work, "y", where)
+        return x, y
 
+    # -- hot path ----------------------------------------------------------------------------
+    def loglik_and_grad(self, params: Any, x: Any, y: Any, grad_out: Any) -> Any:
+        """Minibatch log-likelihood of each chain; its gradient is written into ``grad_out``.
+
+        Parameters
+        ----------
+        params : xp array, shape (C, P), C-contiguous, dtype ``self.dtype``
+        x : array, shape (C, B, D)
+            Host or device; copied into a workspace unless already a contiguous ``xp``
+            array of ``self.dtype``.
+        y : array of int, shape (C, B)
+            Labels in ``[0, K)``: host labels are checked (ConfigError); device labels are
+            not, and an out-of-range one makes its chain's results NaN.
+        grad_out : xp array, shape (C, P), C-contiguous, dtype ``self.dtype``
+            Overwritten (every entry) with the gradient of the log-likelihood.
+
+        Returns
+        -------
+        xp array, shape (C,), float64
+            ``Σ_b log p(y[c, b] | x[c, b], params[c])`` (a new array; no host sync).
+        """
+        x, y = self._checked_inputs(params, x, y, grad_out)
         kw = self._kw()
-        mm, dv = self.matmul, self._dv
         layers = self.spec.layers
         last = len(layers) - 1
         w, gw = self._weights(params), self._weights(grad_out)
-        params_k, grad_k = dv(params), dv(grad_out)
-
-        tiled = self.gemm != "matmul"
-        g = self._gemm
-
         # forward: h_{l+1} = relu(h_l @ W_l + b_l); logits = h_L @ W_L + b_L
         h = x
         for i in range(last):
-            a = self._acts[i]
-            if tiled:
-                g(h, w[i], a, epilogue="bias_relu", bias=params, bias_off=layers[i].b_offset)
-            else:
-                mm(h, w[i], out=a)
-                bias_relu_(dv(a), params_k, layers[i].b_offset, **kw)
-            h = a
-        if tiled:
-            g(
-                h,
-                w[last],
-                self._logits,
-                epilogue="bias",
-                bias=params,
-                bias_off=layers[last].b_offset,
-            )
-        else:
-            mm(h, w[last], out=self._logits)
-            bias_(dv(self._logits), params_k, layers[last].b_offset, **kw)
-        raw = self._raw
-        if raw is not None:  # the C++ path: the elementwise passes of mlp_gemm.cu too
-            if y.dtype != np.int32:
-                self._y_work[...] = y
-                y = self._y_work
-            mb = self._launch["max_blocks"]
-            raw.softmax_xent(
-                self._logits, y, self._dlogits, self._row_ll, max_blocks=mb, check=False
-            )
-            raw.loglik_sum(self._row_ll, self._loglik, max_blocks=mb, check=False)
-        else:
-            softmax_xent(dv(self._logits), dv(y), dv(self._dlogits), dv(self._row_ll), **kw)
-            loglik_sum(dv(self._row_ll), dv(self._loglik), **kw)
+            self._dense(h, w[i], self._acts[i], params, layers[i].b_offset, True, kw, True)
+            h = self._acts[i]
+        self._dense(h, w[last], self._logits, params, layers[last].b_offset, False, kw, True)
+        self._loss(y, kw)
         loglik = self._loglik.copy()
-
         # backward: dW_l = h_l^T dz_l (into grad_out), db_l = Σ_rows dz_l,
         # dz_{l-1} = (dz_l @ W_l^T) * (h_l > 0)
         dz = self._dlogits
-        if raw is not None:
-            raw.bias_grad(dz, grad_out, layers[last].b_offset, max_blocks=mb, check=False)
-        else:
-            bias_grad(dv(dz), grad_k, layers[last].b_offset, **kw)
+        self._bias_grad(dz, grad_out, layers[last].b_offset, kw)
         for i in range(last, -1, -1):
-            h_in = x if i == 0 else self._acts[i - 1]
-            if tiled:
-                g(h_in, dz, gw[i], trans_a=True)
-            else:
-                mm(h_in.transpose(0, 2, 1), dz, out=gw[i])
+            self._weight_grad(x if i == 0 else self._acts[i - 1], dz, gw[i])
             if i > 0:
-                dh = self._deltas[i - 1]
-                off = layers[i - 1].b_offset
-                if tiled:  # dh = (dz @ W^T) * (h > 0) in the GEMM, then the bias gradient
-                    g(dz, w[i], dh, trans_b=True, epilogue="relu_grad", aux=self._acts[i - 1])
-                    if raw is not None:
-                        raw.bias_grad(dh, grad_out, off, max_blocks=mb, check=False)
-                    else:
-                        bias_grad(dv(dh), grad_k, off, **kw)
-                else:
-                    mm(dz, w[i].transpose(0, 2, 1), out=dh)
-                    relu_backward_bias_grad(dv(dh), dv(self._acts[i - 1]), grad_k, off, **kw)
+                dh, act = self._deltas[i - 1], self._acts[i - 1]
+                self._backprop(dz, w[i], dh, act, grad_out, layers[i - 1].b_offset, kw)
                 dz = dh
         return loglik
 
@@ -885,41 +898,15 @@ class EpilogueMLP:
             else:
                 xs = xp.ascontiguousarray(xs, dtype=self.dtype)
             h = xs
-            tiled = self.gemm != "matmul"
-            if tiled:  # the inputs are shared by all chains: a broadcast view, no copy
+            if self.gemm != "matmul":  # inputs shared by all chains: a broadcast view
                 h = xp.broadcast_to(h[None], (c, *h.shape))
             for lay in layers[:-1]:
                 a = xp.empty((c, e - s, lay.n_out), self.dtype)
-                if tiled:
-                    w = self._w_view(params, lay)
-                    self._gemm(
-                        h,
-                        w,
-                        a,
-                        epilogue="bias_relu",
-                        bias=params,
-                        bias_off=lay.b_offset,
-                        cached=False,
-                    )
-                else:
-                    self.matmul(h, self._w_view(params, lay), out=a)
-                    bias_relu_(a, params, lay.b_offset, **kw)
+                self._dense(h, self._w_view(params, lay), a, params, lay.b_offset, True, kw, False)
                 h = a
             z = xp.empty((c, e - s, spec.n_outputs), self.dtype)
-            if tiled:
-                w = self._w_view(params, layers[-1])
-                self._gemm(
-                    h,
-                    w,
-                    z,
-                    epilogue="bias",
-                    bias=params,
-                    bias_off=layers[-1].b_offset,
-                    cached=False,
-                )
-            else:
-                self.matmul(h, self._w_view(params, layers[-1]), out=z)
-                bias_(z, params, layers[-1].b_offset, **kw)
+            lay = layers[-1]
+            self._dense(h, self._w_view(params, lay), z, params, lay.b_offset, False, kw, False)
             if softmax:
                 softmax_(z, **kw)
             out[:, s:e] = z
