@@ -406,7 +406,12 @@ EXPERIMENTS: dict[str, Experiment] = {
             "and what the chains per worker cost or buy; chosen on held-out training "
             "data, never the test set.",
             (
-                Arm("nn-mnist-val/snep-4w-T1", "SNEP, 20 passes, 8 chains", MNIST_T_VAL),
+                # the temperature experiment's T = 1 arm (the same run)
+                Arm(
+                    "nn-mnist-val/snep-4w-T1",
+                    "SNEP, 20 passes, 8 chains",
+                    (*MNIST_T_VAL, "--temperature", "1"),
+                ),
                 *(
                     Arm(
                         f"nn-mnist-val/snep-4w-e80-c{c}",
