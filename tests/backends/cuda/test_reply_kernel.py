@@ -28,7 +28,7 @@ from snep.errors import ConfigError
 from snep.maths.oracles import reply_update_reference
 from snep.state import ChainArrays
 
-from .test_launch_args import _FakeCupyArray, kernel_params
+from .test_launch_args import _FakeCupyArray, _RecordingModule, kernel_params
 
 KERNELS = Path(__file__).resolve().parents[3] / "kernels"
 GXX = shutil.which("g++")
@@ -80,19 +80,6 @@ def host_kernels(tmp_path_factory):
     return dll
 
 
-class _Recorder:
-    """Stands in for the CuPy module: records each launch."""
-
-    def __init__(self) -> None:
-        self.launches: list = []
-
-    def get_function(self, name: str):
-        def launch(grid, block, args):
-            self.launches.append((name, grid[0], block[0], args))
-
-        return launch
-
-
 def _run(dll, launch) -> None:
     name, grid, block, args = launch
     assert name == "reply_update_float32"
@@ -117,7 +104,7 @@ def _device(a: ChainArrays) -> ChainArrays:
 
 @pytest.fixture
 def recorder(monkeypatch):
-    rec = _Recorder()
+    rec = _RecordingModule()
     monkeypatch.setattr(cuda_fused, "_cupy", lambda: types.SimpleNamespace(ndarray=_FakeCupyArray))
     monkeypatch.setattr(cuda_fused, "load_module", lambda: rec)
     return rec
