@@ -94,3 +94,36 @@ def test_cuda_aware_messages_give_the_host_staged_run_bitwise():
     else:  # a worker waited for its device before each of its sends, only when aware
         assert runs[False][1].syncs == 0 and runs[True][1].syncs >= 3
     comm.Barrier()
+
+
+def test_two_server_ranks_without_checkpoints_give_the_in_process_run_bitwise():
+    """``train.server_ranks = 2`` and no run directory (``run_mpi`` from a script): every
+    server rank skips the start's gather together (only shard 0 would know that nothing
+    is checkpointed), and the synchronous run equals the in-process run bitwise."""
+    comm = MPI.COMM_WORLD
+    if comm.Get_size() < 3:
+        pytest.skip("needs two server ranks and a worker rank (run under mpiexec -n 3 or more)")
+    from snep.backends import get_backend
+    from snep.data.loaders import load_digits
+    from snep.transport.inprocess import run_in_process
+    from snep.transport.launch import run_mpi
+
+    cfg = Config().replace(
+        train={
+            "workers": comm.Get_size() - 2,
+            "server_ranks": 2,
+            "iterations": 30,
+            "eval_every": 15,
+            "synchronous": True,
+            "backend": "cpu",
+            "threads": 1,
+        },
+        model={"hidden": (8,)},
+    )
+    data = load_digits()
+    result = run_mpi(cfg, data)
+    if comm.Get_rank() == 0:
+        local = run_in_process(cfg, data, get_backend("cpu", 1))
+        np.testing.assert_array_equal(result.posterior.precision, local.posterior.precision)
+        np.testing.assert_array_equal(result.posterior.mean, local.posterior.mean)
+    comm.Barrier()

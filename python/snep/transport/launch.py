@@ -266,7 +266,7 @@ def _serve(
         comm, server, evaluate if shard == 0 else None, t.eval_every,
         callback if shard == 0 else None, t.synchronous, checkpoint=save,
         resumed=resume and checkpoint_dir is not None, first_worker=k, servers=servers,
-        records_before=records, bytes_before=moved,
+        records_before=records, bytes_before=moved, checkpointing=checkpoint_dir is not None,
     )  # fmt: skip
     loop.run()
     server = loop.server  # with several server ranks: the whole server on shard 0

@@ -196,6 +196,10 @@ class ServerLoop:
         shard 0 at each evaluation and at the end (``server`` then holds this shard's
         slice; shard 0 evaluates, checkpoints and, after :meth:`run`, holds the whole
         server in :attr:`server`).
+    checkpointing : bool, optional
+        Whether the run is checkpointed (default: whether ``checkpoint`` is given).  With
+        several server ranks every rank passes the same value (only shard 0 gets
+        ``checkpoint``), so that they all take part in the start's gather, or all skip it.
     """
 
     def __init__(
@@ -212,8 +216,10 @@ class ServerLoop:
         servers: Any = None,
         records_before: int = 0,
         bytes_before: int = 0,
+        checkpointing: bool | None = None,
     ) -> None:
         self.comm = comm
+        self.checkpointing = checkpoint is not None if checkpointing is None else checkpointing
         self.first_worker = first_worker
         self.servers = servers
         self.records_before = records_before  # records a resumed run's directory keeps
@@ -315,7 +321,10 @@ class ServerLoop:
 
     def _checkpoint_start(self) -> None:
         """A checkpoint from the start: a job ended before its first evaluation resumes too
-        (with several server ranks a collective: each sends its state to shard 0)."""
+        (with several server ranks a collective: each sends its state to shard 0; skipped
+        by all of them when the run is not checkpointed)."""
+        if not self.checkpointing:
+            return
         whole = self._gather_server() if self.servers is not None else self.server
         if self.checkpoint is not None and whole is not None:
             state = {k: np.array(v) for k, v in whole.state_dict().items()}
