@@ -119,6 +119,44 @@ def make_worker(
     return WorkerBench(worker, server, config)
 
 
+def make_default_worker(
+    spec: ParamSpec,
+    shard: tuple[np.ndarray, np.ndarray],
+    batch: int,
+    threads: int,
+    n_workers: int = 4,
+) -> WorkerBench:
+    """Worker 0 of ``n_workers``, with the dataclass defaults (SGHMC with the step per
+    datum, 8 chains, the site step on the local posterior with the score control
+    variate), registered with a PosteriorServer whose other workers hold the same initial
+    site: the default sampler's whole iteration, site step and control variate included
+    (issue 14: its per-chain cost).  Four workers, as in the MNIST runs, and a tenth of the
+    default step per datum: the synthetic shard lights every pixel (MNIST leaves most of
+    them at zero), so its likelihood is far more curved and the default step diverges
+    within the timed rounds (as one MNIST worker's does, docs/results.md §0b); the step
+    changes no cost."""
+    config = Config(
+        train=TrainConfig(
+            workers=n_workers, batch_size=batch, seed=0, average_from=10**9, backend="cpu",
+            threads=threads,
+        ),
+        model=ModelConfig(hidden=HIDDEN),
+        sampler=SamplerConfig(step_size=0.1),
+    )  # fmt: skip
+    backend = get_backend("cpu", threads)
+    x0 = init_params(spec, np.random.default_rng(1))
+    p = spec.size
+    prior = DiagGaussian(np.full(p, 1.0 / config.snep.prior_var), np.zeros(p))
+    server = PosteriorServer(prior, n_workers, config.train.averaging_start)
+    chains = config.snep.n_chains
+    model = backend.mlp(spec, chains, min(batch, len(shard[1])))
+    worker = SnepWorker(0, n_workers, model, shard[0], shard[1], config, backend, x0)
+    for w in range(n_workers):
+        server.register(w, worker.initial_site())
+    worker.start(server.reply_to(0))
+    return WorkerBench(worker, server, config)
+
+
 class BatchedSnepIteration:
     """The hot path of :meth:`SnepWorker.step` for ``C`` chains in one set of kernel calls.
 

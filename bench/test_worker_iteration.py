@@ -33,6 +33,7 @@ from benchutil import (
     NumpyGemms,
     bench_call,
     cpu_mlp_call,
+    make_default_worker,
     make_shard,
     make_worker,
     sampler_kind,
@@ -124,6 +125,34 @@ def test_snep_iteration(benchmark, spec, shard, sampler, size, threads):
         ),
     )
     assert it.finite(), "the snep chain became non-finite during the benchmark"
+
+
+def test_snep_default_iteration(benchmark, spec, shard, size, threads):
+    """``SnepWorker.step`` with the dataclass defaults (SGHMC, 8 chains, the score control
+    variate and the pooled site step on the local posterior): the default sampler's
+    whole iteration; ``extra_info["chains"]`` gives the per-chain cost."""
+    if size[0] != 1:
+        pytest.skip("the default worker runs its own chain count (8); timed once per batch")
+    it = make_default_worker(spec, shard, size[1], threads)
+    chains = it.worker.n_chains
+    bench_call(
+        benchmark,
+        it.step,
+        group=f"iteration default c{chains}-b{size[1]} t{threads}",
+        warmup=3,
+        **_info(
+            spec,
+            (chains, size[1]),
+            threads,
+            bench="iteration",
+            impl="snep",
+            backend="cpu",
+            sampler="sghmc",
+            what="SnepWorker.step, the defaults (SGHMC, score control variate) + sync",
+            n_sync=it.config.snep.n_sync,
+        ),
+    )
+    assert it.finite(), "the default worker's chains became non-finite during the benchmark"
 
 
 def test_snep_sync(benchmark, spec, shard, size, threads):
