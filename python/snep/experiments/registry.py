@@ -451,7 +451,7 @@ EXPERIMENTS: dict[str, Experiment] = {
                     for e in ("20", "80")
                 ),
             ),
-            seeds=(0,),
+            seeds=(0, 1, 2),
             split="validation",
             tracks_defaults=True,
         ),
