@@ -12,7 +12,6 @@ workers of :mod:`snep.algorithm.baselines` and the one-worker Adam baseline
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -131,8 +130,4 @@ class LocalShard:
                 f"{self.n_chains} chains: it belongs to another config"
             )
         for stream, row in zip(self.streams, rows, strict=True):
-            stream.load_state_dict(_stream_dict(row))
-
-
-def _stream_dict(row: np.ndarray) -> Mapping[str, int]:
-    return dict(zip(STREAM_KEYS, map(int, row), strict=True))
+            stream.load_state_dict(dict(zip(STREAM_KEYS, map(int, row), strict=True)))

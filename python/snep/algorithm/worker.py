@@ -233,7 +233,6 @@ class SnepWorker:
         #: the shard, each chain's minibatches and the model's gradient
         self.shard = LocalShard(x, y, C, train.batch_size, self.seed, model, backend, P)
         n_local, self.batch_size = self.shard.n_local, self.shard.batch_size
-        self._on_device = self.shard.on_device
         self.arrays = ChainArrays.zeros(C, P, dtype, xp)
         self._init_score_cv(P)
         self._init_chains(x0)
@@ -247,7 +246,7 @@ class SnepWorker:
         if self._graphed:
             require_graph_capture(backend)
         #: the iteration's launches on a device backend (None on the host)
-        self._device = DeviceIteration(self) if self._on_device else None
+        self._device = DeviceIteration(self) if self.shard.on_device else None
 
     def _init_score_cv(self, P: int) -> None:
         snep, C, xp, dtype = self.config.snep, self.n_chains, self.xp, self.backend.dtype
@@ -349,7 +348,7 @@ class SnepWorker:
         CUDA-aware MPI as a device buffer, and a reply is received into one
         (``train.cuda_aware_mpi``).  Call before the first message (and before
         :meth:`load_state_dict` on a resume)."""
-        if not self._on_device:
+        if self._device is None:
             raise ConfigError(
                 f"device messages need a device backend; worker {self.worker} runs on "
                 f"{getattr(self.backend, 'name', type(self.backend).__name__)!r}"

@@ -14,10 +14,8 @@ oracle :func:`snep.maths.oracles.reply_update_reference`.
 from __future__ import annotations
 
 import ctypes
-import shutil
 import subprocess
 import types
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,14 +26,18 @@ from snep.errors import ConfigError
 from snep.maths.oracles import reply_update_reference
 from snep.state import ChainArrays
 
-from .test_launch_args import _FakeCupyArray, _RecordingModule, kernel_params
+from .test_launch_args import (
+    CUDA_SHIM,
+    GXX,
+    KERNELS,
+    _FakeCupyArray,
+    _RecordingModule,
+    kernel_params,
+)
 
-KERNELS = Path(__file__).resolve().parents[3] / "kernels"
-GXX = shutil.which("g++")
-
-_HOST_SHIM = r"""
-#include <cmath>
-#include <cstring>
+_HOST_SHIM = (
+    CUDA_SHIM
+    + r"""
 struct dim3 { unsigned x = 1, y = 1, z = 1; };
 static dim3 threadIdx, blockIdx, blockDim, gridDim;
 #define __global__
@@ -63,6 +65,7 @@ extern "C" void run_reply_update(unsigned grid, unsigned block, float* x, float*
     }
 }
 """
+)
 
 
 @pytest.fixture(scope="module")
