@@ -33,6 +33,7 @@ import numpy as np
 from snep.algorithm.device_iteration import DeviceIteration
 from snep.algorithm.exchange_kernels import make_delta
 from snep.algorithm.messages import Push, Reply, wire_dtype
+from snep.algorithm.pooled_host import score_site_step
 from snep.algorithm.score import accumulate_score, score_moments
 from snep.algorithm.shard import LocalShard
 from snep.backends import Backend, MLPKernels
@@ -268,6 +269,10 @@ class SnepWorker:
             stats = np.zeros((2, 3, P))
             stats[:, 0] = np.inf
             self._score_stats = to_device(self.backend, stats, np.float64)
+        #: SNEP's pooled site step with the control variate on the host runs in one pass
+        #: (:meth:`_score_site_step`) into this new site (precision, precision-mean)
+        one_pass = self._score_cv and self._pooled and xp is np
+        self._new_site = (np.empty(P, dtype), np.empty(P, dtype)) if one_pass else None
 
     def _init_chains(self, x0: np.ndarray) -> None:
         """Every chain at ``x0``; the initial site N(x0, n * v_init) (docs/method.md §1.4)."""
@@ -509,11 +514,30 @@ class SnepWorker:
             self._last_loglik = float(self._chain_loglik.mean())
             self.sampler_steps += 1
             self._set_sample_scalars(k, k_samples)
-            if self._score_cv:
+            one_pass = self._new_site is not None and k == k_samples - 1
+            if one_pass:  # the whole pooled site step, before the pass moves the chains
+                self._score_site_step(k_samples)
+            elif self._score_cv:
                 self._accumulate_score()
             self.guard_fired += self.backend.fused_step(self.kind, a, shard.grad, s)
-        if self._pooled:
+        if self._new_site is not None:
+            a.site_prec[...] = self._new_site[0]
+            a.site_pm[...] = self._new_site[1]
+        elif self._pooled:
             self._pooled_site_step(k_samples)
+
+    def _score_site_step(self, k_samples: int) -> None:
+        """The pooled site step with the score control variate, from this (last) sample
+        and the accumulated ones, in one host pass before the fused pass moves the chains
+        (:func:`snep.algorithm.pooled_host.score_site_step`: bitwise what
+        :meth:`_accumulate_score` and :meth:`_pooled_site_step` compute) into
+        ``self._new_site``."""
+        acc = (self._acc_g, self._acc_xg, self._acc_g2) if k_samples > 1 else None
+        score_site_step(
+            self.arrays, self.shard.grad, acc, self._score_stats, self.n_chains // 2,
+            k_samples, NOISE_VAR_RATE, self.scalars,
+            site_precision_floor(self.config, self.n_workers, self.beta), *self._new_site,
+        )  # fmt: skip
 
     def _accumulate_score(self) -> None:
         """Accumulate this iteration's samples (before the pass moves them) for the score
