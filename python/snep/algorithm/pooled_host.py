@@ -24,8 +24,6 @@ site for all chains), so row 0 stands for them.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numba
 import numpy as np
 
@@ -150,10 +148,10 @@ def _half_sums(
         sums[r] = 0.0
     for c in range(C):
         o = (0 if c < split else N_SUMS) * BLOCK
-        xr, gr = x[c, j0:j0 + nb], grad[c, j0:j0 + nb]
+        xr, gr = x[c, j0 : j0 + nb], grad[c, j0 : j0 + nb]
         if with_acc:
-            ax, ax2 = acc_x[c, j0:j0 + nb], acc_x2[c, j0:j0 + nb]
-            ag, axg, ag2 = acc_g[c, j0:j0 + nb], acc_xg[c, j0:j0 + nb], acc_g2[c, j0:j0 + nb]
+            ax, ax2 = acc_x[c, j0 : j0 + nb], acc_x2[c, j0 : j0 + nb]
+            ag, axg, ag2 = acc_g[c, j0 : j0 + nb], acc_xg[c, j0 : j0 + nb], acc_g2[c, j0 : j0 + nb]
         for i in range(nb):
             xv = xr[i]
             g = lik_scale * gr[i] + shift[i] - lam[i] * xv
@@ -213,8 +211,16 @@ def _moments(sums, stats, ap, j0, nb, n0, n1, n, work):  # pragma: no cover - co
     C = c0 + c1
     cn0, cnn0, ratio0, share0 = c0 * n, c0 * n * n, c0 / (c0 - 1.0), c0 / C
     cn1, cnn1, ratio1, share1 = c1 * n, c1 * n * n, c1 / (c1 - 1.0), c1 / C
-    noise0, var0, cov0 = stats[0, 0, j0:j0 + nb], stats[0, 1, j0:j0 + nb], stats[0, 2, j0:j0 + nb]
-    noise1, var1, cov1 = stats[1, 0, j0:j0 + nb], stats[1, 1, j0:j0 + nb], stats[1, 2, j0:j0 + nb]
+    noise0, var0, cov0 = (
+        stats[0, 0, j0 : j0 + nb],
+        stats[0, 1, j0 : j0 + nb],
+        stats[0, 2, j0 : j0 + nb],
+    )
+    noise1, var1, cov1 = (
+        stats[1, 0, j0 : j0 + nb],
+        stats[1, 1, j0 : j0 + nb],
+        stats[1, 2, j0 : j0 + nb],
+    )
     w0, w1 = (FRESH + 0) * BLOCK, (FRESH + 3) * BLOCK
     for i in range(nb):
         anchor = np.float64(ap[j0 + i])
@@ -233,10 +239,10 @@ def _update_running(stats, work, j0, nb, rate):  # pragma: no cover - compiled
     """The halves' running estimates move towards their fresh values at ``rate`` (take
     them while there are none: noise ``inf``)."""
     for h in range(2):
-        first = stats[h, 0, j0:j0 + nb]
+        first = stats[h, 0, j0 : j0 + nb]
         for k in (2, 1, 0):  # the noise row, which says "none yet", last
-            old = stats[h, k, j0:j0 + nb]
-            new = work[(FRESH + 3 * h + k) * BLOCK:(FRESH + 3 * h + k + 1) * BLOCK]
+            old = stats[h, k, j0 : j0 + nb]
+            new = work[(FRESH + 3 * h + k) * BLOCK : (FRESH + 3 * h + k + 1) * BLOCK]
             for i in range(nb):
                 old[i] = new[i] if np.isinf(first[i]) else (1.0 - rate) * old[i] + rate * new[i]
 
