@@ -149,31 +149,50 @@ def _half_sums(
     for c in range(C):
         o = (0 if c < split else N_SUMS) * BLOCK
         xr, gr = x[c, j0 : j0 + nb], grad[c, j0 : j0 + nb]
-        if with_acc:
-            ax, ax2 = acc_x[c, j0 : j0 + nb], acc_x2[c, j0 : j0 + nb]
-            ag, axg, ag2 = acc_g[c, j0 : j0 + nb], acc_xg[c, j0 : j0 + nb], acc_g2[c, j0 : j0 + nb]
-        for i in range(nb):
+        if with_acc:  # a loop of its own: the accumulators' stores would stop the other
+            _add_chain_acc(
+                xr, gr, lam, shift, lik_scale, acc_x[c, j0 : j0 + nb], acc_x2[c, j0 : j0 + nb],
+                acc_g[c, j0 : j0 + nb], acc_xg[c, j0 : j0 + nb], acc_g2[c, j0 : j0 + nb], o, nb,
+                sums,
+            )  # fmt: skip
+            continue
+        for i in range(nb):  # the accumulators' zero plus this sample (0 + v is v, but for -0)
             xv = xr[i]
             g = lik_scale * gr[i] + shift[i] - lam[i] * xv
-            if with_acc:
-                sx, sx2 = ax[i] + xv, ax2[i] + xv * xv
-                sg, sxg, sg2 = ag[i] + g, axg[i] + xv * g, ag2[i] + g * g
-                ax[i] = zero
-                ax2[i] = zero
-                ag[i] = zero
-                axg[i] = zero
-                ag2[i] = zero
-            else:  # the accumulators' zero plus this sample (0 + v is v, but for -0)
-                sx, sx2 = zero + xv, zero + xv * xv
-                sg, sxg, sg2 = zero + g, zero + xv * g, zero + g * g
-            sums[o + i] += np.float64(sx)
-            sums[o + BLOCK + i] += np.float64(sx2)
-            sums[o + 2 * BLOCK + i] += np.float64(sx * sx)
-            sums[o + 3 * BLOCK + i] += np.float64(sg)
-            sums[o + 4 * BLOCK + i] += np.float64(sxg)
-            sums[o + 5 * BLOCK + i] += np.float64(sx * sg)
-            sums[o + 6 * BLOCK + i] += np.float64(sg2)
-            sums[o + 7 * BLOCK + i] += np.float64(sg * sg)
+            sx, sx2 = zero + xv, zero + xv * xv
+            sg, sxg, sg2 = zero + g, zero + xv * g, zero + g * g
+            _add_sums(sums, o, i, sx, sx2, sg, sxg, sg2)
+
+
+@numba.njit(cache=True, inline="always", error_model="numpy")
+def _add_sums(sums, o, i, sx, sx2, sg, sxg, sg2):  # pragma: no cover - compiled
+    """Add one chain's float32 sums of parameter ``i`` to its half's float64 sums."""
+    sums[o + i] += np.float64(sx)
+    sums[o + BLOCK + i] += np.float64(sx2)
+    sums[o + 2 * BLOCK + i] += np.float64(sx * sx)
+    sums[o + 3 * BLOCK + i] += np.float64(sg)
+    sums[o + 4 * BLOCK + i] += np.float64(sxg)
+    sums[o + 5 * BLOCK + i] += np.float64(sx * sg)
+    sums[o + 6 * BLOCK + i] += np.float64(sg2)
+    sums[o + 7 * BLOCK + i] += np.float64(sg * sg)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _add_chain_acc(xr, gr, lam, shift, lik_scale, ax, ax2, ag, axg, ag2, o, nb, sums):
+    # pragma: no cover - compiled
+    """One chain's block with the earlier samples' sums added (and zeroed)."""
+    zero = xr.dtype.type(0.0)
+    for i in range(nb):
+        xv = xr[i]
+        g = lik_scale * gr[i] + shift[i] - lam[i] * xv
+        sx, sx2 = ax[i] + xv, ax2[i] + xv * xv
+        sg, sxg, sg2 = ag[i] + g, axg[i] + xv * g, ag2[i] + g * g
+        ax[i] = zero
+        ax2[i] = zero
+        ag[i] = zero
+        axg[i] = zero
+        ag2[i] = zero
+        _add_sums(sums, o, i, sx, sx2, sg, sxg, sg2)
 
 
 @numba.njit(cache=True, inline="always", error_model="numpy")
