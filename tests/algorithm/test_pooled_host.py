@@ -145,3 +145,28 @@ def test_pass_scalars_are_read_not_kept():
         p = dataclasses.replace(p, site_step=step)
         outs.append(_one_pass(a, stats, p, xs, grads, 3, 1e-3)[0])
     assert not np.array_equal(outs[0], outs[1], equal_nan=True)
+
+
+@pytest.mark.parametrize(("inv_beta", "prec_min"), [(1.0, 1e-3), (8.0, -0.5)])
+def test_damping_to_the_guard_equals_the_array_expressions_bitwise(inv_beta, prec_min):
+    """After a reply, the host pass that damps the site to the guard's cap equals the
+    worker's array expressions (its device branch) to the bit, and binds somewhere."""
+    from snep.algorithm.pooled_host import damp_site_to_guard
+    from snep.maths.oracles import guard_cap
+
+    a, _, p = _state(5, np.float32, inv_beta, False)
+    a.anchor_prec[:, 100:140] = 0.01  # a lowered cavity: the cap binds there
+    f64 = np.float64
+    sp, spm = a.site_prec[0].astype(f64), a.site_pm[0].astype(f64)
+    cp, cpm = a.cavity_prec[0].astype(f64), a.cavity_pm[0].astype(f64)
+    cap = np.maximum(guard_cap(a.anchor_prec[0].astype(f64), cp, p), prec_min)
+    over = sp > cap
+    m = (cpm + spm) / (cp + sp)
+    prec = np.where(over, cap, sp)
+    want_prec = prec.astype(np.float32)
+    want_pm = np.where(over, m * (cp + prec) - cpm, spm).astype(np.float32)
+    assert over.sum() >= 10
+    damp_site_to_guard(a, p, prec_min)
+    for row in range(5):
+        np.testing.assert_array_equal(a.site_prec[row], want_prec)
+        np.testing.assert_array_equal(a.site_pm[row], want_pm)

@@ -30,7 +30,7 @@ import numpy as np
 from snep.maths.oracles import GUARD_SLACK
 from snep.state import ChainArrays, PassScalars
 
-__all__ = ["score_site_step"]
+__all__ = ["damp_site_to_guard", "score_site_step"]
 
 #: parameters per block: the halves' sums of a block (2 x 8 x BLOCK float64) stay in L1/L2
 BLOCK = 256
@@ -266,6 +266,16 @@ def _update_running(stats, work, j0, nb, rate):  # pragma: no cover - compiled
                 old[i] = new[i] if np.isinf(first[i]) else (1.0 - rate) * old[i] + rate * new[i]
 
 
+@numba.njit(cache=True, inline="always", error_model="numpy")
+def _guard_cap(anchor, c_prec, prec_floor, guard_scale, excess):  # pragma: no cover - compiled
+    """oracles.guard_cap of one parameter (``guard_scale = inv_beta (1 - GUARD_SLACK)``,
+    ``excess = guard_scale - 1``)."""
+    cap = (anchor - prec_floor) / guard_scale
+    if excess > 0:
+        cap = _minimum(cap, (c_prec - prec_floor) / excess)
+    return cap
+
+
 @numba.njit(cache=True, error_model="numpy")
 def _local_step(
     work, ap, sp, spm, cp, cpm, j0, nb, eps, m_lo, m_hi, prec_max0, prec_floor,
@@ -281,9 +291,7 @@ def _local_step(
         m = (c_pm + np.float64(spm[j])) * v
         v_new = (1.0 - eps) * v + eps * work[VAR * BLOCK + i]
         m_new = _minimum(_maximum(m + eps * (work[MEAN * BLOCK + i] - m), m_lo), m_hi)
-        cap = (np.float64(ap[j]) - prec_floor) / guard_scale
-        if excess > 0:
-            cap = _minimum(cap, (c_prec - prec_floor) / excess)
+        cap = _guard_cap(np.float64(ap[j]), c_prec, prec_floor, guard_scale, excess)
         prec_max = _minimum(prec_max0, _maximum(cap, prec_min))
         prec = _minimum(_maximum(1.0 / v_new - c_prec, prec_min), prec_max)
         out_prec[j] = prec
@@ -313,3 +321,35 @@ def _score_site_step_host(
             work, ap, sp, spm, cp, cpm, j0, nb, eps, m_lo, m_hi, prec_max0, prec_floor,
             guard_scale, excess, prec_min, out_prec, out_pm,
         )  # fmt: skip
+
+
+def damp_site_to_guard(a: ChainArrays, p: PassScalars, prec_min: float) -> None:
+    """After a reply: the site's precision down to the guard's cap where it exceeds it
+    (at least ``prec_min``), keeping the local posterior's mean, in one host pass over
+    row 0, written to every chain's row (what ``SnepWorker._damp_site_to_guard`` does with
+    array expressions, bitwise)."""
+    guard_scale = p.inv_beta * (1.0 - GUARD_SLACK)
+    prec, pm = np.empty_like(a.site_prec[0]), np.empty_like(a.site_pm[0])
+    _damp_to_guard_host(
+        a.anchor_prec[0], a.site_prec[0], a.site_pm[0], a.cavity_prec[0], a.cavity_pm[0],
+        float(p.prec_floor), guard_scale, guard_scale - 1.0, float(prec_min), prec, pm,
+    )  # fmt: skip
+    a.site_prec[...] = prec
+    a.site_pm[...] = pm
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _damp_to_guard_host(
+    ap, sp, spm, cp, cpm, prec_floor, guard_scale, excess, prec_min, out_prec, out_pm
+):  # fmt: skip  # pragma: no cover - compiled
+    for j in range(ap.shape[0]):
+        c_prec, c_pm = np.float64(cp[j]), np.float64(cpm[j])
+        s_prec, s_pm = np.float64(sp[j]), np.float64(spm[j])
+        cap = _maximum(
+            _guard_cap(np.float64(ap[j]), c_prec, prec_floor, guard_scale, excess), prec_min
+        )
+        m = (c_pm + s_pm) / (c_prec + s_prec)
+        over = s_prec > cap
+        prec = cap if over else s_prec
+        out_prec[j] = prec
+        out_pm[j] = m * (c_prec + prec) - c_pm if over else s_pm

@@ -33,7 +33,7 @@ import numpy as np
 from snep.algorithm.device_iteration import DeviceIteration
 from snep.algorithm.exchange_kernels import make_delta
 from snep.algorithm.messages import Push, Reply, wire_dtype
-from snep.algorithm.pooled_host import score_site_step
+from snep.algorithm.pooled_host import damp_site_to_guard, score_site_step
 from snep.algorithm.score import accumulate_score, score_moments
 from snep.algorithm.shard import LocalShard
 from snep.backends import Backend, MLPKernels
@@ -745,8 +745,11 @@ class SnepWorker:
         posterior's mean, so that the guard need not fire (the damping of the site step,
         applied to the new cavity; pushed with the next sync)."""
         a, xp, f64 = self.arrays, self.xp, np.float64
-        sp, spm, cp, cpm = self._rows64()
         floor = site_precision_floor(self.config, self.n_workers, self.beta)
+        if xp is np:  # one host pass (bitwise the expressions below)
+            damp_site_to_guard(a, self.scalars, floor)
+            return
+        sp, spm, cp, cpm = self._rows64()
         cap = xp.maximum(guard_cap(a.anchor_prec[0].astype(f64), cp, self.scalars, xp), floor)
         over = sp > cap  # no early exit: reading it would sync a device
         m = (cpm + spm) / (cp + sp)
