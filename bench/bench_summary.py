@@ -147,6 +147,22 @@ def compute_ratios(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     f"{r['median_ms']:.3f} ms / {gemm['median_ms']:.3f} ms",
                 )
             )
+        chains = int(e.get("chains") or 1)
+        one = {"threads": e.get("threads"), "batch": e.get("batch"), "chains": 1}
+        gemm1 = _fastest(_select(records, bench="gemm", **one))
+        if chains > 1 and gemm1 and not gemm:  # the default sampler's C chains (issue 14)
+            per_chain = r["median_ms"] / chains
+            v = per_chain / gemm1["median_ms"]
+            out.append(
+                _ratio(
+                    f"iteration {e.get('sampler')} {tag(r)}: snep per chain / one chain's GEMMs",
+                    v,
+                    "x",
+                    f"<= {ITER_VS_GEMM:g}x",
+                    v <= ITER_VS_GEMM,
+                    f"{per_chain:.3f} ms per chain / {gemm1['median_ms']:.3f} ms",
+                )
+            )
     for r in sorted(_select(records, bench="fwd_bwd", impl="snep"), key=lambda r: _key(r, *shape)):
         e = r["extra_info"]
         match = {k: e.get(k) for k in shape}
@@ -195,6 +211,21 @@ def compute_ratios(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     f"MPI target: comm <= 5%",
                 )
             )
+
+    one = _fastest(_select(records, bench="pooled_site_step", impl="one_pass"))
+    three = _fastest(_select(records, bench="pooled_site_step", impl="three_passes"))
+    if one and three:
+        v = three["median_ms"] / one["median_ms"]
+        out.append(
+            _ratio(
+                f"pooled site step c{one['extra_info'].get('chains')}: three passes / one pass",
+                v,
+                "x",
+                "info",
+                None,
+                f"{three['median_ms']:.3f} ms / {one['median_ms']:.3f} ms",
+            )
+        )
 
     fused = _select(records, bench="fused_pass")
     for r in sorted(fused, key=lambda r: _key(r, "sampler", "threads", "chains")):

@@ -24,7 +24,7 @@ echo "== the PyTorch and JAX peers compute snep's maths (bench/test_*_reference.
 "$PYTHON" -m pytest bench/test_torch_reference.py bench/test_jax_reference.py -q -p no:cacheprovider
 
 summaries=()
-for suite in worker_iteration fused_pass; do
+for suite in worker_iteration fused_pass pooled_site_step; do
     echo "== bench/test_${suite}.py =="
     "$PYTHON" -m pytest "bench/test_${suite}.py" -q -p no:cacheprovider \
         --benchmark-enable \
