@@ -107,6 +107,27 @@ def test_one_pass_equals_the_three_passes_bitwise(dtype, n, first, inv_beta, pre
     assert all(np.all(acc == 0) for acc in (*one[3:], *one_x))
 
 
+def test_threads_split_the_blocks_without_changing_a_bit():
+    """Several threads take contiguous runs of blocks; every parameter's arithmetic is
+    the same, so the result is too (numba's threads: 2 on CI's two cores)."""
+    import numba
+
+    C = 8
+    xs, grads = _samples(C, np.float32, 1)
+    results = []
+    for threads in (1, 2, 0):
+        a, stats, p = _state(C, np.float32, 1.0, False)
+        prec, pm = np.empty(P, np.float32), np.empty(P, np.float32)
+        a.x[...] = xs[0]
+        score_site_step(a, grads[0], None, stats, 4, 1, 0.05, p, 1e-3, prec, pm, threads)
+        results.append((prec, pm, stats))
+    for other in results[1:]:
+        for got, want in zip(other, results[0], strict=True):
+            np.testing.assert_array_equal(got, want)
+    if numba.get_num_threads() < 2:
+        pytest.skip("one numba thread here: the parallel variant was not run")
+
+
 def test_one_pass_refuses_several_samples_without_their_sums():
     a, stats, p = _state(4, np.float32, 1.0, True)
     out = np.empty(P, np.float32), np.empty(P, np.float32)

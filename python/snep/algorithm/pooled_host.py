@@ -48,6 +48,7 @@ def score_site_step(
     prec_min: float,
     out_prec: np.ndarray,
     out_pm: np.ndarray,
+    n_threads: int = 1,
 ) -> None:
     """The pooled site step with the score control variate, from this sample and the
     accumulated ones, in one host pass (module docstring).
@@ -75,6 +76,9 @@ def score_site_step(
         The site precision's floor (:func:`snep.algorithm.worker.site_precision_floor`).
     out_prec, out_pm : ndarray (P,)
         The new site, in the chain arrays' dtype.
+    n_threads : int
+        Threads (numba's, at most ``numba.get_num_threads()``; 0: all of them), each taking
+        a contiguous run of blocks; the result is the same bitwise.
     """
     C, P = a.x.shape
     if acc is None and n_per_chain != 1:
@@ -91,7 +95,10 @@ def score_site_step(
     eps = p.site_step / p.inv_beta  # power EP's step, as local_step_reference takes it
     guard_scale = p.inv_beta * (1.0 - GUARD_SLACK)
     excess = guard_scale - 1.0
-    _score_site_step_host(
+    threads = numba.get_num_threads() if n_threads <= 0 else min(n_threads, numba.get_num_threads())
+    n_blocks = (P + BLOCK - 1) // BLOCK
+    parts = max(1, min(threads, n_blocks))
+    args = (
         a.x, grad, a.anchor_prec[0], a.anchor_pm[0], a.site_prec[0], a.site_pm[0],
         a.cavity_prec[0], a.cavity_pm[0], acc is not None, acc_x, acc_x2, acc_g, acc_xg,
         acc_g2, f(p.lik_scale), f(p.inv_beta), f(p.prec_floor), f(GUARD_SLACK), stats, split,
@@ -99,6 +106,10 @@ def score_site_step(
         1.0 / p.v_lo, float(p.prec_floor), guard_scale, excess, float(prec_min),
         out_prec, out_pm,
     )  # fmt: skip
+    if parts > 1:
+        _score_site_step_parallel(parts, *args)
+    else:
+        _score_site_step_serial(*args)
 
 
 @numba.njit(cache=True, inline="always", error_model="numpy")
@@ -299,17 +310,19 @@ def _local_step(
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _score_site_step_host(
-    x, grad, ap, apm, sp, spm, cp, cpm, with_acc, acc_x, acc_x2, acc_g, acc_xg, acc_g2,
+def _blocks(
+    b0, b1, x, grad, ap, apm, sp, spm, cp, cpm, with_acc, acc_x, acc_x2, acc_g, acc_xg, acc_g2,
     lik_scale, inv_beta, prec_floor32, slack, stats, split, n, rate, eps, m_lo, m_hi,
     prec_max0, prec_floor, guard_scale, excess, prec_min, out_prec, out_pm,
 ):  # fmt: skip  # pragma: no cover - compiled
+    """Blocks ``[b0, b1)`` of BLOCK parameters, one after the other, with their scratch."""
     C, P = x.shape
     sums = np.empty(2 * N_SUMS * BLOCK)
     work = np.empty((FRESH + 6) * BLOCK)
     lam = np.empty(BLOCK, x.dtype)
     shift = np.empty(BLOCK, x.dtype)
-    for j0 in range(0, P, BLOCK):
+    for b in range(b0, b1):
+        j0 = b * BLOCK
         nb = min(BLOCK, P - j0)
         _half_sums(
             x, grad, ap, apm, sp, spm, with_acc, acc_x, acc_x2, acc_g, acc_xg, acc_g2,
@@ -321,6 +334,23 @@ def _score_site_step_host(
             work, ap, sp, spm, cp, cpm, j0, nb, eps, m_lo, m_hi, prec_max0, prec_floor,
             guard_scale, excess, prec_min, out_prec, out_pm,
         )  # fmt: skip
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _score_site_step_serial(*args):  # pragma: no cover - compiled
+    """Every block, one after the other."""
+    _blocks(0, (args[0].shape[1] + BLOCK - 1) // BLOCK, *args)
+
+
+@numba.njit(cache=True, error_model="numpy", parallel=True)
+def _score_site_step_parallel(parts, *args):  # pragma: no cover - compiled
+    """Every block, in ``parts`` contiguous runs of blocks, one per thread; each
+    parameter's arithmetic is the same whatever the split.  (A function of its own, not
+    the serial one compiled with ``parallel=True``: numba's cache index is named after
+    the function and does not record the flag, so the two would share one entry.)"""
+    n_blocks = (args[0].shape[1] + BLOCK - 1) // BLOCK
+    for t in numba.prange(parts):
+        _blocks(t * n_blocks // parts, (t + 1) * n_blocks // parts, *args)
 
 
 def damp_site_to_guard(a: ChainArrays, p: PassScalars, prec_min: float) -> None:

@@ -537,6 +537,7 @@ class SnepWorker:
             self.arrays, self.shard.grad, acc, self._score_stats, self.n_chains // 2,
             k_samples, NOISE_VAR_RATE, self.scalars,
             site_precision_floor(self.config, self.n_workers, self.beta), *self._new_site,
+            n_threads=getattr(self.backend, "n_threads", 1),
         )  # fmt: skip
 
     def _accumulate_score(self) -> None:
