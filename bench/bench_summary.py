@@ -120,7 +120,12 @@ def compute_ratios(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     f"{torch_r['median_ms']:.3f} ms / {r['median_ms']:.3f} ms",
                 )
             )
-        for impl, name in (("jax", "JAX jit"), ("torch-compile", "torch.compile")):
+        peers = (
+            ("jax", "JAX jit"),
+            ("torch-compile", "torch.compile"),
+            ("torch-foreach", "torch foreach"),
+        )
+        for impl, name in peers:
             peer = _fastest(_select(records, bench="iteration", impl=impl, **match))
             if peer:  # the strongest peers (issue 14): compiled whole iterations
                 v = peer["median_ms"] / r["median_ms"]

@@ -24,6 +24,7 @@ from snep.state import (  # noqa: E402
 from torch_reference import (  # noqa: E402
     STATE_FIELDS,
     CompiledTorchSnepWorker,
+    ForeachTorchSnepWorker,
     TorchFwdBwd,
     TorchSnepWorker,
     layer_views,
@@ -180,4 +181,33 @@ def test_compiled_iteration_matches_the_eager_one(kind):
         scale = max(np.abs(want).max(), 1.0)
         np.testing.assert_allclose(
             compiled.state[name].numpy(), want, rtol=2e-4, atol=2e-6 * scale, err_msg=name
+        )
+
+
+@pytest.mark.parametrize("kind", [SamplerKind.SGLD, SamplerKind.ADAM_SGLD], ids=["SGLD", "ADAM"])
+def test_foreach_iteration_matches_the_eager_one(kind):
+    """The foreach peer computes the eager baseline's iteration (so the oracle's), guard
+    count included."""
+    rng = np.random.default_rng(int(kind) + 7)
+    a = _state(rng, 2)
+    x, y = _batch(rng, 2, 20)
+    xi = rng.normal(0, 1, a.x.shape).astype(np.float32)
+    s = _scalars(kind, noise_scale=1.0)
+    args = (SPEC, kind, s, x.reshape(-1, SPEC.n_inputs), y.reshape(-1), 2, 20)
+    eager, foreach = TorchSnepWorker(*args), ForeachTorchSnepWorker(*args)
+    eager.load(a)
+    foreach.load(a)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
+    eager.step_on(xt, yt, _noise_tensors(xi))
+    foreach.step_on(xt, yt, _noise_tensors(xi))
+    assert foreach.guard_fired == eager.guard_fired > 0
+    for name in STATE_FIELDS:
+        want = eager.state[name].numpy()
+        scale = max(np.abs(want).max(), 1.0)
+        np.testing.assert_allclose(
+            foreach.state[name].numpy(), want, rtol=2e-5, atol=2e-7 * scale, err_msg=name
+        )
+    with pytest.raises(ValueError, match="implements sgld and adam_sgld"):
+        ForeachTorchSnepWorker(SPEC, SamplerKind.SGHMC, s, *args[3:]).step_on(
+            xt, yt, _noise_tensors(xi)
         )

@@ -11,6 +11,8 @@ Groups (per size ``c<chains>-b<batch>`` and thread count ``t<n>``):
     same hot path batched over chains.  Also the sync alone (push + server + reply).
     (b) the same iteration written plainly in PyTorch eager (``bench/torch_reference.py``);
     (b'') the same iteration compiled with ``torch.compile`` (``CompiledTorchSnepWorker``);
+    (b-foreach) eager autograd with the update in ``torch._foreach_*`` multi-tensor ops
+    (``ForeachTorchSnepWorker``, as ``torch.optim`` with ``foreach=True``);
     (b') the same iteration as one ``jax.jit`` function (``bench/jax_reference.py``), the
     strongest CPU peer (skipped without JAX).
 ``fwd+bwd``
@@ -193,6 +195,18 @@ def test_torch_compile_iteration(benchmark, torch, spec, shard, sampler, size, t
     backend = f"torch.compile {torch.__version__}"
     what = "CompiledTorchSnepWorker.step (torch.func.grad + update, compiled; no sync)"
     _time_peer(benchmark, tw.step, spec, size, threads, sampler, "torch-compile", backend, what)
+    assert torch.isfinite(tw.state["x"]).all()
+
+
+# ---------------------------------------------------- (b-foreach) torch foreach iteration
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_torch_foreach_iteration(benchmark, torch, spec, shard, sampler, size, threads):
+    from torch_reference import ForeachTorchSnepWorker
+
+    tw = _peer(ForeachTorchSnepWorker, spec, shard, sampler, size, threads)
+    backend = f"torch-foreach {torch.__version__}"
+    what = "ForeachTorchSnepWorker.step (eager autograd, torch._foreach_* update; no sync)"
+    _time_peer(benchmark, tw.step, spec, size, threads, sampler, "torch-foreach", backend, what)
     assert torch.isfinite(tw.state["x"]).all()
 
 

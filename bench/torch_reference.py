@@ -13,7 +13,8 @@ Expectation Propagation and the Posterior Server", JMLR 18 (2017): CPU, float32,
    parameters with the projection;
 3. the anchor refresh every ``n_inner`` iterations.
 
-No fusion tricks: no ``torch.compile``, no ``foreach`` kernels, no hand-fused ops.  The
+No fusion tricks: no ``torch.compile``, no ``foreach`` kernels, no hand-fused ops (those
+are the peers :class:`CompiledTorchSnepWorker` and :class:`ForeachTorchSnepWorker`).  The
 maths is that of ``fused_update`` in ``kernels/snep_fused.cuh`` (the float64 oracle is
 ``python/snep/maths/oracles.py``), so one iteration with the noise fixed matches
 snep's fused pass to float32 rounding (``bench/test_torch_reference.py``).  The variance
@@ -423,3 +424,70 @@ class CompiledTorchSnepWorker(TorchSnepWorker):
             st["anchor_prec"] = st["cavity_prec"] + st["site_prec"]
             st["anchor_pm"] = st["cavity_pm"] + st["site_pm"]
         return None
+
+
+class ForeachTorchSnepWorker(TorchSnepWorker):
+    """The same iteration with the update in ``torch._foreach_*`` multi-tensor ops over the
+    layers' tensors, as ``torch.optim`` optimisers run with ``foreach=True`` (the foreach
+    peer of benchmark (b)); the forward and backward as the eager baseline.  SGLD and
+    Adam-SGLD (the benchmark's samplers), one sample per iteration; the guard clamps the
+    tilted precision with ``_foreach_maximum`` (the same where it is finite)."""
+
+    def update(self, grads, noise: list[torch.Tensor] | None = None) -> int:
+        if self.kind not in (SamplerKind.SGLD, SamplerKind.ADAM_SGLD):
+            raise ValueError(f"the foreach peer implements sgld and adam_sgld, not {self.kind!r}")
+        s, fe = self.scalars, torch
+        field = {name: [layer[name] for layer in self.layers] for name in STATE_FIELDS}
+        x, sp, spm = field["x"], field["site_prec"], field["site_pm"]
+        if noise is None:
+            noise = [torch.randn(g.shape, generator=self.gen) for g in grads]
+        # tilted factor eta = anchor - site / beta, its precision guarded (GUARD_SLACK)
+        sp_b = fe._foreach_mul(sp, s.inv_beta)
+        lam_eta = fe._foreach_sub(field["anchor_prec"], sp_b)
+        h_eta = fe._foreach_sub(field["anchor_pm"], fe._foreach_mul(spm, s.inv_beta))
+        lam_min = fe._foreach_add(fe._foreach_mul(sp_b, -0.5), s.prec_floor)
+        fired = sum(int((le < lm).sum()) for le, lm in zip(lam_eta, lam_min, strict=True))
+        lam_eta = fe._foreach_maximum(lam_eta, lam_min)
+        g = fe._foreach_mul(list(grads), s.lik_scale)
+        fe._foreach_add_(g, fe._foreach_sub(h_eta, fe._foreach_mul(lam_eta, x)))
+        eps = s.step_size
+        if self.kind == SamplerKind.SGLD:
+            fe._foreach_add_(x, fe._foreach_mul(g, 0.5 * eps))
+            fe._foreach_add_(x, fe._foreach_mul(noise, s.noise_scale * math.sqrt(eps)))
+        else:
+            m, v = field["s1"], field["s2"]
+            fe._foreach_mul_(m, s.beta1)
+            fe._foreach_add_(m, g, alpha=1.0 - s.beta1)
+            fe._foreach_mul_(v, s.beta2)
+            fe._foreach_addcmul_(v, g, g, value=1.0 - s.beta2)
+            denom = fe._foreach_sqrt(fe._foreach_div(v, s.bias_corr2))
+            fe._foreach_add_(denom, s.adam_eps)
+            alpha = fe._foreach_reciprocal(denom)
+            fe._foreach_mul_(alpha, eps)
+            sd = fe._foreach_sqrt(fe._foreach_mul(alpha, 2.0))
+            fe._foreach_clamp_max_(sd, eps * s.kappa)
+            fe._foreach_add_(x, fe._foreach_mul(alpha, fe._foreach_div(m, s.bias_corr1)))
+            fe._foreach_addcmul_(x, sd, noise, value=s.noise_scale)
+        if s.update_site:  # as update_tensor_ (K = 1: sx2 - sx^2 = 0)
+            cp, cpm, e = field["cavity_prec"], field["cavity_pm"], s.site_step
+            loc_var = fe._foreach_reciprocal(fe._foreach_add(cp, sp))
+            loc_mean = fe._foreach_mul(fe._foreach_add(cpm, spm), loc_var)
+            site_var = fe._foreach_reciprocal(sp)
+            site_mean = fe._foreach_mul(spm, site_var)
+            d = fe._foreach_sub(x, loc_mean)
+            mean = fe._foreach_add(site_mean, fe._foreach_mul(d, e))
+            t = fe._foreach_add(x, loc_mean)
+            fe._foreach_sub_(t, fe._foreach_mul(site_mean, 2.0))
+            fe._foreach_mul_(t, d)
+            fe._foreach_sub_(t, loc_var)
+            fe._foreach_mul_(t, e)
+            var = fe._foreach_add(site_var, t)
+            fe._foreach_sub_(var, fe._foreach_mul(fe._foreach_mul(d, d), e * e))
+            fe._foreach_clamp_min_(var, s.v_lo)
+            fe._foreach_clamp_max_(var, s.v_hi)
+            fe._foreach_clamp_min_(mean, s.m_lo)
+            fe._foreach_clamp_max_(mean, s.m_hi)
+            new_prec = fe._foreach_reciprocal(var)
+            fe._foreach_copy_(sp, new_prec)
+            fe._foreach_copy_(spm, fe._foreach_mul(mean, new_prec))
+        return fired
