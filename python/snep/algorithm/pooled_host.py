@@ -28,6 +28,7 @@ import numba
 import numpy as np
 
 from snep.maths.oracles import GUARD_SLACK
+from snep.maths.scalar_ops import clip, maximum, minimum
 from snep.state import ChainArrays, PassScalars
 
 __all__ = ["damp_site_to_guard", "score_site_step"]
@@ -110,18 +111,6 @@ def score_site_step(
         _score_site_step_parallel(parts, *args)
     else:
         _score_site_step_serial(*args)
-
-
-@numba.njit(cache=True, inline="always", error_model="numpy")
-def _maximum(x, y):  # pragma: no cover - compiled
-    """numpy.maximum of two floats (a NaN propagates), as a select the loops vectorise."""
-    return x if (x >= y) | (x != x) else y
-
-
-@numba.njit(cache=True, inline="always", error_model="numpy")
-def _minimum(x, y):  # pragma: no cover - compiled
-    """numpy.minimum of two floats (a NaN propagates), as a select the loops vectorise."""
-    return x if (x <= y) | (x != x) else y
 
 
 # The loops below vectorise (AVX-512 here) only when LLVM can prove their stores alias
@@ -218,7 +207,7 @@ def _half_moments(sums, o, i, noise, var_o, cov_o, anchor, cn, cnn, ratio, tiny)
     mean_g = sums[o + 3 * BLOCK + i] / cn
     mean_xg, mean_mm = sums[o + 4 * BLOCK + i] / cn, sums[o + 5 * BLOCK + i] / cnn
     cov = (mean_xg - mean_mm) + (mean_mm - mean_x * mean_g) * ratio
-    curv = -cov_o / _maximum(var_o, tiny)
+    curv = -cov_o / maximum(var_o, tiny)
     guess = curv if (curv > 0) & (curv < np.inf) else anchor  # finite and positive
     b = 1.0 / (guess + noise)
     a2 = 2.0 / (2.0 * guess + noise)
@@ -226,8 +215,8 @@ def _half_moments(sums, o, i, noise, var_o, cov_o, anchor, cn, cnn, ratio, tiny)
     v_h = var_x + a2 * (1.0 + cov)
     mean_g2, mean_gg = sums[o + 6 * BLOCK + i] / cn, sums[o + 7 * BLOCK + i] / cnn
     var_g = (mean_g2 - mean_gg) + (mean_gg - mean_g * mean_g) * ratio
-    explained = cov * cov / _maximum(var_x, tiny)
-    return m_h, v_h, _maximum(var_g - explained, 0.0), var_x, cov
+    explained = cov * cov / maximum(var_x, tiny)
+    return m_h, v_h, maximum(var_g - explained, 0.0), var_x, cov
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -261,7 +250,7 @@ def _moments(sums, stats, ap, j0, nb, n0, n1, n, work):  # pragma: no cover - co
             sums, N_SUMS * BLOCK, i, noise0[i], var0[i], cov0[i], anchor, cn1, cnn1, ratio1, tiny
         )
         work[MEAN * BLOCK + i] = (0.0 + share0 * m0) + share1 * m1
-        work[VAR * BLOCK + i] = _maximum((0.0 + share0 * v0) + share1 * v1, 0.0)
+        work[VAR * BLOCK + i] = maximum((0.0 + share0 * v0) + share1 * v1, 0.0)
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -283,7 +272,7 @@ def _guard_cap(anchor, c_prec, prec_floor, guard_scale, excess):  # pragma: no c
     ``excess = guard_scale - 1``)."""
     cap = (anchor - prec_floor) / guard_scale
     if excess > 0:
-        cap = _minimum(cap, (c_prec - prec_floor) / excess)
+        cap = minimum(cap, (c_prec - prec_floor) / excess)
     return cap
 
 
@@ -301,10 +290,10 @@ def _local_step(
         v = 1.0 / (c_prec + np.float64(sp[j]))
         m = (c_pm + np.float64(spm[j])) * v
         v_new = (1.0 - eps) * v + eps * work[VAR * BLOCK + i]
-        m_new = _minimum(_maximum(m + eps * (work[MEAN * BLOCK + i] - m), m_lo), m_hi)
+        m_new = clip(m + eps * (work[MEAN * BLOCK + i] - m), m_lo, m_hi)
         cap = _guard_cap(np.float64(ap[j]), c_prec, prec_floor, guard_scale, excess)
-        prec_max = _minimum(prec_max0, _maximum(cap, prec_min))
-        prec = _minimum(_maximum(1.0 / v_new - c_prec, prec_min), prec_max)
+        prec_max = minimum(prec_max0, maximum(cap, prec_min))
+        prec = clip(1.0 / v_new - c_prec, prec_min, prec_max)
         out_prec[j] = prec
         out_pm[j] = m_new * (c_prec + prec) - c_pm
 
@@ -375,7 +364,7 @@ def _damp_to_guard_host(
     for j in range(ap.shape[0]):
         c_prec, c_pm = np.float64(cp[j]), np.float64(cpm[j])
         s_prec, s_pm = np.float64(sp[j]), np.float64(spm[j])
-        cap = _maximum(
+        cap = maximum(
             _guard_cap(np.float64(ap[j]), c_prec, prec_floor, guard_scale, excess), prec_min
         )
         m = (c_pm + s_pm) / (c_prec + s_prec)

@@ -26,6 +26,7 @@ from snep.maths.oracles import (
     chain_variance,
     score_corrected_moments,
 )
+from snep.maths.scalar_ops import maximum
 from snep.state import ChainArrays, PassScalars
 
 __all__ = ["accumulate_score", "score_moments"]
@@ -150,14 +151,6 @@ def score_moments(
 
 
 @numba.njit(cache=True)
-def _maximum(x, y):  # pragma: no cover - compiled
-    """numpy.maximum of two floats (NaN propagates)."""
-    if x != x or y != y:
-        return x + y
-    return x if x >= y else y
-
-
-@numba.njit(cache=True)
 def _score_moments_host(
     acc_x, acc_x2, acc_g, acc_xg, acc_g2, anchor, stats, split, n, rate, mean_out, var_out
 ):  # pragma: no cover - compiled
@@ -194,7 +187,7 @@ def _score_moments_host(
             mean_g, mean_xg, mean_mm = s[3, j] / cn, s[4, j] / cn, s[5, j] / cnn
             cov = (mean_xg - mean_mm) + (mean_mm - mean_x * mean_g) * ratio
             o = 1 - h
-            curv = -stats[o, 2, j] / _maximum(stats[o, 1, j], tiny)
+            curv = -stats[o, 2, j] / maximum(stats[o, 1, j], tiny)
             guess = curv if (np.isfinite(curv) and curv > 0) else np.float64(anchor[j])
             noise = stats[o, 0, j]
             b = 1.0 / (guess + noise)
@@ -204,8 +197,8 @@ def _score_moments_host(
             var = var + share * (var_x + a2 * (1.0 + cov))
             mean_g2, mean_gg = s[6, j] / cn, s[7, j] / cnn
             var_g = (mean_g2 - mean_gg) + (mean_gg - mean_g * mean_g) * ratio
-            explained = cov * cov / _maximum(var_x, tiny)
-            fresh[h, 0] = _maximum(var_g - explained, 0.0)
+            explained = cov * cov / maximum(var_x, tiny)
+            fresh[h, 0] = maximum(var_g - explained, 0.0)
             fresh[h, 1] = var_x
             fresh[h, 2] = cov
         for h in range(2):
@@ -216,4 +209,4 @@ def _score_moments_host(
                 else:
                     stats[h, k, j] = (1.0 - rate) * stats[h, k, j] + rate * fresh[h, k]
         mean_out[j] = mean
-        var_out[j] = _maximum(var, 0.0)
+        var_out[j] = maximum(var, 0.0)
