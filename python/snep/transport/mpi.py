@@ -239,6 +239,14 @@ class ServerLoop:
         self.bytes_moved = bytes_before
         self.comm_seconds = 0.0
         self.wire = wire_dtype(server.wire)
+        n = self.n_workers
+        #: per worker: where its pushes arrive, where its replies leave from, and the
+        #: reply sends in flight (the receives are posted in :meth:`run`, after
+        #: registration, whose messages share the tag)
+        self._bufs = [self._message() for _ in range(n)]
+        self._out = [self._message() for _ in range(n)]
+        self._sends: list[list[Any]] = [[] for _ in range(n)]
+        self._recvs: list[Any] = []
 
     def _message(self) -> Message:
         return Message(self.n_params, self.wire)
@@ -284,9 +292,6 @@ class ServerLoop:
         self.register()
         self._checkpoint_start()
         n = self.n_workers
-        self._bufs = [self._message() for _ in range(n)]  # pushes arrive here
-        self._out = [self._message() for _ in range(n)]  # replies leave from here
-        self._sends: list[list[Any]] = [[] for _ in range(n)]
         first = self.first_worker
         self._recvs = [
             self.comm.Irecv(self._bufs[w].mpi(), source=w + first, tag=TAG) for w in range(n)
