@@ -23,10 +23,11 @@ from snep.backends.cuda import gemm_raw as cuda_gemm_raw
 from snep.errors import ConfigError
 from snep.model import mlp_numpy
 
-from .test_launch_args import CUDA_SHIM, GXX, KERNELS, _FakeCupyArray, _run_emulated
+from .test_launch_args import CUDA_KEYWORDS, CUDA_SHIM, GXX, KERNELS, _FakeCupyArray, _run_emulated
 from .test_launch_args import emulator as emulator  # the GEMM emulator fixture
 
-_MAIN = r"""
+_MAIN = (
+    r"""
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -34,12 +35,9 @@ _MAIN = r"""
 struct dim3 { unsigned x = 1, y = 1, z = 1; };
 static dim3 threadIdx, blockIdx, blockDim, gridDim;
 inline void __syncthreads() {}  // only the GEMMs call it, and they are not run here
-#define __global__
-#define __device__
-#define __forceinline__ inline
-#define __shared__ static
-#define __launch_bounds__(...)
-#define __align__(n) alignas(n)
+"""
+    + CUDA_KEYWORDS
+    + r"""
 #define SNEP_GEMM_NO_WMMA 1
 #include "mlp_gemm.cu"
 
@@ -103,6 +101,7 @@ int main(int argc, char** argv) {
     return 0;
 }
 """
+)
 
 
 @pytest.fixture(scope="module")

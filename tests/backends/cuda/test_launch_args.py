@@ -532,6 +532,16 @@ inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, 4); return f; 
 inline double __longlong_as_double(long long i) { double d; std::memcpy(&d, &i, 8); return d; }
 """
 
+#: the CUDA keywords defined away for g++, shared by the host-compiled kernel tests
+CUDA_KEYWORDS = r"""
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __shared__ static
+#define __launch_bounds__(...)
+#define __align__(n) alignas(n)
+"""
+
 _EMULATOR = (
     CUDA_SHIM
     + r"""
@@ -546,12 +556,9 @@ static thread_local dim3 threadIdx;
 static dim3 blockIdx, blockDim, gridDim;
 static std::barrier<>* g_barrier = nullptr;
 inline void __syncthreads() { g_barrier->arrive_and_wait(); }
-#define __global__
-#define __device__
-#define __forceinline__ inline
-#define __shared__ static
-#define __launch_bounds__(...)
-#define __align__(n) alignas(n)
+"""
+    + CUDA_KEYWORDS
+    + r"""
 #define SNEP_GEMM_NO_WMMA 1
 #include "mlp_gemm.cu"
 

@@ -27,6 +27,7 @@ from snep.maths.oracles import reply_update_reference
 from snep.state import ChainArrays
 
 from .test_launch_args import (
+    CUDA_KEYWORDS,
     CUDA_SHIM,
     GXX,
     KERNELS,
@@ -40,10 +41,9 @@ _HOST_SHIM = (
     + r"""
 struct dim3 { unsigned x = 1, y = 1, z = 1; };
 static dim3 threadIdx, blockIdx, blockDim, gridDim;
-#define __global__
-#define __device__
-#define __forceinline__ inline
-#define __launch_bounds__(...)
+"""
+    + CUDA_KEYWORDS
+    + r"""
 template <class T> inline T atomicAdd(T* a, T v) { T o = *a; *a += v; return o; }
 #include "fused_step.cu"
 
