@@ -204,11 +204,16 @@ SNEP_HD int fused_element(const ChainArrays& a, long j, float xi, const FusedPar
     const int fired = fused_update<KIND, FLAGS>(x, a.grad[j], a.anchor_prec[j], a.anchor_pm[j],
                                                 sp, spm, a.cavity_prec[j], a.cavity_pm[j], s1,
                                                 s2, ax, ax2, xi, p);
+    // store only what this sampler and these flags change (the CPU loop, which passes
+    // the arrays by reference, stores nothing else either): SGHMC without the site step
+    // writes x and its momentum, not five arrays
     a.x[j] = x;
-    a.site_prec[j] = sp;
-    a.site_pm[j] = spm;
-    a.s1[j] = s1;
-    a.s2[j] = s2;
+    if (FLAGS & F_SITE) {
+        a.site_prec[j] = sp;
+        a.site_pm[j] = spm;
+    }
+    if (KIND != SGLD) a.s1[j] = s1;
+    if (KIND == ADAM_SGLD) a.s2[j] = s2;
     if (FLAGS & F_ACC) {
         a.acc_x[j] = ax;
         a.acc_x2[j] = ax2;
