@@ -51,22 +51,28 @@ template <class T> inline T atomicAdd(T* a, T v) { T o = *a; *a += v; return o; 
 
 // every thread of every block in turn (the kernels are grid-stride loops without
 // synchronisation, so any order gives the GPU's result)
-extern "C" void run_fused_step(unsigned grid, unsigned block, int kind, float* x,
-                               const float* grad, const float* ap, const float* apm, float* sp,
-                               float* spm, const float* cp, const float* cpm, float* s1, float* s2,
-                               float* ax, float* ax2, const float* noise, long long c,
-                               long long p, const snep::FusedParams* params,
-                               unsigned long long* fired) {
+template <class F> static void each_thread(unsigned grid, unsigned block, F kernel) {
     gridDim.x = grid;
     blockDim.x = block;
     for (unsigned b = 0; b < grid; ++b) {
         blockIdx.x = b;
         for (unsigned t = 0; t < block; ++t) {
             threadIdx.x = t;
-            fused_step_float32(kind, x, grad, ap, apm, sp, spm, cp, cpm, s1, s2, ax, ax2, noise,
-                               c, p, *params, fired);
+            kernel();
         }
     }
+}
+
+extern "C" void run_fused_step(unsigned grid, unsigned block, int kind, float* x,
+                               const float* grad, const float* ap, const float* apm, float* sp,
+                               float* spm, const float* cp, const float* cpm, float* s1, float* s2,
+                               float* ax, float* ax2, const float* noise, long long c,
+                               long long p, const snep::FusedParams* params,
+                               unsigned long long* fired) {
+    each_thread(grid, block, [&] {
+        fused_step_float32(kind, x, grad, ap, apm, sp, spm, cp, cpm, s1, s2, ax, ax2, noise, c,
+                           p, *params, fired);
+    });
 }
 
 extern "C" void run_reply_update(unsigned grid, unsigned block, float* x, float* cp,
@@ -74,15 +80,9 @@ extern "C" void run_reply_update(unsigned grid, unsigned block, float* x, float*
                                  const float* spm, float* mom, const float* rp,
                                  const float* rpm, long long c, long long p,
                                  long long stride, int scale) {
-    gridDim.x = grid;
-    blockDim.x = block;
-    for (unsigned b = 0; b < grid; ++b) {
-        blockIdx.x = b;
-        for (unsigned t = 0; t < block; ++t) {
-            threadIdx.x = t;
-            reply_update_float32(x, cp, cpm, ap, apm, sp, spm, mom, rp, rpm, c, p, stride, scale);
-        }
-    }
+    each_thread(grid, block, [&] {
+        reply_update_float32(x, cp, cpm, ap, apm, sp, spm, mom, rp, rpm, c, p, stride, scale);
+    });
 }
 """
 )
