@@ -31,7 +31,7 @@ from snep.maths.oracles import GUARD_SLACK
 from snep.maths.scalar_ops import clip, maximum, minimum
 from snep.state import ChainArrays, PassScalars
 
-__all__ = ["damp_site_to_guard", "score_site_step"]
+__all__ = ["damp_site_to_guard", "score_moments_host", "score_site_step"]
 
 #: parameters per block: the halves' sums of a block (2 x 8 x BLOCK float64) stay in L1/L2
 BLOCK = 256
@@ -193,6 +193,46 @@ def _add_chain_acc(xr, gr, lam, shift, lik_scale, ax, ax2, ag, axg, ag2, o, nb, 
         axg[i] = zero
         ag2[i] = zero
         _add_sums(sums, o, i, sx, sx2, sg, sxg, sg2)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _acc_sums(acc_x, acc_x2, acc_g, acc_xg, acc_g2, split, j0, nb, sums):
+    # pragma: no cover - compiled
+    """The halves' float64 sums of parameters ``[j0, j0 + nb)`` from the accumulators
+    alone (no new sample), zeroing ``acc_g``, ``acc_xg``, ``acc_g2`` as
+    :func:`snep.algorithm.score.score_moments` does."""
+    zero = acc_g.dtype.type(0.0)
+    for r in range(2 * N_SUMS * BLOCK):
+        sums[r] = 0.0
+    for c in range(acc_x.shape[0]):
+        o = (0 if c < split else N_SUMS) * BLOCK
+        ax, ax2 = acc_x[c, j0 : j0 + nb], acc_x2[c, j0 : j0 + nb]
+        ag, axg, ag2 = acc_g[c, j0 : j0 + nb], acc_xg[c, j0 : j0 + nb], acc_g2[c, j0 : j0 + nb]
+        for i in range(nb):
+            _add_sums(sums, o, i, ax[i], ax2[i], ag[i], axg[i], ag2[i])
+            ag[i] = zero
+            axg[i] = zero
+            ag2[i] = zero
+
+
+@numba.njit(cache=True, error_model="numpy")
+def score_moments_host(
+    acc_x, acc_x2, acc_g, acc_xg, acc_g2, anchor, stats, split, n, rate, mean_out, var_out
+):  # fmt: skip  # pragma: no cover - compiled
+    """:func:`snep.algorithm.score.score_moments` on the host (EP/SMS's window, whose
+    samples are all in the accumulators): the same blocks as :func:`score_site_step`'s
+    moments and running estimates, without the local step."""
+    C, P = acc_x.shape
+    sums = np.empty(2 * N_SUMS * BLOCK)
+    work = np.empty((FRESH + 6) * BLOCK)
+    for j0 in range(0, P, BLOCK):
+        nb = min(BLOCK, P - j0)
+        _acc_sums(acc_x, acc_x2, acc_g, acc_xg, acc_g2, split, j0, nb, sums)
+        _moments(sums, stats, anchor, j0, nb, split, C - split, n, work)
+        _update_running(stats, work, j0, nb, rate)
+        for i in range(nb):
+            mean_out[j0 + i] = work[MEAN * BLOCK + i]
+            var_out[j0 + i] = work[VAR * BLOCK + i]
 
 
 @numba.njit(cache=True, inline="always", error_model="numpy")

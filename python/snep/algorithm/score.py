@@ -20,13 +20,13 @@ from typing import Any
 import numba
 import numpy as np
 
+from snep.algorithm.pooled_host import score_moments_host
 from snep.maths.oracles import (
     GUARD_SLACK,
     chain_covariance,
     chain_variance,
     score_corrected_moments,
 )
-from snep.maths.scalar_ops import maximum
 from snep.state import ChainArrays, PassScalars
 
 __all__ = ["accumulate_score", "score_moments"]
@@ -113,13 +113,14 @@ def score_moments(
     no datum reaches, whose score is linear in it).  The halves' estimates, each
     unbiased, are averaged by size; then this step's figures enter ``stats`` (a running
     average at ``rate``).  The host loops (numba: the halves' sums, then the
-    moments) do what the array expressions do, in the same order: the two agree
-    bitwise.
+    moments: :func:`snep.algorithm.pooled_host.score_moments_host`, the blocks of the
+    default one-pass site step) do what the array expressions do, in the same order: the
+    two agree bitwise.
     """
     if xp is np:
         mean = np.empty(a.x.shape[1])
         var = np.empty(a.x.shape[1])
-        _score_moments_host(
+        score_moments_host(
             a.acc_x, a.acc_x2, acc_g, acc_xg, acc_g2, a.anchor_prec[0], stats, split,
             float(n_per_chain), rate, mean, var,
         )  # fmt: skip
@@ -148,65 +149,3 @@ def score_moments(
     for acc in (acc_g, acc_xg, acc_g2):
         acc[...] = 0.0
     return mean, xp.maximum(var, 0.0)
-
-
-@numba.njit(cache=True)
-def _score_moments_host(
-    acc_x, acc_x2, acc_g, acc_xg, acc_g2, anchor, stats, split, n, rate, mean_out, var_out
-):  # pragma: no cover - compiled
-    C, P = acc_x.shape
-    tiny = np.finfo(np.float64).tiny
-    # per half, sums over its chains in float64 (row by row, as numpy reduces axis 0),
-    # of x, x^2, x*x, g, x g, x*g, g^2, g*g (the products of the float32 sums in float32)
-    sums = np.zeros((2, 8, P))
-    for c in range(C):
-        s = sums[0] if c < split else sums[1]
-        for j in range(P):
-            x, g = acc_x[c, j], acc_g[c, j]
-            s[0, j] += np.float64(x)
-            s[1, j] += np.float64(acc_x2[c, j])
-            s[2, j] += np.float64(x * x)
-            s[3, j] += np.float64(g)
-            s[4, j] += np.float64(acc_xg[c, j])
-            s[5, j] += np.float64(x * g)
-            s[6, j] += np.float64(acc_g2[c, j])
-            s[7, j] += np.float64(g * g)
-            acc_g[c, j] = 0.0
-            acc_xg[c, j] = 0.0
-            acc_g2[c, j] = 0.0
-    fresh = np.empty((2, 3))
-    for j in range(P):
-        mean = 0.0
-        var = 0.0
-        for h in range(2):
-            c = float(split) if h == 0 else float(C - split)
-            cn, cnn, ratio = c * n, c * n * n, c / (c - 1.0)
-            s = sums[h]
-            mean_x, mean_x2, mean_m2 = s[0, j] / cn, s[1, j] / cn, s[2, j] / cnn
-            var_x = (mean_x2 - mean_m2) + (mean_m2 - mean_x * mean_x) * ratio
-            mean_g, mean_xg, mean_mm = s[3, j] / cn, s[4, j] / cn, s[5, j] / cnn
-            cov = (mean_xg - mean_mm) + (mean_mm - mean_x * mean_g) * ratio
-            o = 1 - h
-            curv = -stats[o, 2, j] / maximum(stats[o, 1, j], tiny)
-            guess = curv if (np.isfinite(curv) and curv > 0) else np.float64(anchor[j])
-            noise = stats[o, 0, j]
-            b = 1.0 / (guess + noise)
-            a2 = 2.0 / (2.0 * guess + noise)
-            share = c / C
-            mean = mean + share * (mean_x + b * mean_g)
-            var = var + share * (var_x + a2 * (1.0 + cov))
-            mean_g2, mean_gg = s[6, j] / cn, s[7, j] / cnn
-            var_g = (mean_g2 - mean_gg) + (mean_gg - mean_g * mean_g) * ratio
-            explained = cov * cov / maximum(var_x, tiny)
-            fresh[h, 0] = maximum(var_g - explained, 0.0)
-            fresh[h, 1] = var_x
-            fresh[h, 2] = cov
-        for h in range(2):
-            first = np.isinf(stats[h, 0, j])
-            for k in range(3):
-                if first:
-                    stats[h, k, j] = fresh[h, k]
-                else:
-                    stats[h, k, j] = (1.0 - rate) * stats[h, k, j] + rate * fresh[h, k]
-        mean_out[j] = mean
-        var_out[j] = maximum(var, 0.0)
