@@ -174,40 +174,40 @@ def test_snep_sync(benchmark, spec, shard, size, threads):
     assert wb.finite()
 
 
+def _torch_peer(benchmark, torch, peer, what, spec, shard, sampler, size, threads):
+    """Time the ``torch_reference`` worker class of ``peer`` (its class name, ``impl`` and
+    backend label); its chain stays finite."""
+    import torch_reference
+
+    cls_name, impl, label = peer
+    tw = _peer(getattr(torch_reference, cls_name), spec, shard, sampler, size, threads)
+    backend = f"{label} {torch.__version__}"
+    _time_peer(benchmark, tw.step, spec, size, threads, sampler, impl, backend, what)
+    assert torch.isfinite(tw.state["x"]).all()
+
+
 # ------------------------------------------------------------- (b) PyTorch eager iteration
 @pytest.mark.parametrize("sampler", SAMPLERS)
 def test_torch_iteration(benchmark, torch, spec, shard, sampler, size, threads):
-    from torch_reference import TorchSnepWorker
-
-    tw = _peer(TorchSnepWorker, spec, shard, sampler, size, threads)
-    backend = f"torch-eager {torch.__version__}"
     what = "TorchSnepWorker.step (no sync)"
-    _time_peer(benchmark, tw.step, spec, size, threads, sampler, "torch", backend, what)
-    assert torch.isfinite(tw.state["x"]).all()
+    peer = ("TorchSnepWorker", "torch", "torch-eager")
+    _torch_peer(benchmark, torch, peer, what, spec, shard, sampler, size, threads)
 
 
 # --------------------------------------------------------- (b'') torch.compile iteration
 @pytest.mark.parametrize("sampler", SAMPLERS)
 def test_torch_compile_iteration(benchmark, torch, spec, shard, sampler, size, threads):
-    from torch_reference import CompiledTorchSnepWorker
-
-    tw = _peer(CompiledTorchSnepWorker, spec, shard, sampler, size, threads)
-    backend = f"torch.compile {torch.__version__}"
     what = "CompiledTorchSnepWorker.step (torch.func.grad + update, compiled; no sync)"
-    _time_peer(benchmark, tw.step, spec, size, threads, sampler, "torch-compile", backend, what)
-    assert torch.isfinite(tw.state["x"]).all()
+    peer = ("CompiledTorchSnepWorker", "torch-compile", "torch.compile")
+    _torch_peer(benchmark, torch, peer, what, spec, shard, sampler, size, threads)
 
 
 # ---------------------------------------------------- (b-foreach) torch foreach iteration
 @pytest.mark.parametrize("sampler", SAMPLERS)
 def test_torch_foreach_iteration(benchmark, torch, spec, shard, sampler, size, threads):
-    from torch_reference import ForeachTorchSnepWorker
-
-    tw = _peer(ForeachTorchSnepWorker, spec, shard, sampler, size, threads)
-    backend = f"torch-foreach {torch.__version__}"
     what = "ForeachTorchSnepWorker.step (eager autograd, torch._foreach_* update; no sync)"
-    _time_peer(benchmark, tw.step, spec, size, threads, sampler, "torch-foreach", backend, what)
-    assert torch.isfinite(tw.state["x"]).all()
+    peer = ("ForeachTorchSnepWorker", "torch-foreach", "torch-foreach")
+    _torch_peer(benchmark, torch, peer, what, spec, shard, sampler, size, threads)
 
 
 # ------------------------------------------------------------- (b') JAX jit iteration
