@@ -3,7 +3,9 @@
 //
 // Generator: Philox4x32-10 (Salmon, Moraes, Dror & Shaw, "Parallel random
 // numbers: as easy as 1, 2, 3", SC 2011).  Key = the 64-bit seed, counter =
-// (block, chain, step, stream).  Each call yields four 32-bit words, turned
+// (block, chain, step, stream).  The round count is a template parameter only so
+// that bench/noise_cost.py can time Philox4x32-7, the paper's smallest
+// Crush-resistant count (issue 14); every kernel draws with 10.  Each call yields four 32-bit words, turned
 // into four standard normals by the Box-Muller transform with float32
 // polynomial log and sin/cos (no libm calls, so the loop vectorises).
 //
@@ -39,15 +41,16 @@ SNEP_HD uint32_t mulhilo32(uint32_t a, uint32_t b, uint32_t* hi) {
     return (uint32_t)p;
 }
 
-// Philox4x32 with 10 rounds; ctr and key are taken by value, out gets 4 words.
-SNEP_HD void philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uint32_t k0,
-                           uint32_t k1, uint32_t out[4]) {
+// Philox4x32 with ROUNDS rounds; ctr and key are taken by value, out gets 4 words.
+template <int ROUNDS = 10>
+SNEP_HD void philox4x32(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uint32_t k0,
+                        uint32_t k1, uint32_t out[4]) {
     const uint32_t M0 = 0xD2511F53u, M1 = 0xCD9E8D57u;
     const uint32_t W0 = 0x9E3779B9u, W1 = 0xBB67AE85u;
 #if defined(__CUDACC__)
 #pragma unroll
 #endif
-    for (int r = 0; r < 10; ++r) {
+    for (int r = 0; r < ROUNDS; ++r) {
         uint32_t hi0, hi1;
         const uint32_t lo0 = mulhilo32(M0, c0, &hi0);
         const uint32_t lo1 = mulhilo32(M1, c2, &hi1);
@@ -133,10 +136,11 @@ SNEP_HD void box_muller(uint32_t wu, uint32_t wt, float* z0, float* z1) {
 }
 
 // Four standard normals for elements 4*block .. 4*block+3 of one chain.
+template <int ROUNDS = 10>
 SNEP_HD void normal4(uint64_t seed, uint32_t stream, uint32_t chain, uint32_t step,
                      uint32_t block, float z[4]) {
     uint32_t w[4];
-    philox4x32_10(block, chain, step, stream, (uint32_t)seed, (uint32_t)(seed >> 32), w);
+    philox4x32<ROUNDS>(block, chain, step, stream, (uint32_t)seed, (uint32_t)(seed >> 32), w);
     box_muller(w[0], w[1], &z[0], &z[1]);
     box_muller(w[2], w[3], &z[2], &z[3]);
 }

@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 
 from snep import _native
-from snep.maths.noise import philox4x32_10, reference_normals
+from snep.maths.noise import philox4x32, philox4x32_10, reference_normals
 
 
 def test_philox_known_answer_random123():
@@ -16,6 +16,31 @@ def test_philox_known_answer_random123():
     assert [hex(v) for v in zero] == ["0x6627e8d5", "0xe169c58d", "0xbc57ac4c", "0x9b00dbd8"]
     ones = philox4x32_10(np.full((1, 4), 0xFFFFFFFF, np.uint64), 0xFFFFFFFFFFFFFFFF)[0]
     assert [hex(v) for v in ones] == ["0x408f276d", "0x41c83b0e", "0xa20bc7c6", "0x6d5451fd"]
+
+
+# Random123's kat_vectors for philox4x32 with 7 rounds: (counter, key) -> words
+KAT_PHILOX4X32_7 = [
+    ((0, 0, 0, 0), 0, (0x5F6FB709, 0x0D893F64, 0x4F121F81, 0x4F730A48)),
+    ((0xFFFFFFFF,) * 4, 0xFFFFFFFFFFFFFFFF, (0x5207DDC2, 0x45165E59, 0x4D8EE751, 0x8C52F662)),
+    (
+        (0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344),
+        0x299F31D0A4093822,  # key words (0xa4093822, 0x299f31d0): low word first
+        (0x4DFCCABA, 0x190A87F0, 0xC47362BA, 0xB6B5242A),
+    ),
+]
+
+
+@pytest.mark.parametrize("counter,key,words", KAT_PHILOX4X32_7)
+def test_philox_seven_rounds_known_answer_random123(counter, key, words):
+    # the round count bench/noise_cost.py times against the kernels' 10
+    out = philox4x32(np.array([counter], np.uint64), key, 7)[0]
+    assert tuple(int(v) for v in out) == words
+
+
+@pytest.mark.parametrize("rounds", [0, -1, 7.0, True])
+def test_philox_rejects_a_bad_round_count(rounds):
+    with pytest.raises(ValueError, match="rounds="):
+        philox4x32(np.zeros((1, 4), np.uint64), 0, rounds)
 
 
 @pytest.mark.parametrize("seed,stream,step,chain", [(0, 0, 0, 0), (2**40 + 7, 3, 12345, 9)])

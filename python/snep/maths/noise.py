@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["NOISE_STREAM_SAMPLER", "philox4x32_10", "reference_normals"]
+__all__ = ["NOISE_STREAM_SAMPLER", "philox4x32", "philox4x32_10", "reference_normals"]
 
 #: stream id of the sampler's Langevin noise (other streams are free for other uses)
 NOISE_STREAM_SAMPLER = 0
@@ -32,7 +32,14 @@ _MASK = np.uint64(0xFFFFFFFF)
 
 
 def philox4x32_10(counters: np.ndarray, seed: int) -> np.ndarray:
-    """Philox4x32-10 on an array of counters.
+    """Philox4x32-10 on an array of counters: the kernels' generator
+    (:func:`philox4x32` with 10 rounds)."""
+    return philox4x32(counters, seed, 10)
+
+
+def philox4x32(counters: np.ndarray, seed: int, rounds: int) -> np.ndarray:
+    """Philox4x32 with ``rounds`` rounds on an array of counters (the kernels use 10;
+    ``bench/noise_cost.py`` times 7, Salmon et al.'s smallest Crush-resistant count).
 
     Parameters
     ----------
@@ -40,17 +47,23 @@ def philox4x32_10(counters: np.ndarray, seed: int) -> np.ndarray:
         Unsigned 32-bit counter words ``(block, chain, step, stream)``.
     seed : int
         64-bit key; low word is key 0, high word key 1.
+    rounds : int
+        Rounds of the Philox bijection.
 
     Returns
     -------
     ndarray of shape (n, 4), uint32
         The generator's output words.
     """
+    if isinstance(rounds, bool) or not isinstance(rounds, int | np.integer) or rounds < 1:
+        raise ValueError(
+            f"philox4x32: rounds={rounds!r} must be a positive integer (the kernels use 10)"
+        )
     c = np.asarray(counters, dtype=np.uint64) & _MASK
     c0, c1, c2, c3 = (c[:, i].copy() for i in range(4))
     k0 = seed & 0xFFFFFFFF
     k1 = (seed >> 32) & 0xFFFFFFFF
-    for _ in range(10):
+    for _ in range(int(rounds)):
         p0 = _M0 * c0
         p1 = _M1 * c2
         hi0, lo0 = p0 >> np.uint64(32), p0 & _MASK
