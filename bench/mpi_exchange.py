@@ -14,7 +14,10 @@ rank 1 a real :class:`SnepWorker` (784-500-300-10 on a synthetic shard) driven t
   moments of the run's last part too) and its polling latency;
 * ``sync``: the worker's whole sync, ``make_push`` + ``exchange`` + ``receive`` (the reply
   update of the chain);
-* ``raw_sendrecv``: one ``Sendrecv`` of 8 + 2P float64 each way between the same ranks.
+* ``raw_sendrecv``: one ``Sendrecv`` of 8 + 2P float64 each way between the same ranks;
+* ``server_pass_warm`` (rank 0, after each session): the server's push of a zero delta,
+  back to back, its state in cache and nothing on the wire: the floor of any exchange
+  with this server state, against which ``*_server_pass_warm_over_raw`` sets the target.
 
 For each wire dtype (``train.wire``: float64, float32) and each of ``--repeats`` repeats,
 the three are timed in turn over ``--rounds`` rounds, so the ratios come from the same
@@ -38,6 +41,7 @@ from mpi4py import MPI
 sys.path.insert(0, str(Path(__file__).parent))
 
 from benchutil import HIDDEN, make_config, make_shard
+from snep.algorithm.messages import Push, wire_dtype
 from snep.algorithm.server import PosteriorServer
 from snep.algorithm.worker import SnepWorker
 from snep.backends import get_backend
@@ -63,6 +67,25 @@ def raw_rounds(comm: MPI.Comm, p: int, rounds: int) -> list[float]:
     return times
 
 
+def warm_pass(server: PosteriorServer, wire: str, rounds: int) -> list[float]:
+    """Seconds per :meth:`PosteriorServer.push` (the finiteness check and the fused pass
+    over theta, the site and the reply, as ``ServerLoop`` calls it) of a zero delta,
+    back to back on this rank with nothing else running: its state stays in cache, and no
+    byte crosses the wire.  A lower bound of any exchange whose server keeps this state
+    (issue 14)."""
+    p = server.precision.size
+    zero = np.zeros(p, wire_dtype(wire))
+    out = (np.empty(p, wire_dtype(wire)), np.empty(p, wire_dtype(wire)))
+    times = []
+    for i in range(WARMUP + rounds):
+        push = Push(0, int(server.last_iteration[0]) + 1, zero, zero, server.version)
+        t0 = time.perf_counter()
+        server.push(push, out=out)
+        if i >= WARMUP:
+            times.append(time.perf_counter() - t0)
+    return times
+
+
 def worker_config(wire: str, average: bool):
     cfg = make_config("adam_sgld", 100, 1)
     return cfg.replace(train={"wire": wire, "average_from": 0 if average else 10**9})
@@ -82,7 +105,10 @@ def snep_rounds(comm: MPI.Comm, wire: str, rounds: int, average: bool) -> dict[s
         if POLL is not None:
             loop.poll_interval = POLL
         loop.run()
-        return {"server_serve": [loop.comm_seconds / max(int(server.pushes.sum()), 1)]}
+        return {
+            "server_serve": [loop.comm_seconds / max(int(server.pushes.sum()), 1)],
+            "server_pass_warm": warm_pass(server, wire, rounds),
+        }
     x, y = make_shard(2000)
     worker = SnepWorker(0, 1, backend.mlp(spec, 1, 100), x, y, cfg, backend, x0)
     loop = WorkerLoop(comm, worker, iterations=0)
@@ -145,9 +171,13 @@ def main() -> None:
             }
             if rank == 0:
                 rep[f"{wire}_server_serve_ms"] = 1e3 * t["server_serve"][0]
+                rep[f"{wire}_server_pass_warm_ms"] = median_ms(t["server_pass_warm"])
         for wire in ("float64", "float32"):
             rep[f"{wire}_exchange_over_raw"] = rep[f"{wire}_exchange_ms"] / rep["raw_sendrecv_ms"]
             rep[f"{wire}_sync_over_raw"] = rep[f"{wire}_sync_ms"] / rep["raw_sendrecv_ms"]
+            if rank == 0:  # the exchange's floor: the server's pass alone, warm, no wire
+                warm = rep[f"{wire}_server_pass_warm_ms"]
+                rep[f"{wire}_server_pass_warm_over_raw"] = warm / rep["raw_sendrecv_ms"]
         repeats.append(rep)
     if rank != 0:
         return

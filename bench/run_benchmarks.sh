@@ -6,9 +6,10 @@
 #   bash bench/run_benchmarks.sh --bench-large         # + batch 1000 and 8 chains
 #   bash bench/run_benchmarks.sh --benchmark-min-rounds=3 --benchmark-max-time=0.2  # quick
 #
-# Extra arguments go to both pytest runs.  Writes, under bench/results/:
+# Extra arguments go to every pytest run.  Writes, under bench/results/:
 #   <suite>-<timestamp>.json       compact summary (name, median/mean/min ms, extra_info, ratios)
 #   <suite>-<timestamp>-full.json  pytest-benchmark's own --benchmark-json dump
+#   noise_cost-<timestamp>.json    the noise's cost, Philox-7's, and the iterations without them
 # Needs the bench extra for the PyTorch baselines: pip install -e ".[bench]"
 # (without torch the torch benchmarks are skipped and their ratios are not printed).
 # Take numbers on a quiet machine: other processes on the 2 cores distort every ratio.
@@ -40,3 +41,8 @@ done
 echo
 echo "== summary (docs/method.md §4 ratios from medians of each run) =="
 "$PYTHON" bench/bench_summary.py "${summaries[@]}"
+
+echo
+echo "== the noise's share, and what a cheaper generator would buy (bench/noise_cost.py) =="
+"$PYTHON" bench/noise_cost.py --iteration-summary "$out/worker_iteration-${ts}.json" \
+    --out "$out/noise_cost-${ts}.json"
