@@ -5,6 +5,8 @@ Groups per thread count ``t1`` / ``t2``:
 * the fused pass (``backend.fused_step``) of each sampler kind with in-kernel Philox
   noise, the site step on, one sample per iteration (the worker's configuration), at 1
   and 2 threads (and 8 chains with ``--bench-large``);
+* the pass with its noise passed in (``test_fused_pass_noise_given``, one thread, Adam-SGLD
+  and SGLD with and without the site step): the update's own cost;
 * baselines for drawing the noise alone: ``torch.randn(P)`` (a fresh tensor, and into a
   preallocated one), ``numpy.random.default_rng().standard_normal(P, dtype=float32,
   out=...)`` (single-threaded), and snep's own ``_native.fill_normal``.
@@ -85,6 +87,32 @@ def test_fused_pass(benchmark, kind, n_threads, fused_chains):
             sampler=kind.name.lower(),
             noise="in-kernel philox",
         ),
+    )
+    assert np.isfinite(a.x).all() and np.isfinite(a.site_pm).all()
+
+
+@pytest.mark.parametrize("site", [1, 0], ids=["site", "no_site"])
+@pytest.mark.parametrize(
+    "kind", [SamplerKind.ADAM_SGLD, SamplerKind.SGLD], ids=["adam_sgld", "sgld"]
+)
+def test_fused_pass_noise_given(benchmark, kind, site):
+    """The pass with its noise passed in (one thread, one chain): what the update costs
+    without the generator, with and without the site step (issue 14's breakdown: set
+    against ``test_fused_pass`` and ``test_fill_normal``)."""
+    backend = get_backend("cpu", 1)
+    a, grad = _state(1)
+    noise = np.random.default_rng(1).standard_normal((1, P), np.float32)
+    labels = {"sampler": kind.name.lower(), "noise": "passed in", "site_step": bool(site)}
+    s = PassScalars(
+        lik_scale=1.0, step_size=1e-3, beta1=0.0, bias_corr2=1.0, site_step=0.02,
+        update_site=site, accumulate=0, seed=2017,
+    )  # fmt: skip
+    bench_call(
+        benchmark,
+        lambda: backend.fused_step(kind, a, grad, s, noise=noise),
+        group="fused pass parts t1",
+        warmup=5,
+        **_info(1, 1, bench="fused_pass_parts", impl="snep", backend="cpu", **labels),
     )
     assert np.isfinite(a.x).all() and np.isfinite(a.site_pm).all()
 
