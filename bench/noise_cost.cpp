@@ -82,33 +82,36 @@ double time_round(int64_t n_params, F tile) {
         .count();
 }
 
+template <int ROUNDS>
+double round_normals(int64_t n_params, float* buffer) {
+    return time_round(n_params, [&](int64_t first, int64_t count) {
+        normals_tile<ROUNDS>(buffer, first, count);
+        sink_f = buffer[0];
+    });
+}
+
+template <int ROUNDS>
+double round_words(int64_t n_params, uint32_t* buffer) {
+    return time_round(n_params, [&](int64_t first, int64_t count) {
+        words_tile<ROUNDS>(buffer, first, count);
+        sink_u = buffer[0];
+    });
+}
+
 int time_all(int64_t n_params, int repeats) {
     alignas(64) static float normals[TILE];
-    alignas(64) static uint32_t words[TILE];
-    words_tile<10>(words, 0, TILE);  // the transform's input: fixed words of one tile
+    alignas(64) static uint32_t words[TILE], fixed[TILE];
+    words_tile<10>(fixed, 0, TILE);  // the transform's input: the words of one tile
     const char* names[] = {"philox10_normals", "philox7_normals", "philox10_words",
                            "philox7_words", "box_muller"};
     std::vector<std::vector<double>> times(5);
     for (int r = 0; r < repeats; ++r) {  // the variants interleaved: the same minutes
-        times[0].push_back(time_round(n_params, [&](int64_t f, int64_t c) {
-            normals_tile<10>(normals, f, c);
-            sink_f = normals[0];
-        }));
-        times[1].push_back(time_round(n_params, [&](int64_t f, int64_t c) {
-            normals_tile<7>(normals, f, c);
-            sink_f = normals[0];
-        }));
-        times[2].push_back(time_round(n_params, [&](int64_t f, int64_t c) {
-            words_tile<10>(words, f, c);
-            sink_u = words[0];
-        }));
-        times[3].push_back(time_round(n_params, [&](int64_t f, int64_t c) {
-            words_tile<7>(words, f, c);
-            sink_u = words[0];
-        }));
-        words_tile<10>(words, 0, TILE);
-        times[4].push_back(time_round(n_params, [&](int64_t, int64_t c) {
-            box_muller_tile(normals, words, c);
+        times[0].push_back(round_normals<10>(n_params, normals));
+        times[1].push_back(round_normals<7>(n_params, normals));
+        times[2].push_back(round_words<10>(n_params, words));
+        times[3].push_back(round_words<7>(n_params, words));
+        times[4].push_back(time_round(n_params, [&](int64_t, int64_t count) {
+            box_muller_tile(normals, fixed, count);
             sink_f = normals[0];
         }));
     }
