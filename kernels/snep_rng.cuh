@@ -3,11 +3,12 @@
 //
 // Generator: Philox4x32-10 (Salmon, Moraes, Dror & Shaw, "Parallel random
 // numbers: as easy as 1, 2, 3", SC 2011).  Key = the 64-bit seed, counter =
-// (block, chain, step, stream).  The round count is a template parameter only so
-// that bench/noise_cost.py can time Philox4x32-7, the paper's smallest
-// Crush-resistant count (issue 14); every kernel draws with 10.  Each call yields four 32-bit words, turned
+// (block, chain, step, stream).  Each call yields four 32-bit words, turned
 // into four standard normals by the Box-Muller transform with float32
-// polynomial log and sin/cos (no libm calls, so the loop vectorises).
+// polynomial log and sin/cos (no libm calls, so the loop vectorises).  The
+// round count is a template parameter only so that bench/noise_cost.py can time
+// Philox4x32-7, the paper's smallest Crush-resistant count (issue 14); every
+// kernel draws with 10.
 //
 // The mapping from words to normals is part of the interface (the numpy
 // reference in python/snep/maths/noise.py reproduces it):

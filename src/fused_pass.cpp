@@ -170,7 +170,7 @@ void philox_words_cpu(uint32_t* out, int64_t n_blocks, uint64_t seed, uint32_t s
                       uint32_t step, uint32_t chain) {
     for (int64_t b = 0; b < n_blocks; ++b)
         philox4x32<10>((uint32_t)b, chain, step, stream, (uint32_t)seed, (uint32_t)(seed >> 32),
-                      out + 4 * b);
+                       out + 4 * b);
 }
 
 }  // namespace snep
