@@ -27,6 +27,7 @@ spread.  ``ratio_snep_over_raw`` (the key other tools read) is the float32 wire'
 ``bench/results/mpi_exchange-<timestamp>.json`` from rank 0.
 """
 
+# ruff: noqa: E402  (the imports below wait for the thread settings)
 from __future__ import annotations
 
 import argparse
@@ -34,6 +35,14 @@ import json
 import sys
 import time
 from pathlib import Path
+
+from snep.threads import apply_threads
+
+# what `snep train` sets when its ranks fill the cores (cli/train.py): one BLAS, OpenMP and
+# Numba thread per rank, and pools that stop spinning when idle; with the libraries'
+# defaults the worker's idle OpenBLAS thread spun against the server on the 2 cores (every
+# run before mpi_exchange-20261201-031101.json)
+apply_threads(1)
 
 import numpy as np
 from mpi4py import MPI
