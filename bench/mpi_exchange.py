@@ -138,6 +138,7 @@ def snep_rounds(comm: MPI.Comm, wire: str, rounds: int, average: bool) -> dict[s
             out["exchange"].append(t2 - t1)
             out["receive"].append(t3 - t2)
     loop.done()
+    loop.close()
     return out
 
 

@@ -125,10 +125,15 @@ def test_baselines_run_over_the_same_transport(tmp_path, method):
     assert_same_posterior(tmp_path / "mpi-sync", tmp_path / "inproc")
 
 
-def test_synchronous_mpi_run_equals_the_in_process_run_bitwise(tmp_path):
+@pytest.mark.parametrize("shared", ["1", "0"], ids=["shared-window", "messages"])
+def test_synchronous_mpi_run_equals_the_in_process_run_bitwise(tmp_path, shared):
+    """Both ways of moving the payloads (one node: an MPI-3 shared window by default;
+    SNEP_MPI_SHARED_WINDOW=0: messages) give the in-process run, bit for bit."""
     flags = ("--workers", "3", "--config", sync_config(tmp_path))
-    res = snep_train(4, tmp_path, *flags)
+    res = snep_train(4, tmp_path, *flags, SNEP_MPI_SHARED_WINDOW=shared)
     assert res.returncode == 0, res.stderr
+    stats = json.loads((tmp_path / "run" / "summary.json").read_text())["stats"]
+    assert stats["payloads"] == {"1": "shared window", "0": "messages"}[shared]
     train_in_process(tmp_path, *flags)
     assert_same_posterior(tmp_path / "run", tmp_path / "inproc")
 

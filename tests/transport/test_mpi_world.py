@@ -127,3 +127,40 @@ def test_two_server_ranks_without_checkpoints_give_the_in_process_run_bitwise():
         np.testing.assert_array_equal(result.posterior.precision, local.posterior.precision)
         np.testing.assert_array_equal(result.posterior.mean, local.posterior.mean)
     comm.Barrier()
+
+
+def test_the_shared_window_holds_each_workers_segment_and_says_no_together(monkeypatch):
+    """SharedExchange on one node: every worker's segment is the one the server sees
+    (written by the worker, read back by the server after the header and the syncs); and
+    when one rank cannot use it, or SNEP_MPI_SHARED_WINDOW=0, no rank gets one."""
+    from snep.transport.shared_window import ENV_VAR, SharedExchange
+
+    comm = MPI.COMM_WORLD.Dup()
+    rank, size, p = comm.Get_rank(), comm.Get_size(), 257
+    shared = SharedExchange.open(comm, 1, p, np.float32, usable=True)
+    if size > 1:
+        assert shared is not None  # CI's ranks share one node
+        if rank == 0:
+            for w in range(size - 1):
+                comm.Recv(np.zeros(1, np.int64), source=w + 1, tag=6)
+                shared.sync()
+                push = shared.push(w)
+                assert np.all(push[0] == w + 1) and np.all(push[1] == -(w + 1))
+                shared.reply(w)[0][...] = 10 * (w + 1)
+                shared.sync()
+                comm.Send(np.zeros(1, np.int64), dest=w + 1, tag=6)
+        else:
+            mine = shared.push(rank - 1)
+            mine[0][...], mine[1][...] = rank, -rank
+            shared.sync()
+            comm.Send(np.zeros(1, np.int64), dest=0, tag=6)
+            comm.Recv(np.zeros(1, np.int64), source=0, tag=6)
+            shared.sync()
+            assert np.all(shared.reply(rank - 1)[0] == 10 * rank)
+    if shared is not None:
+        shared.close()
+    assert SharedExchange.open(comm, 1, p, np.float32, usable=rank != size - 1) is None
+    monkeypatch.setenv(ENV_VAR, "0")
+    assert SharedExchange.open(comm, 1, p, np.float32, usable=True) is None
+    comm.Barrier()
+    comm.Free()

@@ -285,6 +285,7 @@ def _serve(
         "transport": "mpi",
         "ranks": comm.Get_size(),
         "bytes_moved": loop.bytes_moved,
+        "payloads": loop.payloads,  # "shared window" (one node) or "messages"
         "server_comm_seconds": loop.comm_seconds,
         "worker_comm_fraction": [
             w["comm_seconds"] / max(w["wall_seconds"], 1e-12) for w in workers

@@ -12,7 +12,11 @@ precision-mean) in the wire's dtype (``train.wire``; float64 for registration, w
 sites a resumed server rebuilds theta from).  A push's delta is read by the server
 where it arrived and the reply, the worker's cavity, is written by the server's pass
 straight into the send buffer; a worker computes its push in its send buffer and
-reads its reply where it arrived: no copy that a view can replace.  A header whose
+reads its reply where it arrived: no copy that a view can replace.  When every rank is on
+one node (and the server is one rank, the messages host memory) the payloads do not travel
+at all: they are read and written in an MPI-3 shared-memory window and only the headers
+are messages (:mod:`snep.transport.shared_window`; ``SNEP_MPI_SHARED_WINDOW=0`` turns it
+off), bitwise the same run.  A header whose
 kind, parameter count or value size does not match raises :class:`ProtocolError`
 naming both sides' values.  The server polls with non-blocking receives
 (MPICH's one-sided operations only progress while the target calls MPI, so
@@ -38,6 +42,7 @@ import numpy as np
 from snep.algorithm.messages import Push, Reply, Worker, wire_dtype
 from snep.algorithm.server import PosteriorServer
 from snep.errors import SnepError
+from snep.transport.shared_window import SharedExchange
 
 __all__ = [
     "HEADER",
@@ -95,6 +100,13 @@ class Message:
         from mpi4py import MPI
 
         return [self.raw, MPI.BYTE]
+
+    def header_mpi(self) -> list[Any]:
+        """The header alone, as a send's buffer argument (the payload travels in a shared
+        window: :mod:`snep.transport.shared_window`)."""
+        from mpi4py import MPI
+
+        return [self.raw[:HEADER_BYTES], MPI.BYTE]
 
 
 def pack_header(
@@ -247,6 +259,10 @@ class ServerLoop:
         self._out = [self._message() for _ in range(n)]
         self._sends: list[list[Any]] = [[] for _ in range(n)]
         self._recvs: list[Any] = []
+        #: the pushes' and replies' payloads in a shared window (opened in register())
+        self._shared: SharedExchange | None = None
+        #: how the payloads travelled: "shared window" or "messages" (set in register())
+        self.payloads = "messages"
 
     def _message(self) -> Message:
         return Message(self.n_params, self.wire)
@@ -259,6 +275,10 @@ class ServerLoop:
         """
         from mpi4py import MPI
 
+        self._shared = SharedExchange.open(
+            self.comm, self.first_worker, self.n_params, self.wire, usable=self.servers is None
+        )
+        self.payloads = "shared window" if self._shared is not None else "messages"
         received = {}
         buf = Message(self.n_params, np.float64)  # sites are registered exactly
         for _ in range(self.n_workers):
@@ -280,10 +300,14 @@ class ServerLoop:
             reply = self.server.reply_to(worker, out=(out.precision, out.precision_mean))
             self._send_reply(out, worker, reply.version, True).Wait()
 
-    def _send_reply(self, out: Message, worker: int, version: int, accepted: bool) -> Any:
-        """Send the reply in ``out`` (one message, header packed here); the request."""
+    def _send_reply(
+        self, out: Message, worker: int, version: int, accepted: bool, header_only: bool = False
+    ) -> Any:
+        """Send the reply in ``out`` (one message, header packed here; with ``header_only``
+        its payload is in the shared window); the request."""
         pack(out, KIND_REPLY, worker, version, accepted=accepted)
-        return self.comm.Isend(out.mpi(), dest=worker + self.first_worker, tag=TAG)
+        buf = out.header_mpi() if header_only else out.mpi()
+        return self.comm.Isend(buf, dest=worker + self.first_worker, tag=TAG)
 
     def run(self) -> None:
         """Serve pushes until every worker has sent ``done``."""
@@ -355,11 +379,18 @@ class ServerLoop:
         # before it pushed again)
         MPI.Request.Waitall(self._sends[idx])
         pushed_at[idx] = iteration
-        reply = self.server.push(
-            Push(idx, iteration, msg.precision, msg.precision_mean, seen),
-            out=(out.precision, out.precision_mean),
-        )
-        self._sends[idx] = [self._send_reply(out, idx, reply.version, reply.accepted)]
+        shared = self._shared
+        if shared is not None:  # the delta is in the worker's segment, the reply goes there
+            shared.sync()
+            delta, answer = shared.push(idx), shared.reply(idx)
+        else:
+            delta, answer = (msg.precision, msg.precision_mean), (out.precision, out.precision_mean)
+        reply = self.server.push(Push(idx, iteration, *delta, seen), out=answer)
+        if shared is not None:
+            shared.sync()
+        self._sends[idx] = [
+            self._send_reply(out, idx, reply.version, reply.accepted, shared is not None)
+        ]
         if not reply.accepted:
             sys.stderr.write(
                 f"snep: server rejected a push from worker {worker} at iteration "
@@ -397,6 +428,9 @@ class ServerLoop:
         from mpi4py import MPI
 
         MPI.Request.Waitall([r for per_worker in self._sends for r in per_worker])
+        if self._shared is not None:  # collective: every worker has said done
+            self._shared.close()
+            self._shared = None
         if self._evaluation is not None:
             self._evaluation.result()
         if self.servers is not None:  # shard 0 holds the whole server from here on
@@ -521,6 +555,8 @@ class WorkerLoop:
         self.wire = wire_dtype(worker.config.train.wire)
         self.bounds = shard_bounds(self.n_params, server_ranks)
         self.links: list[_Link] = []
+        #: the pushes' and replies' payloads in a shared window (opened in register())
+        self._shared: SharedExchange | None = None
 
     def _message(self, dtype: Any = None, n_params: int | None = None) -> Message:
         """A message buffer (the wire's dtype unless ``dtype``; ``n_params`` values of
@@ -576,12 +612,16 @@ class WorkerLoop:
         )  # fmt: skip
         return version, accepted
 
-    def _reply(self) -> Reply:
-        """The reply in the receive buffers: read where it arrived (one server rank), or
-        put together from every server rank's slice.  A slice whose server rank rejected
-        the push (non-finite values there) has the worker's record of it rolled back."""
+    def _reply(self, in_message: bool = False) -> Reply:
+        """The reply in the receive buffers: read where it arrived (one server rank; in the
+        shared window unless ``in_message``, as registration's reply is), or put together
+        from every server rank's slice.  A slice whose server rank rejected the push
+        (non-finite values there) has the worker's record of it rolled back."""
         if len(self.links) == 1:
             msg = self.links[0].recv
+            if self._shared is not None and not in_message:
+                self._shared.sync()
+                return Reply(*self._shared.reply(self.worker.worker), *self._header(msg))
             return Reply(msg.precision, msg.precision_mean, *self._header(msg))
         prec, pm = self._cavity
         version, accepted = 0, []
@@ -607,6 +647,10 @@ class WorkerLoop:
         from mpi4py import MPI
 
         w = self.worker
+        self._shared = SharedExchange.open(
+            self.comm, len(self.bounds), self.n_params, self.wire,
+            usable=len(self.bounds) == 1 and not self.device,
+        )  # fmt: skip
         self.links = [
             _Link(s, lo, hi, self._message(None, hi - lo), self._message(None, hi - lo))
             for s, (lo, hi) in enumerate(self.bounds)
@@ -627,7 +671,9 @@ class WorkerLoop:
             )
             self.comm.Send(register.mpi(), dest=link.rank, tag=TAG)
         MPI.Request.Waitall(self._post_replies())
-        if len(self.links) == 1:
+        if self._shared is not None:  # pushes computed in the shared window: no message
+            w.bind_push_arrays(*self._shared.push(w.worker))
+        elif len(self.links) == 1:
             send = self.links[0].send  # pushes computed in the send buffer: no copy
             w.bind_push_arrays(send.precision, send.precision_mean)
         if self.resumed:
@@ -636,7 +682,7 @@ class WorkerLoop:
             # worker's last site is newer, and reaches it with its next reply
             w.in_flight = False
         else:
-            w.start(self._reply())
+            w.start(self._reply(in_message=True))
 
     def exchange(self, push: Push) -> Reply:
         """Send ``push`` and wait for the server's reply (not yet applied to the worker)."""
@@ -674,11 +720,13 @@ class WorkerLoop:
             pending, sent = self._progress(push, pending, sent)
             self.comm_seconds += time.perf_counter() - t0
         self._finish(pending, sent)
-        return {
+        stats = {
             **w.stats(),
             "comm_seconds": self.comm_seconds,
             "wall_seconds": time.perf_counter() - t_start,
         }
+        self.close()  # waits for the other workers: after this worker's clock has stopped
+        return stats
 
     def _maybe_checkpoint(self) -> None:
         """Checkpoint the worker if ``checkpoint_every`` iterations have passed since the
@@ -737,10 +785,33 @@ class WorkerLoop:
             self._pack(link.send, KIND_DONE, self.worker.worker, self.worker.version)
             self.comm.Send(link.send.mpi(), dest=link.rank, tag=TAG)
 
+    def close(self) -> None:
+        """Free the shared window, if any: collective, so it returns once the server has
+        served every worker (:meth:`run` calls it after its counters are taken; a caller
+        driving :meth:`register`, :meth:`exchange` and :meth:`done` itself calls it last)."""
+        if self._shared is not None:
+            self._shared.close()
+            self._shared = None
+
     def _send_push(self, push: Push) -> list[Any]:
         """Send ``push`` (each server rank its slice) without blocking; the requests (wait
         on them before the send buffers are written again)."""
         whole = len(self.links) == 1
+        if self._shared is not None:  # the delta is in the window: the header tells the server
+            link = self.links[0]
+            for dst, src in zip(
+                self._shared.push(self.worker.worker),
+                (push.delta_precision, push.delta_precision_mean),
+                strict=True,
+            ):
+                if src is not dst:  # computed elsewhere (bind_push_arrays binds the window)
+                    dst[...] = src
+            self._pack(
+                link.send, KIND_PUSH, push.worker, self.worker.version, push.iteration,
+                push.version_seen,
+            )  # fmt: skip
+            self._shared.sync()
+            return [self.comm.Isend(link.send.header_mpi(), dest=link.rank, tag=TAG)]
         sends = []
         for link in self.links:
             part = slice(None) if whole else slice(link.lo, link.hi)
