@@ -19,10 +19,12 @@ rank 1 a real :class:`SnepWorker` (784-500-300-10 on a synthetic shard) driven t
   back to back, its state in cache and nothing on the wire: the floor of any exchange
   with this server state, against which ``*_server_pass_warm_over_raw`` sets the target.
 
-For each wire dtype (``train.wire``: float64, float32) and each of ``--repeats`` repeats,
-the three are timed in turn over ``--rounds`` rounds, so the ratios come from the same
-minutes of this shared machine; the JSON gives each repeat's medians and ratios and their
-spread.  ``ratio_snep_over_raw`` (the key other tools read) is the float32 wire's median
+For each variant (``VARIANTS``: the float64 and float32 wires with the payloads in the
+transport's shared window, which it uses when the ranks share a node, and the float32 wire
+with the payloads as messages, ``SNEP_MPI_SHARED_WINDOW=0``) and each of ``--repeats``
+repeats, these are timed in turn over ``--rounds`` rounds, so the ratios come from the
+same minutes of this shared machine; the JSON gives each repeat's medians and ratios and
+their spread.  ``ratio_snep_over_raw`` (the key other tools read) is the float32 wire's median
 ``exchange`` over the raw ``Sendrecv``, the median over repeats.  Writes
 ``bench/results/mpi_exchange-<timestamp>.json`` from rank 0.
 """
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -57,8 +60,16 @@ from snep.backends import get_backend
 from snep.maths.family import DiagGaussian
 from snep.model.spec import ParamSpec, init_params
 from snep.transport.mpi import ServerLoop, WorkerLoop
+from snep.transport.shared_window import ENV_VAR as SHARED_ENV
 
 WARMUP = 5
+#: what is timed: name -> (train.wire, SNEP_MPI_SHARED_WINDOW); on one node the transport
+#: moves the payloads through a shared window ("1"), or as messages with "0"
+VARIANTS = {
+    "float64": ("float64", "1"),
+    "float32": ("float32", "1"),
+    "float32_messages": ("float32", "0"),
+}
 POLL: float | None = None  # --poll: the server's poll interval (default: ServerLoop's)
 
 
@@ -166,7 +177,8 @@ def main() -> None:
     repeats = []
     for _ in range(args.repeats):
         rep: dict[str, float] = {"raw_sendrecv_ms": median_ms(raw_rounds(comm, p, args.rounds))}
-        for wire in ("float64", "float32"):
+        for name, (wire, shared) in VARIANTS.items():
+            os.environ[SHARED_ENV] = shared  # read when the loops register (both ranks)
             t = snep_rounds(comm, wire, args.rounds, args.average)
             t = comm.bcast(t if rank == 1 else None, root=1) | (t if rank == 0 else {})
             comm.Barrier()
@@ -174,20 +186,20 @@ def main() -> None:
                 a + b + c for a, b, c in zip(t["push"], t["exchange"], t["receive"], strict=True)
             ]
             rep |= {
-                f"{wire}_push_ms": median_ms(t["push"]),
-                f"{wire}_exchange_ms": median_ms(t["exchange"]),
-                f"{wire}_receive_ms": median_ms(t["receive"]),
-                f"{wire}_sync_ms": median_ms(sync),
+                f"{name}_push_ms": median_ms(t["push"]),
+                f"{name}_exchange_ms": median_ms(t["exchange"]),
+                f"{name}_receive_ms": median_ms(t["receive"]),
+                f"{name}_sync_ms": median_ms(sync),
             }
             if rank == 0:
-                rep[f"{wire}_server_serve_ms"] = 1e3 * t["server_serve"][0]
-                rep[f"{wire}_server_pass_warm_ms"] = median_ms(t["server_pass_warm"])
-        for wire in ("float64", "float32"):
-            rep[f"{wire}_exchange_over_raw"] = rep[f"{wire}_exchange_ms"] / rep["raw_sendrecv_ms"]
-            rep[f"{wire}_sync_over_raw"] = rep[f"{wire}_sync_ms"] / rep["raw_sendrecv_ms"]
+                rep[f"{name}_server_serve_ms"] = 1e3 * t["server_serve"][0]
+                rep[f"{name}_server_pass_warm_ms"] = median_ms(t["server_pass_warm"])
+        for name in VARIANTS:
+            rep[f"{name}_exchange_over_raw"] = rep[f"{name}_exchange_ms"] / rep["raw_sendrecv_ms"]
+            rep[f"{name}_sync_over_raw"] = rep[f"{name}_sync_ms"] / rep["raw_sendrecv_ms"]
             if rank == 0:  # the exchange's floor: the server's pass alone, warm, no wire
-                warm = rep[f"{wire}_server_pass_warm_ms"]
-                rep[f"{wire}_server_pass_warm_over_raw"] = warm / rep["raw_sendrecv_ms"]
+                warm = rep[f"{name}_server_pass_warm_ms"]
+                rep[f"{name}_server_pass_warm_over_raw"] = warm / rep["raw_sendrecv_ms"]
         repeats.append(rep)
     if rank != 0:
         return
