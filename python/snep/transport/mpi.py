@@ -790,6 +790,10 @@ class WorkerLoop:
         served every worker (:meth:`run` calls it after its counters are taken; a caller
         driving :meth:`register`, :meth:`exchange` and :meth:`done` itself calls it last)."""
         if self._shared is not None:
+            # the worker's push arrays leave the window before it is freed: nothing of the
+            # worker may point into freed memory
+            send = self.links[0].send
+            self.worker.bind_push_arrays(send.precision, send.precision_mean)
             self._shared.close()
             self._shared = None
 
