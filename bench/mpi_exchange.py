@@ -93,9 +93,9 @@ def warm_pass(server: PosteriorServer, wire: str, rounds: int) -> list[float]:
     back to back on this rank with nothing else running: its state stays in cache, and no
     byte crosses the wire.  A lower bound of any exchange whose server keeps this state
     (issue 14)."""
-    p = server.precision.size
-    zero = np.zeros(p, wire_dtype(wire))
-    out = (np.empty(p, wire_dtype(wire)), np.empty(p, wire_dtype(wire)))
+    p, dtype = server.precision.size, wire_dtype(wire)
+    zero = np.zeros(p, dtype)
+    out = (np.empty(p, dtype), np.empty(p, dtype))
     times = []
     for i in range(WARMUP + rounds):
         push = Push(0, int(server.last_iteration[0]) + 1, zero, zero, server.version)

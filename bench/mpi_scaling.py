@@ -66,7 +66,7 @@ def run(n_workers: int, iterations: int, wire: str, root: Path, server_ranks: in
         "staleness_per_worker": stats["staleness_per_worker"],
         "staleness_mean": stats["staleness_mean"],
         "bytes_moved": stats["bytes_moved"],
-        "payloads": stats.get("payloads", "messages"),  # the shared window on one node
+        "payloads": stats["payloads"],  # "shared window" on one node, else "messages"
         "server_comm_seconds": stats["server_comm_seconds"],
         "final_mean_error": summary["final"].get("mean_error"),
         "final_bma_error": summary["final"].get("bma_error"),

@@ -48,6 +48,14 @@ def _state(n_chains: int, seed: int = 0) -> tuple[ChainArrays, np.ndarray]:
     return a, grad
 
 
+def _scalars(update_site: int) -> PassScalars:
+    """The pass's scalars in these benchmarks: a worker's, one sample per iteration."""
+    return PassScalars(
+        lik_scale=1.0, step_size=1e-3, beta1=0.0, bias_corr2=1.0, site_step=0.02,
+        update_site=update_site, accumulate=0, seed=2017,
+    )  # fmt: skip
+
+
 def _info(threads: int, chains: int, **kw) -> dict:
     return {"P": P, "threads": threads, "chains": chains, **kw}
 
@@ -57,16 +65,7 @@ def _info(threads: int, chains: int, **kw) -> dict:
 def test_fused_pass(benchmark, kind, n_threads, fused_chains):
     backend = get_backend("cpu", n_threads)
     a, grad = _state(fused_chains)
-    s = PassScalars(
-        lik_scale=1.0,
-        step_size=1e-3,
-        beta1=0.0,
-        bias_corr2=1.0,
-        site_step=0.02,
-        update_site=1,
-        accumulate=0,
-        seed=2017,
-    )
+    s = _scalars(update_site=1)
     steps = itertools.count(1)
 
     def run() -> None:
@@ -103,10 +102,7 @@ def test_fused_pass_noise_given(benchmark, kind, site):
     a, grad = _state(1)
     noise = np.random.default_rng(1).standard_normal((1, P), np.float32)
     labels = {"sampler": kind.name.lower(), "noise": "passed in", "site_step": bool(site)}
-    s = PassScalars(
-        lik_scale=1.0, step_size=1e-3, beta1=0.0, bias_corr2=1.0, site_step=0.02,
-        update_site=site, accumulate=0, seed=2017,
-    )  # fmt: skip
+    s = _scalars(update_site=site)
     bench_call(
         benchmark,
         lambda: backend.fused_step(kind, a, grad, s, noise=noise),

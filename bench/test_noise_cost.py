@@ -5,6 +5,7 @@ reference, which the known-answer vectors of tests/maths/test_noise.py pin down)
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from snep import _native
 from snep.maths.noise import _box_muller, philox4x32
 
 pytestmark = pytest.mark.skipif(
-    shutil.which(noise_cost.os.environ.get("CXX", "c++")) is None,
+    shutil.which(os.environ.get("CXX", "c++")) is None,
     reason="no C++ compiler (CXX, default c++) to build bench/noise_cost.cpp",
 )
 
