@@ -14,10 +14,17 @@ rank 1 a real :class:`SnepWorker` (784-500-300-10 on a synthetic shard) driven t
   moments of the run's last part too) and its polling latency;
 * ``sync``: the worker's whole sync, ``make_push`` + ``exchange`` + ``receive`` (the reply
   update of the chain);
-* ``raw_sendrecv``: one ``Sendrecv`` of 8 + 2P float64 each way between the same ranks;
+* ``raw_sendrecv``: one ``Sendrecv`` of 8 + 2P float64 each way between the same ranks,
+  back to back: its buffers stay in the shared L3;
+* ``raw_sendrecv_in_situ``: the same ``Sendrecv``, each after rank 1 has run what precedes
+  a timed ``exchange`` (an iteration of the same worker and its push), so that the raw
+  messages meet the caches the exchange meets (the ``*_over_raw_in_situ`` ratios; the
+  issue's ratio stays the one over the back-to-back ``Sendrecv``);
 * ``server_pass_warm`` (rank 0, after each session): the server's push of a zero delta,
   back to back, its state in cache and nothing on the wire: the floor of any exchange
-  with this server state, against which ``*_server_pass_warm_over_raw`` sets the target.
+  with this server state, against which ``*_server_pass_warm_over_raw`` sets the target;
+* ``server_pass_cold``: the same push after a sweep that evicts the caches, as the
+  worker's iteration does between two syncs: what the pass costs inside an exchange.
 
 For each variant (``VARIANTS``: the float64 and float32 wires with the payloads in the
 transport's shared window, which it uses when the ranks share a node, and the float32 wire
@@ -25,7 +32,8 @@ with the payloads as messages, ``SNEP_MPI_SHARED_WINDOW=0``) and each of ``--rep
 repeats, these are timed in turn over ``--rounds`` rounds, so the ratios come from the
 same minutes of this shared machine; the JSON gives each repeat's medians and ratios and
 their spread.  ``ratio_snep_over_raw`` (the key other tools read) is the float32 wire's median
-``exchange`` over the raw ``Sendrecv``, the median over repeats.  Writes
+``exchange`` over the raw ``Sendrecv``, the median over repeats
+(``ratio_snep_over_raw_in_situ``: the same over the in-situ one).  Writes
 ``bench/results/mpi_exchange-<timestamp>.json`` from rank 0.
 """
 
@@ -37,6 +45,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from snep.threads import apply_threads
@@ -52,7 +61,7 @@ from mpi4py import MPI
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from benchutil import HIDDEN, make_config, make_shard
+from benchutil import HIDDEN, make_config, make_shard, make_worker
 from snep.algorithm.messages import Push, wire_dtype
 from snep.algorithm.server import PosteriorServer
 from snep.algorithm.worker import SnepWorker
@@ -73,12 +82,17 @@ VARIANTS = {
 POLL: float | None = None  # --poll: the server's poll interval (default: ServerLoop's)
 
 
-def raw_rounds(comm: MPI.Comm, p: int, rounds: int) -> list[float]:
-    """Seconds per ``Sendrecv`` of 8 + 2P float64 each way (both ranks take part)."""
+def raw_rounds(
+    comm: MPI.Comm, p: int, rounds: int, before: Callable[[], object] | None = None
+) -> list[float]:
+    """Seconds per ``Sendrecv`` of 8 + 2P float64 each way (both ranks take part); with
+    ``before``, rank 1 calls it (untimed) before each round."""
     rank = comm.Get_rank()
     send, recv = np.ones(8 + 2 * p), np.empty(8 + 2 * p)
     times = []
     for i in range(WARMUP + rounds):
+        if before is not None and rank == 1:
+            before()
         comm.Barrier()
         t0 = time.perf_counter()
         comm.Sendrecv([send, MPI.DOUBLE], 1 - rank, recvbuf=[recv, MPI.DOUBLE], source=1 - rank)
@@ -87,18 +101,43 @@ def raw_rounds(comm: MPI.Comm, p: int, rounds: int) -> list[float]:
     return times
 
 
-def warm_pass(server: PosteriorServer, wire: str, rounds: int) -> list[float]:
+def raw_rounds_in_situ(comm: MPI.Comm, p: int, rounds: int) -> list[float]:
+    """:func:`raw_rounds` with rank 1 running what precedes each timed exchange of
+    :func:`snep_rounds` before each ``Sendrecv`` (the worker's iteration and its push, with
+    an in-process server to start it): the raw messages meet the caches the exchange
+    meets, the worker's working set having pushed the other buffers out of the shared L3."""
+    before = None
+    if comm.Get_rank() == 1:
+        spec = ParamSpec((784, *HIDDEN, 10))
+        worker = make_worker(spec, make_shard(2000), "adam_sgld", 100, 1).worker
+
+        def before() -> None:
+            worker.step()
+            worker.in_flight = False
+            worker.make_push()
+            worker.in_flight = False
+
+    return raw_rounds(comm, p, rounds, before)
+
+
+def server_pass(server: PosteriorServer, wire: str, rounds: int, cold: bool = False) -> list[float]:
     """Seconds per :meth:`PosteriorServer.push` (the finiteness check and the fused pass
-    over theta, the site and the reply, as ``ServerLoop`` calls it) of a zero delta,
-    back to back on this rank with nothing else running: its state stays in cache, and no
-    byte crosses the wire.  A lower bound of any exchange whose server keeps this state
-    (issue 14)."""
+    over theta, the site and the reply, as ``ServerLoop`` calls it) of a zero delta, on
+    this rank with nothing else running and no byte on the wire.  Back to back
+    (``cold`` False) its state stays in cache: a lower bound of any exchange whose server
+    keeps this state (issue 14).  With ``cold``, a sweep over twice the L3 (64 MB, untimed)
+    before each push evicts it, as a worker's iteration does between two syncs: the pass
+    then streams its ~80 bytes per parameter (theta and the site read and written in
+    float64, the delta read, the reply written) from memory."""
     p, dtype = server.precision.size, wire_dtype(wire)
     zero = np.zeros(p, dtype)
     out = (np.empty(p, dtype), np.empty(p, dtype))
+    evict = np.zeros(8 * 2**20) if cold else None
     times = []
     for i in range(WARMUP + rounds):
         push = Push(0, int(server.last_iteration[0]) + 1, zero, zero, server.version)
+        if evict is not None:
+            evict += 1.0
         t0 = time.perf_counter()
         server.push(push, out=out)
         if i >= WARMUP:
@@ -127,7 +166,8 @@ def snep_rounds(comm: MPI.Comm, wire: str, rounds: int, average: bool) -> dict[s
         loop.run()
         return {
             "server_serve": [loop.comm_seconds / max(int(server.pushes.sum()), 1)],
-            "server_pass_warm": warm_pass(server, wire, rounds),
+            "server_pass_warm": server_pass(server, wire, rounds),
+            "server_pass_cold": server_pass(server, wire, rounds, cold=True),
         }
     x, y = make_shard(2000)
     worker = SnepWorker(0, 1, backend.mlp(spec, 1, 100), x, y, cfg, backend, x0)
@@ -176,7 +216,10 @@ def main() -> None:
     p = 545_810
     repeats = []
     for _ in range(args.repeats):
-        rep: dict[str, float] = {"raw_sendrecv_ms": median_ms(raw_rounds(comm, p, args.rounds))}
+        rep: dict[str, float] = {
+            "raw_sendrecv_ms": median_ms(raw_rounds(comm, p, args.rounds)),
+            "raw_sendrecv_in_situ_ms": median_ms(raw_rounds_in_situ(comm, p, args.rounds)),
+        }
         for name, (wire, shared) in VARIANTS.items():
             os.environ[SHARED_ENV] = shared  # read when the loops register (both ranks)
             t = snep_rounds(comm, wire, args.rounds, args.average)
@@ -194,9 +237,13 @@ def main() -> None:
             if rank == 0:
                 rep[f"{name}_server_serve_ms"] = 1e3 * t["server_serve"][0]
                 rep[f"{name}_server_pass_warm_ms"] = median_ms(t["server_pass_warm"])
+                rep[f"{name}_server_pass_cold_ms"] = median_ms(t["server_pass_cold"])
         for name in VARIANTS:
             rep[f"{name}_exchange_over_raw"] = rep[f"{name}_exchange_ms"] / rep["raw_sendrecv_ms"]
             rep[f"{name}_sync_over_raw"] = rep[f"{name}_sync_ms"] / rep["raw_sendrecv_ms"]
+            rep[f"{name}_exchange_over_raw_in_situ"] = (
+                rep[f"{name}_exchange_ms"] / rep["raw_sendrecv_in_situ_ms"]
+            )
             if rank == 0:  # the exchange's floor: the server's pass alone, warm, no wire
                 warm = rep[f"{name}_server_pass_warm_ms"]
                 rep[f"{name}_server_pass_warm_over_raw"] = warm / rep["raw_sendrecv_ms"]
@@ -219,11 +266,13 @@ def main() -> None:
         "server_averages": args.average,
         "mpi": MPI.Get_library_version().splitlines()[0],
         "ratio_snep_over_raw": spread("float32_exchange_over_raw")["median"],
+        "ratio_snep_over_raw_in_situ": spread("float32_exchange_over_raw_in_situ")["median"],
         "target": "exchange <= 1.5x raw Sendrecv of 2P float64 (issue 14)",
         "command": "mpiexec -n 2 python bench/mpi_exchange.py " + " ".join(sys.argv[1:]),
     }
     print(json.dumps(out["summary"], indent=1))
     print(f"ratio_snep_over_raw = {out['ratio_snep_over_raw']:.2f}")
+    print(f"ratio_snep_over_raw_in_situ = {out['ratio_snep_over_raw_in_situ']:.2f}")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     path = Path(__file__).parent / "results" / f"mpi_exchange-{stamp}.json"
     path.write_text(json.dumps(out, indent=2) + "\n")
