@@ -25,7 +25,6 @@ hypothetical passes are checked against numpy in ``bench/test_server_bytes.py``,
 times are of real work.  Writes ``bench/results/server_bytes-<timestamp>.json``.
 """
 
-# ruff: noqa: E402  (the imports below wait for the thread settings)
 from __future__ import annotations
 
 import argparse
@@ -37,7 +36,8 @@ from pathlib import Path
 
 from snep.threads import apply_threads
 
-apply_threads(1)
+if __name__ == "__main__":  # one thread as a script; imported by its test, change nothing
+    apply_threads(1)
 
 import numba
 import numpy as np
