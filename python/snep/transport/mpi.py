@@ -131,6 +131,16 @@ def _copy_host(dst: np.ndarray, src: np.ndarray) -> None:
     np.copyto(dst, src, casting="same_kind")
 
 
+def _put_payload(
+    dst: tuple[Any, Any], src: tuple[Any, Any], put: Callable[[Any, Any], None] = _copy_host
+) -> None:
+    """Write a payload (precision, precision-mean) into ``dst``'s arrays, skipping an
+    array that already is its destination (computed in place: nothing to copy)."""
+    for d, s in zip(dst, src, strict=True):
+        if s is not d:
+            put(d, s)
+
+
 def pack(
     msg: Message,
     kind: int,
@@ -153,9 +163,7 @@ def pack(
     )  # fmt: skip
     put(msg.header, header)
     if precision is not None:
-        for dst, src in ((msg.precision, precision), (msg.precision_mean, precision_mean)):
-            if src is not dst:
-                put(dst, src)
+        _put_payload((msg.precision, msg.precision_mean), (precision, precision_mean), put)
     return msg
 
 
@@ -803,13 +811,11 @@ class WorkerLoop:
         whole = len(self.links) == 1
         if self._shared is not None:  # the delta is in the window: the header tells the server
             link = self.links[0]
-            for dst, src in zip(
+            # a no-op when the worker computed the delta in the window (bind_push_arrays)
+            _put_payload(
                 self._shared.push(self.worker.worker),
                 (push.delta_precision, push.delta_precision_mean),
-                strict=True,
-            ):
-                if src is not dst:  # computed elsewhere (bind_push_arrays binds the window)
-                    dst[...] = src
+            )
             self._pack(
                 link.send, KIND_PUSH, push.worker, self.worker.version, push.iteration,
                 push.version_seen,
