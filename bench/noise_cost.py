@@ -30,6 +30,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -41,8 +42,23 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "bench" / "noise_cost.cpp"
 HEADER = ROOT / "kernels" / "snep_rng.cuh"
-#: CMakeLists.txt's flags for the extension (target_compile_options of _native)
-FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-std=c++17"]
+
+
+def extension_flags(cmake: Path = ROOT / "CMakeLists.txt") -> list[str]:
+    """The extension's compile flags, read from ``CMakeLists.txt`` (its
+    ``target_compile_options(_native PRIVATE ...)`` and ``cxx_std_17``), so that the
+    driver is built as the pass is."""
+    text = cmake.read_text()
+    m = re.search(r"target_compile_options\(_native PRIVATE ([^)]*)\)", text)
+    if m is None or "cxx_std_17" not in text:
+        raise RuntimeError(
+            f"noise_cost: {cmake} no longer has target_compile_options(_native PRIVATE ...) "
+            "and cxx_std_17; update extension_flags() to read the extension's flags"
+        )
+    return [*m.group(1).split(), "-std=c++17"]
+
+
+FLAGS = extension_flags()
 P = 545_810  # the paper's 784-500-300-10
 VARIANTS = ("philox10_normals", "philox7_normals", "philox10_words", "philox7_words", "box_muller")
 

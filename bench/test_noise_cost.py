@@ -98,3 +98,15 @@ def test_script_writes_its_json(tmp_path):
     for key in (*noise_cost.VARIANTS, "fill_normal_extension"):
         assert data["summary"][key]["median"] > 0.0
     assert np.isfinite(data["summary"]["philox7_saves_ms"]["median"])
+
+
+def test_driver_flags_are_the_extensions(tmp_path):
+    """The driver is compiled with CMakeLists.txt's flags for _native, read from it; a
+    CMakeLists.txt that no longer states them is an error, not a silent default."""
+    cmake = tmp_path / "CMakeLists.txt"
+    std = "target_compile_features(_native PRIVATE cxx_std_17)\n"
+    cmake.write_text(std + "  target_compile_options(_native PRIVATE -O2 -fno-math-errno)\n")
+    assert noise_cost.extension_flags(cmake) == ["-O2", "-fno-math-errno", "-std=c++17"]
+    cmake.write_text(std)
+    with pytest.raises(RuntimeError, match="target_compile_options"):
+        noise_cost.extension_flags(cmake)
