@@ -62,7 +62,7 @@ from mpi4py import MPI
 sys.path.insert(0, str(Path(__file__).parent))
 
 from benchutil import HIDDEN, make_config, make_shard, make_worker
-from snep.algorithm.messages import Push, wire_dtype
+from server_bytes import EVICT_VALUES, time_pass, zero_push
 from snep.algorithm.server import PosteriorServer
 from snep.algorithm.worker import SnepWorker
 from snep.backends import get_backend
@@ -129,20 +129,8 @@ def server_pass(server: PosteriorServer, wire: str, rounds: int, cold: bool = Fa
     before each push evicts it, as a worker's iteration does between two syncs: the pass
     then streams its ~80 bytes per parameter (theta and the site read and written in
     float64, the delta read, the reply written) from memory."""
-    p, dtype = server.precision.size, wire_dtype(wire)
-    zero = np.zeros(p, dtype)
-    out = (np.empty(p, dtype), np.empty(p, dtype))
-    evict = np.zeros(8 * 2**20) if cold else None
-    times = []
-    for i in range(WARMUP + rounds):
-        push = Push(0, int(server.last_iteration[0]) + 1, zero, zero, server.version)
-        if evict is not None:
-            evict += 1.0
-        t0 = time.perf_counter()
-        server.push(push, out=out)
-        if i >= WARMUP:
-            times.append(time.perf_counter() - t0)
-    return times
+    evict = np.zeros(EVICT_VALUES) if cold else None
+    return time_pass(zero_push(server, wire), rounds, evict)
 
 
 def worker_config(wire: str, average: bool):

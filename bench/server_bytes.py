@@ -42,12 +42,14 @@ if __name__ == "__main__":  # one thread as a script; imported by its test, chan
 import numba
 import numpy as np
 
-from snep.algorithm.messages import Push
+from snep.algorithm.messages import Push, wire_dtype
 from snep.algorithm.server import PosteriorServer
 from snep.maths.family import DiagGaussian
 
 P = 545_810
 WARMUP = 5
+#: float64 values of the sweep that evicts the caches before a cold pass: 64 MB, twice the L3
+EVICT_VALUES = 8 * 2**20
 #: bytes per parameter each pass reads and writes (both arrays of a pair)
 BYTES_PER_PARAM = {"as_built": 80, "site_read_only": 64, "theta_only": 40, "copy_2p_float64": 32}
 
@@ -72,6 +74,20 @@ def theta_only(theta_prec, theta_pm, d_prec, d_pm):
         theta_pm[i] += np.float64(d_pm[i])
 
 
+def zero_push(server: PosteriorServer, wire: str) -> Callable[[], object]:
+    """One :meth:`PosteriorServer.push` of a zero delta from worker 0, as ``ServerLoop``
+    calls it (the finiteness check and the fused pass), its reply into a buffer of the
+    wire's dtype; repeating it leaves theta and the site as they were."""
+    p, dtype = server.precision.size, wire_dtype(wire)
+    zero = np.zeros(p, dtype)
+    reply = (np.empty(p, dtype), np.empty(p, dtype))
+
+    def push() -> None:
+        server.push(Push(0, int(server.last_iteration[0]) + 1, zero, zero, server.version), reply)
+
+    return push
+
+
 def passes(p: int = P, seed: int = 0) -> dict[str, Callable[[], object]]:
     """The four passes over fresh state of ``p`` parameters (float32 deltas of zero, so
     that repeating a pass leaves the state as it was)."""
@@ -84,12 +100,8 @@ def passes(p: int = P, seed: int = 0) -> dict[str, Callable[[], object]]:
     theta = (server.precision, server.precision_mean)
     site = (server.sites[0].precision, server.sites[0].precision_mean)
     src, dst = rng.random(2 * p), np.empty(2 * p)
-
-    def as_built() -> None:
-        server.push(Push(0, int(server.last_iteration[0]) + 1, zero, zero, server.version), reply)
-
     return {
-        "as_built": as_built,
+        "as_built": zero_push(server, "float32"),
         "site_read_only": lambda: site_read_only(*theta, *site, zero, zero, *reply),
         "theta_only": lambda: theta_only(*theta, zero, zero),
         "copy_2p_float64": lambda: np.copyto(dst, src),
@@ -116,7 +128,7 @@ def main() -> None:
     ap.add_argument("--params", type=int, default=P, help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
-    evict = np.zeros(8 * 2**20)  # 64 MB: twice the L3
+    evict = np.zeros(EVICT_VALUES)
     runs = passes(args.params)
     repeats = []
     for _ in range(args.repeats):
